@@ -1,0 +1,24 @@
+/**
+ * The ordered list of migrations, given to knex as a migration source so the
+ * same TypeScript modules run under tsx, jest and a compiled build alike.
+ */
+import type { Knex } from 'knex';
+import * as tenantQuota from './20261126000001_tenant_quota';
+import * as apiKeyQuota from './20261126000002_api_key_quota';
+import * as modelPrice from './20261126000003_model_price';
+import * as billingTransaction from './20261126000004_billing_transaction';
+
+const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
+  ['20261126000001_tenant_quota', tenantQuota],
+  ['20261126000002_api_key_quota', apiKeyQuota],
+  ['20261126000003_model_price', modelPrice],
+  ['20261126000004_billing_transaction', billingTransaction],
+];
+
+export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {
+  getMigrations: () => Promise.resolve([...MIGRATIONS]),
+  getMigrationName: ([name]) => name,
+  getMigration: ([, migration]) => Promise.resolve(migration),
+};
+
+export const MIGRATION_NAMES = MIGRATIONS.map(([name]) => name);

@@ -1,0 +1,80 @@
+/**
+ * The one reader of `process.env`. Parses every setting with zod into a frozen,
+ * typed config and exits with a readable list of what is wrong.
+ *
+ * An unset TEMPORAL_ADDRESS / REDIS_URL / DATABASE_URL means "start the embedded
+ * service" (see src/stack); a set one means "use that service, start nothing".
+ */
+import path from 'node:path';
+import { z } from 'zod';
+
+const port = z.coerce.number().int().min(1).max(65535);
+const positiveInt = z.coerce.number().int().positive();
+const optionalUrl = z
+  .string()
+  .trim()
+  .optional()
+  .transform((v) => (v === undefined || v === '' ? undefined : v));
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DATA_DIR: z.string().default('.data'),
+
+  API_HOST: z.string().default('127.0.0.1'),
+  API_PORT: port.default(8080),
+  WORKER_METRICS_PORT: port.default(9464),
+  ADMIN_TOKEN: z.string().min(16, 'ADMIN_TOKEN must be at least 16 characters').default('dev-admin-token-change-me'),
+
+  TEMPORAL_ADDRESS: optionalUrl,
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  TEMPORAL_TASK_QUEUE: z.string().default('billing'),
+  REDIS_URL: optionalUrl,
+  DATABASE_URL: optionalUrl,
+
+  EMBEDDED_TEMPORAL_PORT: port.default(7233),
+  EMBEDDED_TEMPORAL_UI_PORT: port.default(8233),
+  EMBEDDED_REDIS_PORT: port.default(6390),
+  EMBEDDED_POSTGRES_PORT: port.default(5433),
+
+  UPSTREAM_BASE_URL: optionalUrl,
+  MOCK_UPSTREAM_PORT: port.default(8090),
+
+  RESERVATION_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
+  QUOTA_SYNC_EVERY: z.string().default('5m'),
+  APIKEY_SYNC_EVERY: z.string().default('10m'),
+  CONSISTENCY_CHECK_EVERY: z.string().default('1h'),
+  CONSISTENCY_ALERT_THRESHOLD_MICROS: z.coerce.number().int().nonnegative().default(1_000_000),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+/** The resolved configuration every module receives. */
+export interface Config extends Env {
+  /** Absolute path of DATA_DIR. */
+  dataDir: string;
+  /** Absolute path of the project root (where package.json lives). */
+  rootDir: string;
+}
+
+/** Thrown when the environment does not parse; the message lists every problem. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const rootDir = path.resolve(__dirname, '..');
+
+/** Parses an environment (default: `process.env`) into a frozen Config. */
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const parsed = envSchema.safeParse(source);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const env = parsed.data;
+  return Object.freeze({
+    ...env,
+    rootDir,
+    dataDir: path.resolve(rootDir, env.DATA_DIR),
+  });
+}

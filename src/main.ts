@@ -1,0 +1,103 @@
+/**
+ * `npm start`: the whole system on its embedded defaults, or one role of it.
+ *
+ *   tsx src/main.ts          all: embedded stack (unless URLs are set) + migrations + worker + API
+ *   tsx src/main.ts api      the Express front only (needs TEMPORAL_ADDRESS, REDIS_URL, DATABASE_URL)
+ *   tsx src/main.ts worker   the Temporal worker only (same)
+ *
+ * SIGINT/SIGTERM stop everything this process started, children included.
+ */
+import path from 'node:path';
+import { loadConfig, ConfigError, type Config } from './config';
+import { createLogger, type Logger } from './log';
+import { startStack, type StackEndpoints } from './stack';
+import { startServices } from './services';
+
+type Role = 'all' | 'api' | 'worker';
+
+function parseRole(arg: string | undefined): Role {
+  if (arg === undefined || arg === 'all' || arg === 'api' || arg === 'worker') return arg ?? 'all';
+  throw new ConfigError(`unknown role "${arg}": use all, api or worker`);
+}
+
+function endpointsFromEnv(config: Readonly<Config>, role: Role): StackEndpoints {
+  const missing = (['TEMPORAL_ADDRESS', 'REDIS_URL', 'DATABASE_URL'] as const).filter((k) => !config[k]);
+  if (missing.length > 0) throw new ConfigError(`role "${role}" uses existing services: set ${missing.join(', ')} (or run without a role to start the embedded stack)`);
+  return { temporalAddress: config.TEMPORAL_ADDRESS!, redisUrl: config.REDIS_URL!, databaseUrl: config.DATABASE_URL! };
+}
+
+/** What this process started, stopped in reverse order on a signal or a failed start. */
+const stops: Array<() => Promise<void>> = [];
+let stopping = false;
+
+async function stopAll(log: Logger | undefined): Promise<void> {
+  for (const stop of stops.reverse()) await stop().catch((err: unknown) => log?.error({ err }, 'shutdown step failed'));
+  stops.length = 0;
+}
+
+async function main(config: Readonly<Config>, log: Logger): Promise<void> {
+  const role = parseRole(process.argv[2]);
+  const shutdown = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    await stopAll(log);
+    log.info('stopped');
+    process.exit(0);
+  };
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (stopping) process.exit(1); // a second signal: give up waiting
+      void shutdown(signal);
+    });
+  }
+
+  let endpoints: StackEndpoints;
+  if (role === 'all') {
+    const stack = await startStack(config, {
+      dataDir: config.dataDir,
+      ports: {
+        temporal: config.EMBEDDED_TEMPORAL_PORT,
+        temporalUi: config.EMBEDDED_TEMPORAL_UI_PORT,
+        redis: config.EMBEDDED_REDIS_PORT,
+        postgres: config.EMBEDDED_POSTGRES_PORT,
+      },
+    }, log);
+    stops.push(stack.stop);
+    endpoints = stack;
+  } else {
+    endpoints = endpointsFromEnv(config, role);
+  }
+
+  const services = await startServices(config, endpoints, { api: role !== 'worker', worker: role !== 'api' }, log);
+  stops.push(services.stop);
+
+  const lines = [
+    `data directory      ${path.relative(process.cwd(), config.dataDir) || '.'}`,
+    `Temporal            ${endpoints.temporalAddress}`,
+    endpoints.temporalUiUrl ? `Temporal Web UI     ${endpoints.temporalUiUrl}` : undefined,
+    `Redis               ${endpoints.redisUrl}`,
+    `PostgreSQL          ${endpoints.databaseUrl.replace(/\/\/[^@/]*@/, '//')}`,
+    ...services.urls,
+  ].filter(Boolean);
+  process.stdout.write(`\nDurable billing is ready (${role}):\n  ${lines.join('\n  ')}\n\n`);
+}
+
+let log: Logger | undefined;
+async function boot(): Promise<void> {
+  const config = loadConfig();
+  log = createLogger(config.LOG_LEVEL, 'billing');
+  await main(config, log);
+}
+
+boot().catch(async (err: unknown) => {
+  if (err instanceof ConfigError || (err instanceof Error && err.name === 'ServiceStartError')) {
+    process.stderr.write(`${err.message}\n`);
+  } else if (log) {
+    log.fatal({ err }, 'failed to start');
+  } else {
+    process.stderr.write(`failed to start: ${String(err)}\n`);
+  }
+  await stopAll(log); // leave no child running
+  process.exit(1);
+});

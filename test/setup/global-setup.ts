@@ -1,0 +1,49 @@
+/**
+ * Jest global setup: starts the same embedded services as `npm start` (real
+ * Temporal dev server, Redis, PostgreSQL) on free ports in a throwaway data
+ * directory, migrates the database, and exports the URLs to the test workers
+ * through the environment. A service whose URL is already set is used as is.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadConfig } from '../../src/config';
+import { createLogger } from '../../src/log';
+import { createDb } from '../../src/db/knex';
+import { migrateLatest } from '../../src/db/migrate';
+import { freePort } from '../../src/stack/child';
+import { startStack, type RunningStack } from '../../src/stack';
+
+declare global {
+  var __BILLING_TEST_STACK__: { stack: RunningStack; dataDir: string } | undefined;
+}
+
+export default async function globalSetup(): Promise<void> {
+  const started = Date.now();
+  const config = loadConfig();
+  const log = createLogger('warn', 'test-stack');
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'billing-test-'));
+  fs.chmodSync(dataDir, 0o755); // the postgres user must reach its cluster directory
+  const stack = await startStack(config, {
+    dataDir,
+    ephemeral: true,
+    ports: { temporal: await freePort(), temporalUi: await freePort(), redis: await freePort(), postgres: await freePort() },
+  }, log);
+  globalThis.__BILLING_TEST_STACK__ = { stack, dataDir };
+
+  process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
+  process.env.REDIS_URL = stack.redisUrl;
+  process.env.DATABASE_URL = stack.databaseUrl;
+  process.env.LOG_LEVEL ??= 'warn';
+
+  const db = createDb(stack.databaseUrl);
+  try {
+    await migrateLatest(db);
+  } catch (err) {
+    await stack.stop(); // jest skips global teardown when setup fails: leave nothing running
+    throw err;
+  } finally {
+    await db.destroy();
+  }
+  process.stdout.write(`\n[test stack] ready in ${Date.now() - started} ms: temporal=${stack.temporalAddress} redis=${stack.redisUrl} postgres=${stack.databaseUrl}\n`);
+}
