@@ -39,7 +39,7 @@ export async function startServices(
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
 
     const redis = createRedis(endpoints.redisUrl);
-    stops.push(async () => { redis.disconnect(); });
+    stops.push(() => { redis.disconnect(); return Promise.resolve(); });
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
 

@@ -12,7 +12,8 @@ export interface HealthDeps {
   registry: Registry;
 }
 
-async function probe(check: () => Promise<unknown>, timeoutMs = 1000): Promise<'ok' | string> {
+/** Resolves to 'ok', or to why the dependency is not reachable. */
+async function probe(check: () => Promise<unknown>, timeoutMs = 1000): Promise<string> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);

@@ -58,10 +58,10 @@ describe('migrations (M1.1)', () => {
 
   it('stores money as BIGINT and enforces one ledger row per request id', async () => {
     const { db } = scratch;
-    const cols = (await db('information_schema.columns')
+    const cols: Array<{ column_name: string; data_type: string }> = await db('information_schema.columns')
       .where({ table_schema: 'public' })
       .andWhere('column_name', 'like', '%_micros%')
-      .select('table_name', 'column_name', 'data_type')) as Array<{ column_name: string; data_type: string }>;
+      .select('column_name', 'data_type');
     expect(cols.length).toBe(8);
     for (const c of cols) expect([c.column_name, c.data_type]).toEqual([c.column_name, 'bigint']);
 

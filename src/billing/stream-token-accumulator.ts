@@ -1,0 +1,250 @@
+/**
+ * StreamTokenAccumulator (M6): collects what a streamed chat completion
+ * produced and decides the usage it is billed for, with three priority levels
+ * (M6.3), the level used being part of the result:
+ *
+ * 1. `upstream`: the upstream reported a usage object (the last valid one wins;
+ *    with `stream_options.include_usage` it arrives in the final chunk).
+ * 2. `tiktoken`: no usage was reported, but the accumulator saw the whole
+ *    stream. Completion tokens are tiktoken's count of the accumulated text
+ *    (content, refusal, tool-call names and arguments, of every choice); prompt
+ *    tokens are `countPromptTokens` of the request messages given at
+ *    construction. A stream that produced nothing counts 0 completion tokens at
+ *    this level: the client really received nothing.
+ * 3. `estimate`: the caller's estimate, used exactly when no usage was reported
+ *    and the text cannot be counted honestly:
+ *    - the text is unavailable: constructed with `{ textUnavailable: true }`, or
+ *      `markTextUnavailable()` was called (e.g. an activity resumed from a
+ *      heartbeat snapshot and the chunks after that heartbeat are lost), or
+ *    - tiktoken threw while counting the prompt (at construction) or the completion.
+ *
+ * The accumulator holds completion text, never prompt text: only the prompt's
+ * token count is kept, so a snapshot stored in Temporal heartbeat details
+ * carries no prompt. Nothing here logs text.
+ */
+import { z } from 'zod';
+import { InvalidBillingQuantityError, type TokenUsage } from './pricing';
+import { countPromptTokens, countTextTokens, type ChatMessageForCount } from './token-count';
+
+/** Where a request's final usage came from, in priority order. */
+export const TokenSource = {
+  upstream: 'upstream',
+  tiktoken: 'tiktoken',
+  estimate: 'estimate',
+} as const;
+export type TokenSource = (typeof TokenSource)[keyof typeof TokenSource];
+
+/** The usage a request is billed for, and how it was obtained. */
+export interface FinalTokenUsage extends TokenUsage {
+  source: TokenSource;
+}
+
+/** The slice of an OpenAI `chat.completion.chunk` the accumulator reads. */
+export interface ChatCompletionChunkLike {
+  choices?: ReadonlyArray<{
+    index?: number;
+    delta?: {
+      role?: string | null;
+      content?: string | null;
+      refusal?: string | null;
+      tool_calls?: ReadonlyArray<{
+        index?: number;
+        function?: { name?: string | null; arguments?: string | null } | null;
+      }> | null;
+    } | null;
+  }> | null;
+  usage?: { prompt_tokens?: unknown; completion_tokens?: unknown } | null;
+}
+
+/** How the request's prompt tokens are known: counted here, or counted before. */
+export type StreamTokenAccumulatorOptions = {
+  model: string;
+  /** The stream's text cannot be observed; finalize() falls back to the estimate. @default false */
+  textUnavailable?: boolean;
+} & ({ messages: readonly ChatMessageForCount[] } | { promptTokens: number });
+
+const safeCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+const toolCallSnapshot = z.object({ index: z.number().int().nonnegative(), name: z.string(), arguments: z.string() });
+const choiceSnapshot = z.object({
+  index: z.number().int().nonnegative(),
+  content: z.string(),
+  toolCalls: z.array(toolCallSnapshot),
+});
+const snapshotSchema = z.object({
+  version: z.literal(1),
+  model: z.string().min(1),
+  promptTokens: safeCount.nullable(),
+  textUnavailable: z.boolean(),
+  usage: z.object({ promptTokens: safeCount, completionTokens: safeCount }).nullable(),
+  choices: z.array(choiceSnapshot),
+});
+
+/** A JSON-safe picture of an accumulator, for heartbeat details. Contains completion text. */
+export type StreamTokenSnapshot = z.infer<typeof snapshotSchema>;
+
+/** Thrown when data given to `StreamTokenAccumulator.fromJSON` is not a valid snapshot. */
+export class InvalidTokenSnapshotError extends Error {
+  override readonly name = 'InvalidTokenSnapshotError';
+  constructor(detail: string) {
+    super(`invalid stream token snapshot: ${detail}`);
+  }
+}
+
+interface ChoiceText {
+  content: string;
+  toolCalls: Map<number, { name: string; arguments: string }>;
+}
+
+function isSafeCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+export class StreamTokenAccumulator {
+  readonly model: string;
+  /** Prompt tokens by tiktoken, or null when counting them failed. Reassigned only by fromJSON. */
+  private promptTokens: number | null;
+  private textUnavailable: boolean;
+  private usage: TokenUsage | null = null;
+  private readonly choices = new Map<number, ChoiceText>();
+
+  constructor(options: StreamTokenAccumulatorOptions) {
+    this.model = options.model;
+    this.textUnavailable = options.textUnavailable ?? false;
+    if ('promptTokens' in options) {
+      if (!isSafeCount(options.promptTokens)) throw new InvalidBillingQuantityError('promptTokens', options.promptTokens);
+      this.promptTokens = options.promptTokens;
+    } else {
+      this.promptTokens = StreamTokenAccumulator.tryCountPrompt(options.messages, options.model);
+    }
+  }
+
+  private static tryCountPrompt(messages: readonly ChatMessageForCount[], model: string): number | null {
+    try {
+      return countPromptTokens(messages, model);
+    } catch {
+      return null; // level 3 (estimate) will be used; see the module comment.
+    }
+  }
+
+  /** Rebuilds an accumulator from `toJSON()` output (e.g. heartbeat details after a crash). */
+  static fromJSON(data: unknown): StreamTokenAccumulator {
+    const parsed = snapshotSchema.safeParse(data);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new InvalidTokenSnapshotError(issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'unknown');
+    }
+    const snapshot = parsed.data;
+    const restored = new StreamTokenAccumulator({
+      model: snapshot.model,
+      promptTokens: snapshot.promptTokens ?? 0,
+      textUnavailable: snapshot.textUnavailable,
+    });
+    // A prompt that could not be counted stays uncounted after a resume.
+    restored.promptTokens = snapshot.promptTokens;
+    restored.usage = snapshot.usage;
+    for (const choice of snapshot.choices) {
+      const toolCalls = new Map(choice.toolCalls.map((call) => [call.index, { name: call.name, arguments: call.arguments }]));
+      restored.choices.set(choice.index, { content: choice.content, toolCalls });
+    }
+    return restored;
+  }
+
+  private choice(index: number): ChoiceText {
+    let choice = this.choices.get(index);
+    if (choice === undefined) {
+      choice = { content: '', toolCalls: new Map() };
+      this.choices.set(index, choice);
+    }
+    return choice;
+  }
+
+  /** Adds one streamed `chat.completion.chunk`: its deltas and, if present, its usage. */
+  add(chunk: ChatCompletionChunkLike): void {
+    for (const { index, delta } of chunk.choices ?? []) {
+      if (!delta) continue;
+      const choice = this.choice(index ?? 0);
+      if (typeof delta.content === 'string') choice.content += delta.content;
+      if (typeof delta.refusal === 'string') choice.content += delta.refusal;
+      for (const call of delta.tool_calls ?? []) {
+        const callIndex = call.index ?? 0;
+        const entry = choice.toolCalls.get(callIndex) ?? { name: '', arguments: '' };
+        if (typeof call.function?.name === 'string') entry.name += call.function.name;
+        if (typeof call.function?.arguments === 'string') entry.arguments += call.function.arguments;
+        choice.toolCalls.set(callIndex, entry);
+      }
+    }
+    const usage = chunk.usage;
+    // A malformed usage object is treated as "not reported" rather than trusted.
+    if (usage && isSafeCount(usage.prompt_tokens) && isSafeCount(usage.completion_tokens)) {
+      this.usage = { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens };
+    }
+  }
+
+  /** Adds raw completion text to choice 0 (for upstreams that do not speak the chunk format). */
+  addText(text: string): void {
+    this.choice(0).content += text;
+  }
+
+  /** Declares that part of the stream's text was not observed, so counting it would undercharge. */
+  markTextUnavailable(): void {
+    this.textUnavailable = true;
+  }
+
+  /** The accumulated content of one choice (what the conversation should record). */
+  contentText(choiceIndex = 0): string {
+    return this.choices.get(choiceIndex)?.content ?? '';
+  }
+
+  /** Whether a valid upstream usage object has been seen. */
+  get hasUpstreamUsage(): boolean {
+    return this.usage !== null;
+  }
+
+  private countCompletionTokens(): number {
+    let tokens = 0;
+    for (const choice of this.choices.values()) {
+      tokens += countTextTokens(choice.content, this.model);
+      for (const call of choice.toolCalls.values()) {
+        tokens += countTextTokens(call.name, this.model) + countTextTokens(call.arguments, this.model);
+      }
+    }
+    return tokens;
+  }
+
+  /**
+   * The usage to bill, by the priority levels of the module comment.
+   * @param estimate used only at level 3; typically the admission's reservation figures.
+   */
+  finalize(estimate: TokenUsage): FinalTokenUsage {
+    if (!isSafeCount(estimate.promptTokens)) throw new InvalidBillingQuantityError('estimate.promptTokens', estimate.promptTokens);
+    if (!isSafeCount(estimate.completionTokens)) {
+      throw new InvalidBillingQuantityError('estimate.completionTokens', estimate.completionTokens);
+    }
+    if (this.usage !== null) return { ...this.usage, source: TokenSource.upstream };
+    if (!this.textUnavailable && this.promptTokens !== null) {
+      try {
+        return { promptTokens: this.promptTokens, completionTokens: this.countCompletionTokens(), source: TokenSource.tiktoken };
+      } catch {
+        // tiktoken failed: fall through to the estimate (level 3).
+      }
+    }
+    return { promptTokens: estimate.promptTokens, completionTokens: estimate.completionTokens, source: TokenSource.estimate };
+  }
+
+  /** A JSON-safe snapshot; `fromJSON(toJSON())` resumes exactly where this one is. */
+  toJSON(): StreamTokenSnapshot {
+    return {
+      version: 1,
+      model: this.model,
+      promptTokens: this.promptTokens,
+      textUnavailable: this.textUnavailable,
+      usage: this.usage === null ? null : { ...this.usage },
+      choices: [...this.choices.entries()].map(([index, choice]) => ({
+        index,
+        content: choice.content,
+        toolCalls: [...choice.toolCalls.entries()].map(([callIndex, call]) => ({ index: callIndex, ...call })),
+      })),
+    };
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * Token counting with tiktoken (M6.2), used for the admission estimate (prompt
+ * tokens) and as the second priority level of the StreamTokenAccumulator.
+ *
+ * Text passed here is customer data: this module never logs it, and callers
+ * must not put it into error messages either.
+ */
+import { get_encoding, type Tiktoken } from 'tiktoken';
+
+/** Encodings this gateway knows how to count with. */
+export const TokenEncoding = {
+  cl100k: 'cl100k_base',
+  o200k: 'o200k_base',
+} as const;
+export type TokenEncoding = (typeof TokenEncoding)[keyof typeof TokenEncoding];
+
+/**
+ * Model-name prefixes that use o200k_base. Everything else (gpt-4, gpt-3.5,
+ * unknown or self-hosted models) falls back to cl100k_base: a close-enough
+ * count beats refusing to estimate, and upstream usage overrides it anyway.
+ */
+const O200K_PREFIXES = ['gpt-4o', 'chatgpt-4o', 'gpt-4.1', 'gpt-4.5', 'gpt-5', 'o1', 'o3', 'o4'] as const;
+
+/**
+ * Tokens charged for a content part that is not text (image_url, input_audio,
+ * file, ...). We cannot see the media's real size at admission, so we use
+ * OpenAI's documented base cost of one low-detail image (85 tokens). The real
+ * figure arrives with the upstream usage, which always wins (M6.3).
+ */
+export const NON_TEXT_PART_TOKENS = 85;
+
+/** OpenAI chat format: every message is wrapped in <|start|>{role}<|message|>{content}<|end|>. */
+const TOKENS_PER_MESSAGE = 3;
+/** A `name` field costs one token on top of its text. */
+const TOKENS_PER_NAME = 1;
+/** Every reply is primed with <|start|>assistant<|message|>. */
+const REPLY_PRIMING_TOKENS = 3;
+
+/** A content part as sent in `messages[].content` arrays. */
+export interface ContentPartForCount {
+  type: string;
+  text?: unknown;
+  refusal?: unknown;
+}
+
+/** A tool call as found on assistant messages. */
+export interface ToolCallForCount {
+  function?: { name?: unknown; arguments?: unknown } | null;
+}
+
+/** The slice of a chat message that costs prompt tokens. */
+export interface ChatMessageForCount {
+  role: string;
+  content?: string | readonly ContentPartForCount[] | null;
+  name?: string | null;
+  tool_call_id?: string | null;
+  tool_calls?: readonly ToolCallForCount[] | null;
+}
+
+/** Thrown when tiktoken cannot encode a text (e.g. the WASM module failed to load). */
+export class TokenCountError extends Error {
+  override readonly name = 'TokenCountError';
+  constructor(encoding: TokenEncoding, cause: unknown) {
+    // The text itself is deliberately not part of the message.
+    super(`tiktoken failed to count tokens with ${encoding}`, { cause });
+  }
+}
+
+// One encoder per encoding for the life of the process: building one parses a
+// multi-megabyte BPE table, far too slow to do per request.
+const encoders = new Map<TokenEncoding, Tiktoken>();
+
+function encoderFor(encoding: TokenEncoding): Tiktoken {
+  let encoder = encoders.get(encoding);
+  if (encoder === undefined) {
+    encoder = get_encoding(encoding);
+    encoders.set(encoding, encoder);
+  }
+  return encoder;
+}
+
+/** The tiktoken encoding used to count tokens for `model`. */
+export function encodingForModel(model: string): TokenEncoding {
+  const name = model.trim().toLowerCase();
+  // Strip a provider prefix such as "openai/gpt-4o".
+  const bare = name.includes('/') ? name.slice(name.lastIndexOf('/') + 1) : name;
+  return O200K_PREFIXES.some((prefix) => bare.startsWith(prefix)) ? TokenEncoding.o200k : TokenEncoding.cl100k;
+}
+
+/**
+ * Number of tokens in `text` for `model`. Special-token strings such as
+ * "<|endoftext|>" typed by a user are counted as ordinary text (they are text
+ * to the upstream too), so no input can make counting throw on them.
+ */
+export function countTextTokens(text: string, model: string): number {
+  if (text.length === 0) return 0;
+  const encoding = encodingForModel(model);
+  try {
+    return encoderFor(encoding).encode_ordinary(text).length;
+  } catch (err) {
+    throw new TokenCountError(encoding, err);
+  }
+}
+
+function countContentTokens(content: ChatMessageForCount['content'], model: string): number {
+  if (content === undefined || content === null) return 0;
+  if (typeof content === 'string') return countTextTokens(content, model);
+  let tokens = 0;
+  for (const part of content) {
+    if (part.type === 'text' && typeof part.text === 'string') tokens += countTextTokens(part.text, model);
+    else if (part.type === 'refusal' && typeof part.refusal === 'string') tokens += countTextTokens(part.refusal, model);
+    else tokens += NON_TEXT_PART_TOKENS;
+  }
+  return tokens;
+}
+
+function countToolCallTokens(toolCalls: ChatMessageForCount['tool_calls'], model: string): number {
+  if (!toolCalls) return 0;
+  let tokens = 0;
+  for (const call of toolCalls) {
+    const fn = call.function;
+    if (!fn) continue;
+    if (typeof fn.name === 'string') tokens += countTextTokens(fn.name, model);
+    if (typeof fn.arguments === 'string') tokens += countTextTokens(fn.arguments, model);
+  }
+  return tokens;
+}
+
+/**
+ * Prompt tokens of a chat request, by OpenAI's documented formula
+ * ("How to count tokens with tiktoken", cookbook): 3 tokens per message, plus
+ * the tokens of its role, content and name (+1 when a name is present), plus 3
+ * tokens priming the reply. Beyond the cookbook, `tool_call_id` and the name and
+ * arguments of assistant tool calls are counted as text (an approximation: the
+ * upstream's exact tool formatting is not public), and non-text content parts
+ * count {@link NON_TEXT_PART_TOKENS} each.
+ */
+export function countPromptTokens(messages: readonly ChatMessageForCount[], model: string): number {
+  let tokens = REPLY_PRIMING_TOKENS;
+  for (const message of messages) {
+    tokens += TOKENS_PER_MESSAGE;
+    tokens += countTextTokens(message.role, model);
+    tokens += countContentTokens(message.content, model);
+    if (typeof message.name === 'string') tokens += countTextTokens(message.name, model) + TOKENS_PER_NAME;
+    if (typeof message.tool_call_id === 'string') tokens += countTextTokens(message.tool_call_id, model);
+    tokens += countToolCallTokens(message.tool_calls, model);
+  }
+  return tokens;
+}

@@ -1,0 +1,120 @@
+import { Tiktoken } from 'tiktoken';
+import {
+  NON_TEXT_PART_TOKENS,
+  TokenCountError,
+  TokenEncoding,
+  countPromptTokens,
+  countTextTokens,
+  encodingForModel,
+  type ChatMessageForCount,
+} from '../../src/billing/token-count';
+
+// The example conversation of OpenAI's cookbook "How to count tokens with tiktoken",
+// whose published counts are 129 prompt tokens for gpt-4 and 124 for gpt-4o.
+const cookbookMessages: ChatMessageForCount[] = [
+  { role: 'system', content: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.' },
+  { role: 'system', name: 'example_user', content: 'New synergies will help drive top-line growth.' },
+  { role: 'system', name: 'example_assistant', content: 'Things working well together will increase revenue.' },
+  { role: 'system', name: 'example_user', content: "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage." },
+  { role: 'system', name: 'example_assistant', content: "Let's talk later when we're less busy about how to do better." },
+  { role: 'user', content: "This late pivot means we don't have time to boil the ocean for the client deliverable." },
+];
+
+describe('encodingForModel (M6.2)', () => {
+  it.each([
+    ['gpt-4o', TokenEncoding.o200k],
+    ['gpt-4o-mini-2024-07-18', TokenEncoding.o200k],
+    ['o1-preview', TokenEncoding.o200k],
+    ['gpt-4.1-nano', TokenEncoding.o200k],
+    ['openai/gpt-4o', TokenEncoding.o200k],
+    ['gpt-4', TokenEncoding.cl100k],
+    ['gpt-3.5-turbo', TokenEncoding.cl100k],
+    ['my-self-hosted-llama', TokenEncoding.cl100k],
+  ])('%s counts with %s', (model, encoding) => {
+    expect(encodingForModel(model)).toBe(encoding);
+  });
+});
+
+describe('countTextTokens (M6.2)', () => {
+  it('counts known strings exactly', () => {
+    expect(countTextTokens('hello world', 'gpt-4')).toBe(2);
+    expect(countTextTokens('hello world', 'gpt-4o')).toBe(2);
+    expect(countTextTokens('tiktoken is great!', 'gpt-4')).toBe(6);
+  });
+
+  it('uses the model encoding: the two encodings differ on Chinese text', () => {
+    expect(countTextTokens('你好，世界', 'gpt-4')).toBe(6);
+    expect(countTextTokens('你好，世界', 'gpt-4o')).toBe(3);
+  });
+
+  it('counts the empty string as 0', () => {
+    expect(countTextTokens('', 'gpt-4o')).toBe(0);
+  });
+
+  it('wraps a tokenizer failure in TokenCountError without the text in its message', () => {
+    const spy = jest.spyOn(Tiktoken.prototype, 'encode_ordinary').mockImplementation(() => {
+      throw new Error('wasm trap');
+    });
+    try {
+      expect(() => countTextTokens('secret prompt', 'gpt-4o')).toThrow(TokenCountError);
+      expect(() => countTextTokens('secret prompt', 'gpt-4o')).toThrow(/^tiktoken failed to count tokens with o200k_base$/);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(countTextTokens('secret prompt', 'gpt-4o')).toBe(2);
+  });
+
+  it('counts special-token text typed by a user as ordinary text instead of throwing', () => {
+    expect(countTextTokens('<|endoftext|>', 'gpt-4')).toBe(7);
+  });
+});
+
+describe('countPromptTokens (OpenAI chat formula)', () => {
+  it('matches the cookbook: 129 tokens for gpt-4', () => {
+    expect(countPromptTokens(cookbookMessages, 'gpt-4')).toBe(129);
+  });
+
+  it('matches the cookbook: 124 tokens for gpt-4o', () => {
+    expect(countPromptTokens(cookbookMessages, 'gpt-4o')).toBe(124);
+  });
+
+  it('is 3 per message + role + content + 3 priming for one short message', () => {
+    // 3 + "user"(1) + "hello world"(2) + 3
+    expect(countPromptTokens([{ role: 'user', content: 'hello world' }], 'gpt-4')).toBe(9);
+  });
+
+  it('adds the name tokens plus one', () => {
+    // 9 + "bob"(1) + 1
+    expect(countPromptTokens([{ role: 'user', name: 'bob', content: 'hello world' }], 'gpt-4')).toBe(11);
+  });
+
+  it('counts text parts like string content and non-text parts at the fixed amount', () => {
+    const asParts = countPromptTokens(
+      [{ role: 'user', content: [{ type: 'text', text: 'hello' }, { type: 'text', text: ' world' }] }],
+      'gpt-4',
+    );
+    expect(asParts).toBe(9);
+    const withImage = countPromptTokens(
+      [{ role: 'user', content: [{ type: 'text', text: 'hello world' }, { type: 'image_url' }] }],
+      'gpt-4',
+    );
+    expect(withImage).toBe(9 + NON_TEXT_PART_TOKENS);
+    expect(NON_TEXT_PART_TOKENS).toBe(85);
+  });
+
+  it('counts null content as nothing and an empty conversation as the priming only', () => {
+    // 3 + "assistant"(1) + 0 + 3
+    expect(countPromptTokens([{ role: 'assistant', content: null }], 'gpt-4')).toBe(7);
+    expect(countPromptTokens([], 'gpt-4')).toBe(3);
+  });
+
+  it('counts tool call names and arguments, and tool_call_id', () => {
+    const messages: ChatMessageForCount[] = [
+      { role: 'assistant', content: null, tool_calls: [{ function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: 'sunny' },
+    ];
+    // o200k_base: priming 3 + (3 + "assistant" 1 + "get_weather" 2 + '{"city":"Paris"}' 5)
+    //                      + (3 + "tool" 1 + "call_1" 3 + "sunny" 2)
+    expect(countPromptTokens(messages, 'gpt-4o')).toBe(23);
+  });
+});
