@@ -1,0 +1,154 @@
+--[[
+quota_check.lua: admission (M2.1). Checks AND reserves a request's worst-case cost
+against the tenant quota and the API key budget in ONE atomic call, so two
+concurrent requests can never both pass a check that only one of them fits.
+
+KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota            { limit_micros, used_micros }
+KEYS[2]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros }
+KEYS[3]  request record hash   bq:{t:<tenant>}:req:<requestId>
+ARGV[1]  amount_micros   non-negative integer: the reservation (worst-case cost)
+ARGV[2]  ttl_seconds     positive integer: expiry of the request record (refreshed here)
+ARGV[3]  api_key_id      non-empty string, stored in the request record
+ARGV[4]  now_ms          non-negative integer, stored as reserved_at
+
+Returns {status, reserved_micros, tenant_remaining_micros, key_remaining_micros}
+  'reserved'            used and spent were incremented by amount; the record was written
+  'duplicate'           the request record already exists: nothing changes and
+                        reserved_micros is the ORIGINAL reservation (idempotent per request id)
+  'insufficient_quota'  used + amount > limit; nothing changes (reserved_micros = 0)
+  'budget_exceeded'     budget >= 0 and spent + amount > budget; nothing changes
+  'tenant_missing'      the quota hash is not cached: the caller warms it up and retries
+  'key_missing'         the key budget hash is not cached: the caller warms it up and retries
+Remaining amounts are what a new reservation could still take: never below 0 (a settled
+overage is reported as 0), key_remaining_micros is -1 when the key is unlimited, and
+both are 0 when the hash is not cached (missing statuses, or a duplicate whose
+counters were evicted).
+Malformed ARGV or a corrupt counter -> error reply, nothing changes.
+All money is integers; Lua numbers are doubles, exact up to 2^53, and amounts are
+passed to HINCRBY as the caller's canonical decimal strings, never reformatted.
+]]
+
+local MAX_SAFE = 9007199254740991
+
+-- A canonical decimal integer (no '+', no leading zeros, no '-0') within 2^53, so the
+-- same string is safe both for Lua arithmetic and for HINCRBY.
+local function parse_int(name, value)
+  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
+    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
+  end
+  local n = tonumber(value)
+  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
+    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
+  end
+  return n
+end
+
+local function read_int(key, field, default)
+  local raw = redis.call('HGET', key, field)
+  if not raw then
+    return default
+  end
+  -- Only what HINCRBY itself accepts: a corrupt value must be caught before the first
+  -- write, because a script that fails halfway is not rolled back.
+  if not (raw == '0' or string.match(raw, '^%-?[1-9]%d*$')) then
+    return nil
+  end
+  return tonumber(raw)
+end
+
+local function remaining(limit, used)
+  if limit - used < 0 then
+    return 0
+  end
+  return limit - used
+end
+
+if #KEYS ~= 3 then
+  return redis.error_reply('ERR quota_check expects 3 keys, got ' .. #KEYS)
+end
+if #ARGV ~= 4 then
+  return redis.error_reply('ERR quota_check expects 4 arguments, got ' .. #ARGV)
+end
+local amount, amount_err = parse_int('amount_micros', ARGV[1])
+if amount == nil then return redis.error_reply(amount_err) end
+if amount < 0 then return redis.error_reply('ERR amount_micros must not be negative') end
+local ttl, ttl_err = parse_int('ttl_seconds', ARGV[2])
+if ttl == nil then return redis.error_reply(ttl_err) end
+if ttl <= 0 then return redis.error_reply('ERR ttl_seconds must be positive') end
+local api_key_id = ARGV[3]
+if api_key_id == '' then return redis.error_reply('ERR api_key_id must not be empty') end
+local now_ms, now_err = parse_int('now_ms', ARGV[4])
+if now_ms == nil then return redis.error_reply(now_err) end
+if now_ms < 0 then return redis.error_reply('ERR now_ms must not be negative') end
+
+local quota_key, budget_key, record_key = KEYS[1], KEYS[2], KEYS[3]
+
+-- Reads both counters; returns nil plus an error when a cached hash is corrupt, because
+-- admitting against an unreadable counter could overspend.
+local function read_counters()
+  local limit = read_int(quota_key, 'limit_micros', nil)
+  local used = read_int(quota_key, 'used_micros', 0)
+  if limit == nil or used == nil then
+    return nil, 'ERR corrupt tenant quota hash ' .. quota_key
+  end
+  local budget = read_int(budget_key, 'budget_micros', nil)
+  local spent = read_int(budget_key, 'spent_micros', 0)
+  if budget == nil or spent == nil then
+    return nil, 'ERR corrupt api key budget hash ' .. budget_key
+  end
+  return {limit = limit, used = used, budget = budget, spent = spent}
+end
+
+local function key_remaining(c)
+  if c.budget < 0 then
+    return -1
+  end
+  return remaining(c.budget, c.spent)
+end
+
+if redis.call('EXISTS', record_key) == 1 then
+  -- The request was admitted before (a retry, a replayed activity, a duplicate HTTP call).
+  redis.call('EXPIRE', record_key, ttl)
+  local reserved = read_int(record_key, 'reserved_micros', 0) or 0
+  local tenant_left, key_left = 0, 0
+  if redis.call('EXISTS', quota_key) == 1 then
+    local limit = read_int(quota_key, 'limit_micros', nil)
+    local used = read_int(quota_key, 'used_micros', 0)
+    if limit ~= nil and used ~= nil then tenant_left = remaining(limit, used) end
+  end
+  if redis.call('EXISTS', budget_key) == 1 then
+    local budget = read_int(budget_key, 'budget_micros', nil)
+    local spent = read_int(budget_key, 'spent_micros', 0)
+    if budget ~= nil and spent ~= nil then
+      if budget < 0 then key_left = -1 else key_left = remaining(budget, spent) end
+    end
+  end
+  return {'duplicate', reserved, tenant_left, key_left}
+end
+
+if redis.call('EXISTS', quota_key) == 0 then
+  return {'tenant_missing', 0, 0, 0}
+end
+if redis.call('EXISTS', budget_key) == 0 then
+  return {'key_missing', 0, 0, 0}
+end
+
+local c, corrupt = read_counters()
+if c == nil then return redis.error_reply(corrupt) end
+
+if c.used + amount > c.limit then
+  return {'insufficient_quota', 0, remaining(c.limit, c.used), key_remaining(c)}
+end
+if c.budget >= 0 and c.spent + amount > c.budget then
+  return {'budget_exceeded', 0, remaining(c.limit, c.used), key_remaining(c)}
+end
+
+c.used = redis.call('HINCRBY', quota_key, 'used_micros', ARGV[1])
+c.spent = redis.call('HINCRBY', budget_key, 'spent_micros', ARGV[1])
+redis.call('HSET', record_key,
+  'reserved_micros', ARGV[1],
+  'api_key_id', api_key_id,
+  'reserved_at', ARGV[4])
+redis.call('EXPIRE', record_key, ttl)
+
+return {'reserved', amount, remaining(c.limit, c.used), key_remaining(c)}

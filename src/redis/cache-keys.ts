@@ -1,0 +1,103 @@
+/**
+ * CacheKeys (M1.3): the one module that names every Redis key of the system.
+ *
+ * Every key of one tenant carries the hash tag `{t:<tenantId>}`, so a Lua call that
+ * touches the tenant quota, an API key budget and a request record stays inside one
+ * Redis Cluster slot (a cross-slot script would be refused by the cluster). Keys of
+ * one conversation share `{c:<conversationId>}` for the same reason.
+ *
+ * Nobody else builds key strings: a typo in a hand-built key would silently read an
+ * empty counter and admit a request against a quota that does not exist.
+ */
+
+/** Every key starts with this prefix, so the billing keys can share a Redis with others. */
+export const CACHE_KEY_PREFIX = 'bq';
+
+/** Longest id accepted in a key; longer ids are a caller bug, not a tenant name. */
+export const MAX_CACHE_KEY_ID_LENGTH = 256;
+
+/** Thrown when an id that would become part of a cache key is empty, too long or contains `{`/`}`. */
+export class InvalidCacheKeyIdError extends Error {
+  override name = 'InvalidCacheKeyIdError';
+
+  constructor(
+    readonly idKind: string,
+    readonly id: unknown,
+    reason: string,
+  ) {
+    super(`Invalid ${idKind} for a cache key: ${reason}`);
+  }
+}
+
+/**
+ * Checks an id before it enters a key. Braces are refused because Redis Cluster
+ * hashes only the text between the first `{` and the next `}`: an id with a brace
+ * would move the key out of its tenant's slot.
+ */
+function checkedId(idKind: string, id: string): string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new InvalidCacheKeyIdError(idKind, id, 'it must be a non-empty string');
+  }
+  if (id.length > MAX_CACHE_KEY_ID_LENGTH) {
+    throw new InvalidCacheKeyIdError(idKind, id, `it is longer than ${MAX_CACHE_KEY_ID_LENGTH} characters`);
+  }
+  if (id.includes('{') || id.includes('}')) {
+    throw new InvalidCacheKeyIdError(idKind, id, 'it must not contain "{" or "}"');
+  }
+  return id;
+}
+
+function tenantTag(tenantId: string): string {
+  return `{t:${checkedId('tenant id', tenantId)}}`;
+}
+
+function conversationTag(conversationId: string): string {
+  return `{c:${checkedId('conversation id', conversationId)}}`;
+}
+
+export const CacheKeys = {
+  /** The Redis Cluster hash tag shared by every key of one tenant. */
+  hashTag(tenantId: string): string {
+    return tenantTag(tenantId);
+  },
+
+  /** HASH { limit_micros, used_micros }: the tenant quota; used includes open reservations. */
+  tenantQuota(tenantId: string): string {
+    return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:quota`;
+  },
+
+  /** HASH { budget_micros (-1 = unlimited), spent_micros }: one API key's budget; spent includes open reservations. */
+  apiKeyBudget(tenantId: string, apiKeyId: string): string {
+    return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:key:${checkedId('api key id', apiKeyId)}`;
+  },
+
+  /**
+   * HASH { reserved_micros, api_key_id, tenant_adjusted, key_adjusted, reserved_at }:
+   * the per-request record that makes every admission and adjustment script idempotent.
+   */
+  request(tenantId: string, requestId: string): string {
+    return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:req:${checkedId('request id', requestId)}`;
+  },
+
+  /** STREAM relaying a request's upstream chunks from the worker to the API process. */
+  requestStream(tenantId: string, requestId: string): string {
+    return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:stream:${checkedId('request id', requestId)}`;
+  },
+
+  /** STRING: the distributed lock guarding appends to one conversation (M7). */
+  conversationLock(conversationId: string): string {
+    return `${CACHE_KEY_PREFIX}:${conversationTag(conversationId)}:lock`;
+  },
+
+  /** HASH: the routing affinity binding one conversation to an upstream channel (M8). */
+  affinity(conversationId: string): string {
+    return `${CACHE_KEY_PREFIX}:${conversationTag(conversationId)}:affinity`;
+  },
+
+  /** HASH: cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
+  apiKeyLookup(keyHash: string): string {
+    return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;
+  },
+} as const;
+
+export type CacheKeys = typeof CacheKeys;

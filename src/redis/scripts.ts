@@ -1,0 +1,347 @@
+/**
+ * The quota scripts runner (M1.2): every lua/*.lua script is loaded once and called
+ * by SHA. A NOSCRIPT answer (after SCRIPT FLUSH, a Redis restart or a failover to a
+ * replica that never saw SCRIPT LOAD) reloads the script and retries once, so callers
+ * never see it. The SHA is computed locally, so calls work before load() as well.
+ *
+ * Errors keep their meaning for the caller: a `QuotaScriptRejectedError` means Redis
+ * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
+ * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { Counter, Histogram, register as defaultRegistry, type Registry } from 'prom-client';
+import { CacheKeys } from './cache-keys';
+
+export const QuotaScriptName = {
+  quotaCheck: 'quota_check',
+  quotaDeduct: 'quota_deduct',
+  apiKeyBudgetDeduct: 'apikey_budget_deduct',
+  cacheWarmup: 'cache_warmup',
+} as const;
+export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
+
+/** Where the .lua files live: <project root>/lua, found from this file so tsx, jest and node agree. */
+export const LUA_DIR = path.resolve(__dirname, '..', '..', 'lua');
+
+interface LoadedScript {
+  readonly name: QuotaScriptName;
+  readonly source: string;
+  readonly sha: string;
+}
+
+/** Thrown when Redis answers a script call with an error: malformed arguments, a corrupt counter, a wrong key type. */
+export class QuotaScriptRejectedError extends Error {
+  override name = 'QuotaScriptRejectedError';
+
+  constructor(
+    readonly script: QuotaScriptName,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${script}: ${message}`, options);
+  }
+}
+
+/** Thrown when a caller passes an amount that is not a safe integer (money is integer micros) or is out of range. */
+export class InvalidMicrosError extends Error {
+  override name = 'InvalidMicrosError';
+}
+
+const sources = new Map<QuotaScriptName, LoadedScript>();
+
+/** Reads a script once per process; the SHA1 of the source is the name Redis files it under. */
+function script(name: QuotaScriptName): LoadedScript {
+  let loaded = sources.get(name);
+  if (!loaded) {
+    const source = readFileSync(path.join(LUA_DIR, `${name}.lua`), 'utf8');
+    loaded = { name, source, sha: createHash('sha1').update(source).digest('hex') };
+    sources.set(name, loaded);
+  }
+  return loaded;
+}
+
+function micros(label: string, value: number, opts: { min?: number } = {}): string {
+  if (!Number.isSafeInteger(value)) throw new InvalidMicrosError(`${label} must be a safe integer, got ${value}`);
+  if (opts.min !== undefined && value < opts.min) throw new InvalidMicrosError(`${label} must be >= ${opts.min}, got ${value}`);
+  // String(n) of a safe integer is the canonical decimal form the scripts require.
+  return String(value);
+}
+
+function isNoScript(err: unknown): boolean {
+  return err instanceof Error && err.message.startsWith('NOSCRIPT');
+}
+
+/** ioredis' ReplyError is typed `any`; its name identifies an error answered by Redis itself. */
+function isReplyError(err: unknown): err is Error {
+  return err instanceof Error && err.name === 'ReplyError';
+}
+
+interface ScriptMetrics {
+  duration: Histogram<'script'>;
+  reloads: Counter<'script'>;
+}
+
+/** One set of metrics per registry, shared by every runner (a second runner must not re-register). */
+function scriptMetrics(registry: Registry): ScriptMetrics {
+  const durationName = 'billing_redis_script_duration_seconds';
+  const reloadsName = 'billing_redis_script_reloads_total';
+  const existingDuration = registry.getSingleMetric(durationName);
+  const existingReloads = registry.getSingleMetric(reloadsName);
+  const duration =
+    existingDuration instanceof Histogram
+      ? (existingDuration as Histogram<'script'>)
+      : new Histogram({
+          name: durationName,
+          help: 'Latency of one quota Lua script call, NOSCRIPT reload included',
+          labelNames: ['script'] as const,
+          buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+          registers: [registry],
+        });
+  const reloads =
+    existingReloads instanceof Counter
+      ? (existingReloads as Counter<'script'>)
+      : new Counter({
+          name: reloadsName,
+          help: 'Quota Lua scripts reloaded after a NOSCRIPT answer (script cache flushed or Redis restarted)',
+          labelNames: ['script'] as const,
+          registers: [registry],
+        });
+  return { duration, reloads };
+}
+
+/** Remaining amounts a new reservation could still take (never below 0). */
+export interface RemainingBalance {
+  tenantRemainingMicros: number;
+  /** null = the key is unlimited. */
+  keyRemainingMicros: number | null;
+}
+
+/** quota_check.lua's statuses, see the script header for each. */
+export const ReserveStatus = {
+  reserved: 'reserved',
+  duplicate: 'duplicate',
+  insufficientQuota: 'insufficient_quota',
+  budgetExceeded: 'budget_exceeded',
+  tenantMissing: 'tenant_missing',
+  keyMissing: 'key_missing',
+} as const;
+export type ReserveStatus = (typeof ReserveStatus)[keyof typeof ReserveStatus];
+
+/** quota_check.lua's answer: admitted (reserved now or before), denied, or a counter to warm up first. */
+export type ReserveResult =
+  | ({ status: 'reserved' | 'duplicate'; reservedMicros: number } & RemainingBalance)
+  | ({ status: 'insufficient_quota' | 'budget_exceeded' } & RemainingBalance)
+  | { status: 'tenant_missing' | 'key_missing' };
+
+/** quota_deduct.lua's answer; remainingMicros = limit - used, negative after a settled overage. */
+export type AdjustTenantResult =
+  | { status: 'applied'; deltaMicros: number; usedMicros: number; remainingMicros: number }
+  | { status: 'duplicate'; deltaMicros: number }
+  | { status: 'tenant_missing' };
+
+/** apikey_budget_deduct.lua's answer; remainingMicros is null for an unlimited key. */
+export type AdjustKeyResult =
+  | { status: 'applied'; deltaMicros: number; spentMicros: number; remainingMicros: number | null }
+  | { status: 'duplicate'; deltaMicros: number }
+  | { status: 'key_missing' };
+
+/** Thrown when a script's reply does not have the shape its header promises (a script/runner version mismatch). */
+export class UnexpectedScriptReplyError extends Error {
+  override name = 'UnexpectedScriptReplyError';
+
+  constructor(script: QuotaScriptName, reply: unknown) {
+    super(`${script} returned an unexpected reply: ${JSON.stringify(reply)}`);
+  }
+}
+
+/** Splits a reply into its status and integer fields, checking the count and that each is a safe integer. */
+function replyFields(name: QuotaScriptName, reply: unknown, counts: Record<string, number>): [string, ...number[]] {
+  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw new UnexpectedScriptReplyError(name, reply);
+  const [status, ...rest] = reply as [string, ...unknown[]];
+  if (counts[status] !== rest.length || !rest.every((v) => Number.isSafeInteger(v))) {
+    throw new UnexpectedScriptReplyError(name, reply);
+  }
+  return [status, ...(rest as number[])];
+}
+
+/** Parses quota_check.lua's reply (also for replies collected from a pipeline). */
+export function parseReserveReply(reply: unknown): ReserveResult {
+  const fieldCounts = Object.fromEntries(Object.values(ReserveStatus).map((status) => [status, 3]));
+  const [status, reserved = 0, tenantLeft = 0, keyLeft = 0] = replyFields(QuotaScriptName.quotaCheck, reply, fieldCounts);
+  const balance: RemainingBalance = { tenantRemainingMicros: tenantLeft, keyRemainingMicros: keyLeft < 0 ? null : keyLeft };
+  switch (status) {
+    case 'reserved':
+    case 'duplicate':
+      return { status, reservedMicros: reserved, ...balance };
+    case 'insufficient_quota':
+    case 'budget_exceeded':
+      return { status, ...balance };
+    default:
+      return { status: status as 'tenant_missing' | 'key_missing' };
+  }
+}
+
+function parseAdjustTenantReply(reply: unknown): AdjustTenantResult {
+  const [status, delta = 0, used = 0, left = 0] = replyFields(QuotaScriptName.quotaDeduct, reply, {
+    applied: 3,
+    duplicate: 1,
+    tenant_missing: 0,
+  });
+  if (status === 'applied') return { status, deltaMicros: delta, usedMicros: used, remainingMicros: left };
+  if (status === 'duplicate') return { status, deltaMicros: delta };
+  return { status: 'tenant_missing' };
+}
+
+function parseAdjustKeyReply(reply: unknown): AdjustKeyResult {
+  const [status, delta = 0, spent = 0, budget = 0] = replyFields(QuotaScriptName.apiKeyBudgetDeduct, reply, {
+    applied: 3,
+    duplicate: 1,
+    key_missing: 0,
+  });
+  if (status === 'applied') {
+    return { status, deltaMicros: delta, spentMicros: spent, remainingMicros: budget < 0 ? null : budget - spent };
+  }
+  if (status === 'duplicate') return { status, deltaMicros: delta };
+  return { status: 'key_missing' };
+}
+
+export interface QuotaScriptsOptions {
+  /** Expiry of the per-request record, refreshed by every script (config RESERVATION_TTL_SECONDS). */
+  ttlSeconds: number;
+  /** @default prom-client's default register */
+  registry?: Registry;
+}
+
+export interface ReserveArgs {
+  tenantId: string;
+  apiKeyId: string;
+  requestId: string;
+  /** The worst-case cost to reserve, non-negative integer micros. */
+  amountMicros: number;
+  /** Admission time, stored as reserved_at. */
+  nowMs: number;
+}
+
+export interface AdjustTenantArgs {
+  tenantId: string;
+  requestId: string;
+  /** Real cost minus reservation: negative refunds, positive charges the overage. */
+  deltaMicros: number;
+}
+
+export interface AdjustKeyArgs extends AdjustTenantArgs {
+  apiKeyId: string;
+}
+
+export interface TenantCounters {
+  limitMicros: number;
+  usedMicros: number;
+}
+
+export interface KeyCounters {
+  /** null = unlimited (stored as -1). */
+  budgetMicros: number | null;
+  spentMicros: number;
+}
+
+export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
+  const ttl = micros('ttlSeconds', options.ttlSeconds, { min: 1 });
+  const metrics = scriptMetrics(options.registry ?? defaultRegistry);
+
+  async function run(name: QuotaScriptName, keys: readonly string[], args: readonly string[]): Promise<unknown> {
+    const { sha, source } = script(name);
+    const stopTimer = metrics.duration.startTimer({ script: name });
+    try {
+      try {
+        return await redis.evalsha(sha, keys.length, ...keys, ...args);
+      } catch (err) {
+        if (!isNoScript(err)) throw err;
+        metrics.reloads.inc({ script: name });
+        await redis.script('LOAD', source);
+        return await redis.evalsha(sha, keys.length, ...keys, ...args);
+      }
+    } catch (err) {
+      if (isReplyError(err)) throw new QuotaScriptRejectedError(name, err.message, { cause: err });
+      throw err;
+    } finally {
+      stopTimer();
+    }
+  }
+
+  function reserveCall(args: ReserveArgs): { keys: string[]; argv: string[] } {
+    return {
+      keys: [
+        CacheKeys.tenantQuota(args.tenantId),
+        CacheKeys.apiKeyBudget(args.tenantId, args.apiKeyId),
+        CacheKeys.request(args.tenantId, args.requestId),
+      ],
+      argv: [micros('amountMicros', args.amountMicros, { min: 0 }), ttl, args.apiKeyId, micros('nowMs', args.nowMs, { min: 0 })],
+    };
+  }
+
+  return {
+    /** SCRIPT LOAD of every script; optional (calls reload on demand) but keeps the first requests fast. */
+    async load(): Promise<void> {
+      for (const name of Object.values(QuotaScriptName)) {
+        const { sha, source } = script(name);
+        const loadedSha = await redis.script('LOAD', source);
+        if (loadedSha !== sha) throw new QuotaScriptRejectedError(name, `SCRIPT LOAD returned ${String(loadedSha)}, expected ${sha}`);
+      }
+    },
+
+    /** Admission (M2.1): checks and reserves against the tenant quota and the key budget atomically. */
+    async reserve(args: ReserveArgs): Promise<ReserveResult> {
+      const { keys, argv } = reserveCall(args);
+      return parseReserveReply(await run(QuotaScriptName.quotaCheck, keys, argv));
+    },
+
+    /**
+     * Queues an admission on a pipeline (batches, the benchmark); parse each reply with parseReserveReply.
+     * A pipeline cannot retry one command on NOSCRIPT, so call load() before building it.
+     */
+    reserveInPipeline(pipeline: ChainableCommander, args: ReserveArgs): void {
+      const { keys, argv } = reserveCall(args);
+      pipeline.evalsha(script(QuotaScriptName.quotaCheck).sha, keys.length, ...keys, ...argv);
+    },
+
+    /** Applies the tenant's cost difference once per request (M3.2). */
+    async adjustTenant(args: AdjustTenantArgs): Promise<AdjustTenantResult> {
+      const keys = [CacheKeys.tenantQuota(args.tenantId), CacheKeys.request(args.tenantId, args.requestId)];
+      const reply = await run(QuotaScriptName.quotaDeduct, keys, [micros('deltaMicros', args.deltaMicros), ttl]);
+      return parseAdjustTenantReply(reply);
+    },
+
+    /** Applies the API key's cost difference once per request (M3.3). */
+    async adjustKeyBudget(args: AdjustKeyArgs): Promise<AdjustKeyResult> {
+      const keys = [CacheKeys.apiKeyBudget(args.tenantId, args.apiKeyId), CacheKeys.request(args.tenantId, args.requestId)];
+      const reply = await run(QuotaScriptName.apiKeyBudgetDeduct, keys, [micros('deltaMicros', args.deltaMicros), ttl]);
+      return parseAdjustKeyReply(reply);
+    },
+
+    /** Creates the tenant quota hash unless it exists (M2.2); true when this call created it. */
+    async warmTenant(tenantId: string, counters: TenantCounters): Promise<boolean> {
+      const reply = await run(
+        QuotaScriptName.cacheWarmup,
+        [CacheKeys.tenantQuota(tenantId)],
+        ['limit_micros', micros('limitMicros', counters.limitMicros, { min: 0 }), 'used_micros', micros('usedMicros', counters.usedMicros)],
+      );
+      return reply === 1;
+    },
+
+    /** Creates the API key budget hash unless it exists (M2.2); true when this call created it. */
+    async warmKey(tenantId: string, apiKeyId: string, counters: KeyCounters): Promise<boolean> {
+      const budget = counters.budgetMicros === null ? '-1' : micros('budgetMicros', counters.budgetMicros, { min: 0 });
+      const reply = await run(
+        QuotaScriptName.cacheWarmup,
+        [CacheKeys.apiKeyBudget(tenantId, apiKeyId)],
+        ['budget_micros', budget, 'spent_micros', micros('spentMicros', counters.spentMicros)],
+      );
+      return reply === 1;
+    },
+  };
+}
+
+export type QuotaScripts = ReturnType<typeof createQuotaScripts>;

@@ -1,0 +1,63 @@
+/**
+ * Shared fixtures for the Redis quota tests: a fresh tenant + key per test (unique
+ * ids, so test files can share one Redis), and raw EVAL of a script for the cases
+ * the typed runner refuses before Redis sees them (malformed ARGV).
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Registry } from 'prom-client';
+import type { Redis } from 'ioredis';
+import { CacheKeys } from '../../src/redis/cache-keys';
+import { createQuotaScripts, LUA_DIR, type QuotaScriptName, type QuotaScripts } from '../../src/redis/scripts';
+import { uniqueId } from '../helpers/services';
+
+export const TTL_SECONDS = 3600;
+
+export interface QuotaFixture {
+  tenantId: string;
+  apiKeyId: string;
+  scripts: QuotaScripts;
+  registry: Registry;
+  /** A new request id on every call. */
+  requestId: () => string;
+  quotaKey: string;
+  budgetKey: string;
+  recordKey: (requestId: string) => string;
+}
+
+/** Warms a new tenant (limit, used) and key (budget null = unlimited, spent) through the real warm-up script. */
+export async function quotaFixture(
+  redis: Redis,
+  opts: { limitMicros: number; usedMicros?: number; budgetMicros?: number | null; spentMicros?: number },
+): Promise<QuotaFixture> {
+  const tenantId = uniqueId('tenant');
+  const apiKeyId = uniqueId('key');
+  const registry = new Registry();
+  const scripts = createQuotaScripts(redis, { ttlSeconds: TTL_SECONDS, registry });
+  await scripts.warmTenant(tenantId, { limitMicros: opts.limitMicros, usedMicros: opts.usedMicros ?? 0 });
+  await scripts.warmKey(tenantId, apiKeyId, { budgetMicros: opts.budgetMicros ?? null, spentMicros: opts.spentMicros ?? 0 });
+  return {
+    tenantId,
+    apiKeyId,
+    scripts,
+    registry,
+    requestId: () => uniqueId('req'),
+    quotaKey: CacheKeys.tenantQuota(tenantId),
+    budgetKey: CacheKeys.apiKeyBudget(tenantId, apiKeyId),
+    recordKey: (requestId) => CacheKeys.request(tenantId, requestId),
+  };
+}
+
+export function luaSource(name: QuotaScriptName): string {
+  return readFileSync(path.join(LUA_DIR, `${name}.lua`), 'utf8');
+}
+
+/** EVAL of a script's source with raw keys and ARGV, bypassing the typed runner's own checks. */
+export async function rawEval(redis: Redis, name: QuotaScriptName, keys: string[], argv: string[]): Promise<unknown> {
+  return redis.eval(luaSource(name), keys.length, ...keys, ...argv);
+}
+
+/** Both counters as stored, as exact strings (so a float or a wrong type would show). */
+export async function counters(redis: Redis, f: QuotaFixture): Promise<{ quota: Record<string, string>; budget: Record<string, string> }> {
+  return { quota: await redis.hgetall(f.quotaKey), budget: await redis.hgetall(f.budgetKey) };
+}
