@@ -1,0 +1,175 @@
+/**
+ * The mock upstream's deterministic answers and its token accounting.
+ *
+ * Billing tests need to know the exact usage in advance, so the reply is built
+ * token by token: every word of REPLY_WORDS is one cl100k_base token both alone
+ * and after a space, and the cl100k pre-tokeniser splits text at " word"
+ * boundaries, so a reply of N words is exactly N tokens, and tiktoken's count of
+ * the accumulated stream text equals the reported usage (M6.2).
+ *
+ * Prompt tokens follow OpenAI's documented approximation for chat messages:
+ *   prompt_tokens = 3 + Σ over messages (4 + tokens(text of the message's content))
+ * where the text of a content is defined in ./messages (text parts joined by
+ * newlines), counted with cl100k_base, directives included (they are part of
+ * what the client sent).
+ */
+import { get_encoding, type Tiktoken } from 'tiktoken';
+import { contentText, lastUserMessageText } from './messages';
+import { stripMockDirectives, type MockBehaviour } from './mock-behaviour';
+import {
+  FinishReason,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionRequest,
+  type ChatCompletionUsage,
+  type ChatMessage,
+} from './types';
+
+export const MOCK_MODELS = ['gpt-4o-mini', 'gpt-4o', 'mock-small'] as const;
+
+const REPLY_WORDS = [
+  'ledger', 'quota', 'tenant', 'token', 'budget', 'stream', 'reserve', 'credit',
+  'debit', 'balance', 'request', 'model', 'window', 'limit', 'charge', 'refund',
+  'account', 'invoice', 'meter', 'usage', 'price', 'cost', 'rate', 'signal',
+  'channel', 'record', 'commit', 'pending', 'batch', 'sync', 'lock', 'route',
+] as const;
+
+/** Tokens added per message and per reply priming in the prompt formula above. */
+export const TOKENS_PER_MESSAGE = 4;
+export const TOKENS_REPLY_PRIMING = 3;
+
+// One encoder for the process: creating one costs milliseconds and WASM memory,
+// and the mock lives as long as the process, so it is cached, never freed.
+let encoder: Tiktoken | undefined;
+function cl100k(): Tiktoken {
+  if (!encoder) {
+    encoder = get_encoding('cl100k_base');
+    for (const word of REPLY_WORDS) {
+      if (encoder.encode(word).length !== 1 || encoder.encode(` ${word}`).length !== 1) {
+        throw new Error(`mock reply word '${word}' is not a single cl100k token`);
+      }
+    }
+  }
+  return encoder;
+}
+
+/** cl100k_base token count of `text`. */
+export function countTokens(text: string): number {
+  return text === '' ? 0 : cl100k().encode(text).length;
+}
+
+/** Prompt tokens by the formula in this file's header. */
+export function countPromptTokens(messages: readonly ChatMessage[]): number {
+  let total = TOKENS_REPLY_PRIMING;
+  for (const message of messages) total += TOKENS_PER_MESSAGE + countTokens(contentText(message.content));
+  return total;
+}
+
+/** FNV-1a: a stable 32-bit seed from the prompt, the same in every process. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (const byte of Buffer.from(text, 'utf8')) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+/**
+ * The reply as token-sized pieces ("word", " word", ...): `count` words picked
+ * by a small PRNG (mulberry32) seeded from `seedText`.
+ */
+export function replyPieces(seedText: string, count: number): string[] {
+  cl100k(); // validates REPLY_WORDS once
+  let state = fnv1a(seedText);
+  const pieces: string[] = [];
+  for (let i = 0; i < count; i += 1) {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(state ^ (state >>> 15), state | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    const index = ((t ^ (t >>> 14)) >>> 0) % REPLY_WORDS.length;
+    pieces.push(`${i === 0 ? '' : ' '}${REPLY_WORDS[index] ?? 'token'}`);
+  }
+  return pieces;
+}
+
+/** Everything the mock needs to answer one request, streamed or not. */
+export interface MockReply {
+  id: string;
+  created: number;
+  model: string;
+  pieces: string[];
+  finishReason: FinishReason;
+  usage: ChatCompletionUsage;
+}
+
+/**
+ * Plans the reply: min(behaviour.completionTokens, the request's cap) tokens,
+ * where the cap is the smaller of max_completion_tokens and max_tokens if set.
+ */
+export function planMockReply(req: ChatCompletionRequest, behaviour: MockBehaviour, id: string): MockReply {
+  const caps = [req.max_completion_tokens, req.max_tokens].filter((c): c is number => typeof c === 'number');
+  const cap = caps.length > 0 ? Math.min(...caps) : Number.POSITIVE_INFINITY;
+  const completionTokens = Math.min(behaviour.completionTokens, cap);
+  const promptTokens = countPromptTokens(req.messages);
+  return {
+    id,
+    created: Math.floor(Date.now() / 1000),
+    model: req.model,
+    pieces: replyPieces(stripMockDirectives(lastUserMessageText(req.messages)), completionTokens),
+    finishReason: completionTokens < behaviour.completionTokens ? FinishReason.Length : FinishReason.Stop,
+    usage: {
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens,
+    },
+  };
+}
+
+/** The JSON answer. */
+export function mockCompletion(reply: MockReply, withUsage: boolean): ChatCompletion {
+  return {
+    id: reply.id,
+    object: 'chat.completion',
+    created: reply.created,
+    model: reply.model,
+    choices: [
+      {
+        index: 0,
+        message: { role: 'assistant', content: reply.pieces.join(''), refusal: null },
+        logprobs: null,
+        finish_reason: reply.finishReason,
+      },
+    ],
+    ...(withUsage ? { usage: reply.usage } : {}),
+    system_fingerprint: 'fp_mock',
+  };
+}
+
+/**
+ * The stream's events in order, as OpenAI sends them: one chunk per token (the
+ * first also carries the role; an empty reply still gets one role chunk), a
+ * chunk with the finish reason, then, when usage was asked for, a usage chunk
+ * with `choices: []` (the earlier chunks then carry `usage: null`).
+ */
+export function mockChunks(reply: MockReply, withUsage: boolean): ChatCompletionChunk[] {
+  const base = { id: reply.id, object: 'chat.completion.chunk' as const, created: reply.created, model: reply.model };
+  const usageNull = withUsage ? { usage: null } : {};
+  const pieces = reply.pieces.length > 0 ? reply.pieces : [''];
+  const chunks: ChatCompletionChunk[] = pieces.map((content, i) => ({
+    ...base,
+    system_fingerprint: 'fp_mock',
+    choices: [
+      { index: 0, delta: i === 0 ? { role: 'assistant', content } : { content }, logprobs: null, finish_reason: null },
+    ],
+    ...usageNull,
+  }));
+  chunks.push({
+    ...base,
+    system_fingerprint: 'fp_mock',
+    choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: reply.finishReason }],
+    ...usageNull,
+  });
+  if (withUsage) chunks.push({ ...base, system_fingerprint: 'fp_mock', choices: [], usage: reply.usage });
+  return chunks;
+}

@@ -1,0 +1,222 @@
+/**
+ * The adapter for any OpenAI-compatible upstream (OpenAI itself, vLLM, the
+ * project's mock, ...), over Node's global fetch.
+ *
+ * Every call owns one AbortController that the caller's signal, the timers and
+ * an early stop of the stream all abort: cancelling an UpstreamCallStep must
+ * close the HTTP request (the upstream stops generating tokens we would pay
+ * for), not just stop waiting for it.
+ */
+import { parseSseEvents, SSE_DONE } from './sse';
+import {
+  UpstreamCancelledError,
+  UpstreamConnectionError,
+  UpstreamError,
+  UpstreamHttpError,
+  UpstreamProtocolError,
+  UpstreamTimeoutError,
+} from './errors';
+import { parseChatCompletion, parseChatCompletionChunk, parseErrorBody } from './openai-wire';
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  UpstreamCallOptions,
+  UpstreamProvider,
+} from './types';
+
+export interface OpenAICompatibleProviderOptions {
+  /** Base URL including the version segment, e.g. `https://api.openai.com/v1`. */
+  baseUrl: string;
+  /** Sent as `Authorization: Bearer <apiKey>` when set. */
+  apiKey?: string;
+  /**
+   * complete(): limit for the whole call. stream(): limit until the response
+   * headers arrive (a long generation is fine as long as chunks keep coming).
+   * @default 60000
+   */
+  timeoutMs?: number;
+  /**
+   * stream(): the longest silence allowed between two chunks of the body.
+   * Time spent by the consumer on a chunk does not count.
+   * @default timeoutMs
+   */
+  streamIdleTimeoutMs?: number;
+  /** Headers added to every request (e.g. an organisation id). */
+  headers?: Record<string, string>;
+}
+
+const DEFAULT_TIMEOUT_MS = 60_000;
+const ERROR_BODY_PREVIEW_CHARS = 500;
+
+/** The abort wiring and timer of one upstream call. */
+class CallControl {
+  private readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+  private phase: UpstreamTimeoutError['phase'] = 'response';
+  private timedOut: UpstreamTimeoutError | undefined;
+
+  constructor(
+    private readonly callerSignal: AbortSignal | undefined,
+    private timeoutMs: number,
+  ) {
+    if (callerSignal?.aborted) this.controller.abort(callerSignal.reason);
+    else callerSignal?.addEventListener('abort', this.onCallerAbort, { once: true });
+    this.resumeTimer();
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  /** From now on the timer measures silence between stream chunks. */
+  switchToIdleTimeout(ms: number): void {
+    this.phase = 'stream-idle';
+    this.timeoutMs = ms;
+    this.resumeTimer();
+  }
+
+  pauseTimer(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** Starts the current limit afresh from now. */
+  resumeTimer(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(this.onTimeout, this.timeoutMs);
+  }
+
+  /** Maps whatever the call threw to one of the upstream errors. */
+  translate(err: unknown): Error {
+    if (err instanceof UpstreamError) return err;
+    if (this.callerSignal?.aborted) return new UpstreamCancelledError(this.callerSignal.reason);
+    if (this.timedOut) return this.timedOut;
+    return new UpstreamConnectionError(describeNetworkError(err), { cause: err });
+  }
+
+  /** Releases the timer, the listener and (if still open) the HTTP request. */
+  dispose(): void {
+    clearTimeout(this.timer);
+    this.callerSignal?.removeEventListener('abort', this.onCallerAbort);
+    if (!this.controller.signal.aborted) this.controller.abort(new Error('upstream call finished'));
+  }
+
+  private readonly onCallerAbort = (): void => {
+    this.controller.abort(this.callerSignal?.reason);
+  };
+
+  private readonly onTimeout = (): void => {
+    this.timedOut = new UpstreamTimeoutError(this.timeoutMs, this.phase);
+    this.controller.abort(this.timedOut);
+  };
+}
+
+/**
+ * undici reports "fetch failed" and hides the useful part (ECONNREFUSED, "other
+ * side closed") in `cause`. Duck-typed: errors from Node internals may come from
+ * another realm (jest's VM), where `instanceof Error` is false.
+ */
+function describeNetworkError(err: unknown): string {
+  const parts: string[] = [];
+  for (let current = err, depth = 0; typeof current === 'object' && current !== null && depth < 3; depth += 1) {
+    const { message, code } = current as { message?: unknown; code?: unknown };
+    if (typeof message === 'string' && message !== '') parts.push(message);
+    if (typeof code === 'string' && !parts.some((p) => p.includes(code))) parts.push(code);
+    current = (current as { cause?: unknown }).cause;
+  }
+  return `upstream connection failed (${parts.length > 0 ? parts.join(': ') : String(err)})`;
+}
+
+function parseRetryAfterMs(headers: Headers): number | undefined {
+  const ms = headers.get('retry-after-ms');
+  if (ms !== null && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
+  const value = headers.get('retry-after');
+  if (value === null) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+async function httpErrorFrom(res: Response): Promise<UpstreamHttpError> {
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text) as unknown;
+  } catch {
+    parsed = undefined;
+  }
+  const body = parseErrorBody(parsed);
+  const message = body?.message || text.slice(0, ERROR_BODY_PREVIEW_CHARS) || res.statusText;
+  return new UpstreamHttpError(res.status, body?.code ?? `http_${res.status}`, message, parseRetryAfterMs(res.headers));
+}
+
+/** Creates an {@link UpstreamProvider} for an OpenAI-compatible base URL. */
+export function createOpenAICompatibleProvider(options: OpenAICompatibleProviderOptions): UpstreamProvider {
+  const endpoint = `${options.baseUrl.replace(/\/+$/, '')}/chat/completions`;
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? timeoutMs;
+
+  function post(body: unknown, accept: string, call: CallControl, extra?: Record<string, string>): Promise<Response> {
+    return fetch(endpoint, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        accept,
+        ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+        ...options.headers,
+        ...extra,
+      },
+      body: JSON.stringify(body),
+      signal: call.signal,
+    });
+  }
+
+  async function complete(req: ChatCompletionRequest, opts: UpstreamCallOptions = {}): Promise<ChatCompletion> {
+    const call = new CallControl(opts.signal, timeoutMs);
+    try {
+      // A JSON answer was asked for, whatever the client's request said.
+      const { stream_options: _ignored, ...rest } = req;
+      const res = await post({ ...rest, stream: false }, 'application/json', call, opts.headers);
+      if (!res.ok) throw await httpErrorFrom(res);
+      return parseChatCompletion(await res.text());
+    } catch (err) {
+      throw call.translate(err);
+    } finally {
+      call.dispose();
+    }
+  }
+
+  async function* stream(
+    req: ChatCompletionRequest,
+    opts: UpstreamCallOptions = {},
+  ): AsyncGenerator<ChatCompletionChunk, void, undefined> {
+    const call = new CallControl(opts.signal, timeoutMs);
+    try {
+      // Usage is what we bill on, so we always ask for it; whether the gateway's
+      // own client sees it is the gateway's decision.
+      const body = { ...req, stream: true, stream_options: { ...req.stream_options, include_usage: true } };
+      const res = await post(body, 'text/event-stream', call, opts.headers);
+      if (!res.ok) throw await httpErrorFrom(res);
+      const contentType = res.headers.get('content-type') ?? '';
+      if (!contentType.includes('text/event-stream') || res.body === null) {
+        const preview = (await res.text()).slice(0, 200);
+        throw new UpstreamProtocolError(`expected an event stream, got '${contentType}': ${preview}`);
+      }
+      call.switchToIdleTimeout(streamIdleTimeoutMs);
+      for await (const event of parseSseEvents(res.body)) {
+        if (event.data === SSE_DONE) return;
+        const chunk = parseChatCompletionChunk(event.data);
+        call.pauseTimer(); // the consumer's time is not upstream silence
+        yield chunk;
+        call.resumeTimer();
+      }
+      throw new UpstreamProtocolError('stream ended without data: [DONE]');
+    } catch (err) {
+      throw call.translate(err);
+    } finally {
+      call.dispose();
+    }
+  }
+
+  return { complete, stream };
+}
