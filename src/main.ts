@@ -12,6 +12,7 @@ import { loadConfig, ConfigError, type Config } from './config';
 import { createLogger, type Logger } from './log';
 import { startStack, type StackEndpoints } from './stack';
 import { startServices } from './services';
+import { startMockUpstream } from './upstream/mock-server';
 
 type Role = 'all' | 'api' | 'worker';
 
@@ -69,7 +70,20 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
     endpoints = endpointsFromEnv(config, role);
   }
 
-  const services = await startServices(config, endpoints, { api: role !== 'worker', worker: role !== 'api' }, log);
+  let upstreamBaseUrl = config.UPSTREAM_BASE_URL;
+  let mockUrl: string | undefined;
+  if (!upstreamBaseUrl) {
+    const mock = await startMockUpstream({ port: config.MOCK_UPSTREAM_PORT, host: config.API_HOST });
+    stops.push(() => mock.close());
+    upstreamBaseUrl = mock.url;
+    mockUrl = mock.url;
+  }
+  const services = await startServices(config, endpoints, {
+    api: role !== 'worker',
+    worker: role !== 'api',
+    workerMetrics: role === 'worker',
+    upstreamBaseUrl,
+  }, log);
   stops.push(services.stop);
 
   const lines = [
@@ -78,6 +92,7 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
     endpoints.temporalUiUrl ? `Temporal Web UI     ${endpoints.temporalUiUrl}` : undefined,
     `Redis               ${endpoints.redisUrl}`,
     `PostgreSQL          ${endpoints.databaseUrl.replace(/\/\/[^@/]*@/, '//')}`,
+    mockUrl ? `mock upstream       ${mockUrl}` : `upstream            ${upstreamBaseUrl}`,
     ...services.urls,
   ].filter(Boolean);
   process.stdout.write(`\nDurable billing is ready (${role}):\n  ${lines.join('\n  ')}\n\n`);

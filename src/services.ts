@@ -2,8 +2,9 @@
  * Starts the application roles on given endpoints: migrations, the Temporal
  * worker and the Express API. Used by `npm start` and by end-to-end tests.
  */
-import type { Server } from 'node:http';
-import { Connection } from '@temporalio/client';
+import http, { type Server } from 'node:http';
+import { Client, Connection } from '@temporalio/client';
+import type { Worker } from '@temporalio/worker';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Config } from './config';
 import type { Logger } from './log';
@@ -12,18 +13,46 @@ import { createApiApp } from './api/app';
 import { createDb } from './db/knex';
 import { migrateLatest } from './db/migrate';
 import { createRedis } from './redis/client';
+import { createRequestRelay } from './relay/request-relay';
 import { createBillingWorker } from './worker/worker';
+
+export interface ServiceOptions {
+  api: boolean;
+  worker: boolean;
+  /** Base URL (…/v1) of the default upstream channel. */
+  upstreamBaseUrl: string;
+  /** API port; 0 picks a free one (tests). @default config.API_PORT */
+  apiPort?: number;
+  /** Serve the worker's /metrics on WORKER_METRICS_PORT (a worker-only process). */
+  workerMetrics?: boolean;
+  /** Test overrides. */
+  taskQueue?: string;
+  pollIntervalMs?: number;
+}
 
 export interface RunningServices {
   urls: string[];
   apiUrl?: string;
+  worker?: Worker;
   stop(): Promise<void>;
+}
+
+function listen(server: Server, port: number, host: string, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new Error(`port ${port} (${what}) is already in use`) : err),
+    );
+    server.listen(port, host, () => {
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : port);
+    });
+  });
 }
 
 export async function startServices(
   config: Readonly<Config>,
   endpoints: StackEndpoints,
-  roles: { api: boolean; worker: boolean },
+  opts: ServiceOptions,
   log: Logger,
 ): Promise<RunningServices> {
   const stops: Array<() => Promise<void>> = [];
@@ -31,44 +60,67 @@ export async function startServices(
     for (const s of stops.reverse()) await s().catch((err: unknown) => log.error({ err }, 'stop failed'));
   };
   const urls: string[] = [];
-  let apiUrl: string | undefined;
+  const running: RunningServices = { urls, stop };
   try {
-    const db = createDb(endpoints.databaseUrl);
+    const db = createDb(endpoints.databaseUrl, { max: 20 });
     stops.push(() => db.destroy());
     const applied = await migrateLatest(db);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
 
     const redis = createRedis(endpoints.redisUrl);
-    stops.push(() => { redis.disconnect(); return Promise.resolve(); });
+    redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));
+    stops.push(() => {
+      redis.disconnect();
+      return Promise.resolve();
+    });
+    const relay = createRequestRelay(redis, { ttlSeconds: 3600 });
+    stops.push(() => relay.close());
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
 
-    if (roles.worker) {
-      const { worker, connection } = await createBillingWorker({ config, temporalAddress: endpoints.temporalAddress, activities: {} });
-      const running = worker.run();
+    if (opts.worker) {
+      const { worker, connection } = await createBillingWorker({
+        config, temporalAddress: endpoints.temporalAddress, db, redis, relay, registry, log,
+        upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue: opts.taskQueue, pollIntervalMs: opts.pollIntervalMs,
+      });
+      const run = worker.run();
       stops.push(async () => {
         worker.shutdown();
-        await running;
+        await run;
         await connection.close();
       });
-      log.info({ taskQueue: config.TEMPORAL_TASK_QUEUE }, 'worker started');
+      running.worker = worker;
+      log.info({ taskQueue: opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE }, 'worker started');
+      if (opts.workerMetrics) {
+        const server = http.createServer((req, res) => {
+          if (req.url !== '/metrics') return void res.writeHead(404).end();
+          registry.metrics().then(
+            (text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text),
+            () => res.writeHead(500).end(),
+          );
+        });
+        await listen(server, config.WORKER_METRICS_PORT, config.API_HOST, 'worker metrics');
+        stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+        urls.push(`worker metrics      http://${config.API_HOST}:${config.WORKER_METRICS_PORT}/metrics`);
+      }
     }
 
-    if (roles.api) {
+    if (opts.api) {
       const temporal = await Connection.connect({ address: endpoints.temporalAddress });
       stops.push(() => temporal.close());
-      const app = createApiApp({ redis, db, temporal, registry });
-      const server = await new Promise<Server>((resolve, reject) => {
-        const s = app.listen(config.API_PORT, config.API_HOST, () => resolve(s));
-        s.once('error', (err: NodeJS.ErrnoException) =>
-          reject(err.code === 'EADDRINUSE' ? new Error(`port ${config.API_PORT} (API) is already in use: set API_PORT`) : err),
-        );
-      });
-      stops.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-      apiUrl = `http://${config.API_HOST}:${config.API_PORT}`;
-      urls.push(`API                 ${apiUrl}  (/v1/chat/completions, /admin, /readyz, /metrics)`);
+      const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE });
+      const app = createApiApp({ config: opts.taskQueue ? { ...config, TEMPORAL_TASK_QUEUE: opts.taskQueue } : config, db, redis, temporal, client, relay, registry, log });
+      const server = http.createServer(app);
+      server.keepAliveTimeout = 65_000;
+      const port = await listen(server, opts.apiPort ?? config.API_PORT, config.API_HOST, 'API');
+      stops.push(() => new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }));
+      running.apiUrl = `http://${config.API_HOST}:${port}`;
+      urls.push(`API                 ${running.apiUrl}  (/v1/chat/completions, /admin, /readyz, /metrics)`);
     }
-    return { urls, apiUrl, stop };
+    return running;
   } catch (err) {
     await stop();
     throw err;

@@ -1,12 +1,63 @@
-/** The Express front: gateway routes, admin routes, health and metrics. */
-import express, { type Express } from 'express';
-import { healthRouter, type HealthDeps } from './health';
+/** The Express front: gateway routes, admin routes, health and metrics, one error middleware. */
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import type { Client, Connection } from '@temporalio/client';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import type { Registry } from 'prom-client';
+import type { Config } from '../config';
+import type { Logger } from '../log';
+import { createModelPriceRepository } from '../db/model-price-repository';
+import { createBillingMetrics } from '../observability/metrics';
+import type { RequestRelay } from '../relay/request-relay';
+import { createApiKeyAuthenticator } from './auth';
+import { errorMiddleware } from './errors';
+import { createRequestGateway } from './gateway';
+import { healthRouter } from './health';
+import { adminRouter } from './routes/admin';
+import { chatCompletionsRouter } from './routes/chat-completions';
+import { modelsRouter } from './routes/models';
 
-export type ApiDeps = HealthDeps;
+export interface ApiDeps {
+  config: Readonly<Config>;
+  db: Knex;
+  redis: Redis;
+  temporal: Connection;
+  client: Client;
+  relay: RequestRelay;
+  registry: Registry;
+  log: Logger;
+  /** Largest accepted JSON body. @default '1mb' */
+  bodyLimit?: string;
+}
 
 export function createApiApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  app.use(healthRouter(deps));
+  const metrics = createBillingMetrics(deps.registry);
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const stop = metrics.httpDuration.startTimer({ method: req.method });
+    res.on('finish', () => {
+      // The route pattern, never the raw path: ids would explode the label set.
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      stop({ route: `${req.baseUrl}${route}`, status: String(res.statusCode) });
+    });
+    next();
+  });
+  app.use(express.json({ limit: deps.bodyLimit ?? '1mb' }));
+
+  const authenticate = createApiKeyAuthenticator({ db: deps.db, redis: deps.redis, logger: deps.log });
+  const prices = createModelPriceRepository(deps.db);
+  app.use(healthRouter({ redis: deps.redis, db: deps.db, temporal: deps.temporal, registry: deps.registry }));
+  app.use(chatCompletionsRouter({
+    authenticate,
+    gateway: createRequestGateway(deps.client, deps.config.TEMPORAL_TASK_QUEUE),
+    relay: deps.relay,
+    redis: deps.redis,
+    prices,
+    log: deps.log,
+  }));
+  app.use(modelsRouter({ db: deps.db, authenticate }));
+  app.use(adminRouter({ db: deps.db, redis: deps.redis, logger: deps.log, adminToken: deps.config.ADMIN_TOKEN }));
+  app.use(errorMiddleware(deps.log));
   return app;
 }

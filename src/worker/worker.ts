@@ -1,11 +1,51 @@
-/** The Temporal worker: request-lifecycle workflows and their activities on one task queue. */
+/** The Temporal worker: the billed-request workflow and its activities on one task queue. */
 import { NativeConnection, Worker } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import type { Registry } from 'prom-client';
 import type { Config } from '../config';
+import type { Logger } from '../log';
+import { createActivities } from '../activities';
+import { createQuotaWarmup } from '../activities/quota-warmup';
+import { createApiKeyRepository } from '../db/api-key-repository';
+import { createBillingRepository } from '../db/billing-repository';
+import { createTenantRepository } from '../db/tenant-repository';
+import { createBillingMetrics } from '../observability/metrics';
+import { createQuotaScripts } from '../redis/scripts';
+import type { RequestRelay } from '../relay/request-relay';
+import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
   temporalAddress: string;
-  activities: object;
+  db: Knex;
+  redis: Redis;
+  relay: RequestRelay;
+  registry: Registry;
+  log: Logger;
+  /** Base URL of the default upstream channel (…/v1). */
+  upstreamBaseUrl: string;
+  /** Overrides for tests (e.g. a short poll interval). */
+  pollIntervalMs?: number;
+  taskQueue?: string;
+}
+
+/** The activities with real dependencies, as the worker registers them. */
+export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'>) {
+  const scripts = createQuotaScripts(opts.redis, { ttlSeconds: opts.config.RESERVATION_TTL_SECONDS, registry: opts.registry });
+  const ledger = createBillingRepository(opts.db);
+  const warmup = createQuotaWarmup({ scripts, tenants: createTenantRepository(opts.db), apiKeys: createApiKeyRepository(opts.db), ledger });
+  return createActivities({
+    scripts,
+    ledger,
+    warmup,
+    relay: opts.relay,
+    metrics: createBillingMetrics(opts.registry),
+    log: opts.log,
+    channels: { '*': 'default' },
+    providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },
+    pollIntervalMs: opts.pollIntervalMs,
+  });
 }
 
 export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
@@ -13,9 +53,9 @@ export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{
   const worker = await Worker.create({
     connection,
     namespace: opts.config.TEMPORAL_NAMESPACE,
-    taskQueue: opts.config.TEMPORAL_TASK_QUEUE,
+    taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
-    activities: opts.activities,
+    activities: buildActivities(opts),
   });
   return { worker, connection };
 }

@@ -1,2 +1,2 @@
 /** Every workflow the billing worker runs (the bundle's entry point). */
-export {};
+export { billedRequest } from './billed-request';

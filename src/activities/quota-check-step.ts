@@ -1,0 +1,94 @@
+/**
+ * QuotaCheckStep (M2): reserve the worst-case cost against the tenant quota and
+ * the key budget in one atomic Lua call, then record the reservation as a pending
+ * ledger row (so the ledger alone always knows the true usage).
+ * - a cache miss warms the counters from PostgreSQL with SETNX semantics, then retries (M2.2);
+ * - Redis unreachable -> the PostgreSQL fallback admits under row locks (M2.3).
+ * Idempotent per request id on both paths: a retry returns the first decision.
+ */
+import type { Logger } from '../log';
+import type { BillingMetrics } from '../observability/metrics';
+import type { BillingRepository } from '../db/billing-repository';
+import type { QuotaScripts, ReserveResult } from '../redis/scripts';
+import { InvalidMicrosError, QuotaScriptRejectedError, UnexpectedScriptReplyError } from '../redis/scripts';
+import { InvalidCacheKeyIdError } from '../redis/cache-keys';
+import type { QuotaWarmup } from './quota-warmup';
+import { billedRequestWorkflowId, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
+
+export interface QuotaCheckDeps {
+  scripts: Pick<QuotaScripts, 'reserve'>;
+  ledger: Pick<BillingRepository, 'createPendingTransaction' | 'reserveInLedger'>;
+  warmup: QuotaWarmup;
+  metrics: BillingMetrics;
+  log: Logger;
+  /** Clock for reserved_at; injectable for tests. */
+  now?: () => number;
+}
+
+/** Errors that are our bugs or bad data, not an outage: the fallback would not help. */
+function isRedisOutage(err: unknown): boolean {
+  return !(
+    err instanceof QuotaScriptRejectedError ||
+    err instanceof InvalidMicrosError ||
+    err instanceof UnexpectedScriptReplyError ||
+    err instanceof InvalidCacheKeyIdError
+  );
+}
+
+export function createQuotaCheckStep(deps: QuotaCheckDeps) {
+  const now = deps.now ?? Date.now;
+
+  async function reserveInRedis(input: BilledRequestInput): Promise<ReserveResult> {
+    const args = { tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId, amountMicros: input.reservedMicros, nowMs: now() };
+    // At most two warm-ups (tenant, then key) before the reservation can run.
+    for (let attempt = 0; ; attempt++) {
+      const result = await deps.scripts.reserve(args);
+      if (attempt >= 2 || (result.status !== 'tenant_missing' && result.status !== 'key_missing')) return result;
+      const found = result.status === 'tenant_missing'
+        ? await deps.warmup.warmTenant(input.tenantId)
+        : await deps.warmup.warmKey(input.tenantId, input.apiKeyId);
+      if (!found) return result; // not in PostgreSQL either: a real denial
+    }
+  }
+
+  return async function quotaCheckStep(input: BilledRequestInput): Promise<AdmissionDecision> {
+    const stopTimer = deps.metrics.admissionDuration.startTimer();
+    let decision: AdmissionDecision;
+    let redisResult: ReserveResult | undefined;
+    try {
+      redisResult = await reserveInRedis(input);
+      deps.metrics.redisFallbackActive.set(0);
+    } catch (err) {
+      if (!isRedisOutage(err)) throw err;
+      deps.metrics.redisFallbackActive.set(1);
+      deps.log.warn({ requestId: input.requestId, tenantId: input.tenantId, err: (err as Error).message }, 'Redis unreachable: admission through the PostgreSQL fallback');
+    }
+    const pending = {
+      requestId: input.requestId,
+      tenantId: input.tenantId,
+      apiKeyId: input.apiKeyId,
+      workflowId: billedRequestWorkflowId(input.requestId),
+      model: input.model,
+      reservedMicros: input.reservedMicros,
+      promptTokens: input.promptTokens,
+    };
+    if (redisResult) {
+      if (redisResult.status === 'reserved' || redisResult.status === 'duplicate') {
+        decision = { admitted: true, reservedMicros: redisResult.reservedMicros, path: 'redis', duplicate: redisResult.status === 'duplicate' };
+        await deps.ledger.createPendingTransaction({ ...pending, reservedMicros: redisResult.reservedMicros, admissionPath: 'redis' });
+      } else {
+        decision = { admitted: false, reason: redisResult.status, path: 'redis' };
+      }
+    } else {
+      const result = await deps.ledger.reserveInLedger(pending);
+      decision = result.status === 'reserved' || result.status === 'duplicate'
+        ? { admitted: true, reservedMicros: result.reservedMicros, path: result.entry.admissionPath ?? 'postgres', duplicate: result.status === 'duplicate' }
+        : { admitted: false, reason: result.status, path: 'postgres' };
+    }
+    const outcome = decision.admitted ? (decision.duplicate ? 'duplicate' : 'admitted') : decision.reason;
+    stopTimer({ outcome });
+    deps.metrics.admissions.inc({ outcome, path: decision.path });
+    deps.log.info({ requestId: input.requestId, tenantId: input.tenantId, apiKeyId: input.apiKeyId, outcome, path: decision.path, reservedMicros: input.reservedMicros }, 'admission');
+    return decision;
+  };
+}

@@ -1,0 +1,56 @@
+/**
+ * What a request delivered, read back from its relay stream. A retried upstream
+ * attempt (after a worker crash) and a settlement whose upstream step failed use
+ * it to bill exactly what reached the client, and to end the client's stream.
+ */
+import { StreamTokenAccumulator, type FinalTokenUsage } from '../billing/stream-token-accumulator';
+import type { RelayEntry } from '../relay/request-relay';
+import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
+
+/** The error relayed when the upstream call broke off after output reached the client. */
+export const INTERRUPTED_ERROR = { status: 502, message: 'upstream call was interrupted', type: 'upstream_error', code: 'upstream_error' } as const;
+/** The error relayed when the client went away; nobody reads it but duplicate readers. */
+export const CLIENT_CLOSED_ERROR = { status: 499, message: 'client closed the request', type: 'invalid_request_error', code: 'client_closed_request' } as const;
+
+export function hasOutput(entries: readonly RelayEntry[]): boolean {
+  return entries.some((e) => e.type === 'chunk' || e.type === 'response');
+}
+
+export function terminalOf(entries: readonly RelayEntry[]): RelayEntry | undefined {
+  return entries.find((e) => e.type === 'done' || e.type === 'error');
+}
+
+/** Worst case for the estimate level: the whole output cap. */
+export function usageEstimate(input: BilledRequestInput): { promptTokens: number; completionTokens: number } {
+  return { promptTokens: input.promptTokens, completionTokens: input.maxOutputTokens };
+}
+
+interface RelayedCompletion {
+  choices?: Array<{ message?: { content?: string | null } | null }>;
+  usage?: unknown;
+}
+
+/** Counts what the relay holds with the accumulator's priority levels (upstream usage, else tiktoken). */
+export function usageFromRelay(input: BilledRequestInput, entries: readonly RelayEntry[]): FinalTokenUsage {
+  const acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
+  for (const entry of entries) {
+    if (entry.type === 'chunk') acc.add(entry.data as Parameters<StreamTokenAccumulator['add']>[0]);
+    else if (entry.type === 'usage') acc.add({ choices: [], usage: entry.data });
+    else if (entry.type === 'response') {
+      const completion = entry.data as RelayedCompletion;
+      for (const choice of completion.choices ?? []) acc.addText(choice.message?.content ?? '');
+      acc.add({ choices: [], usage: completion.usage as { prompt_tokens?: unknown; completion_tokens?: unknown } | null });
+    }
+  }
+  return acc.finalize(usageEstimate(input));
+}
+
+/** The outcome a finished or interrupted relay stands for. */
+export function outcomeFromRelay(input: BilledRequestInput, channel: string, entries: readonly RelayEntry[]): UpstreamOutcome {
+  const usage = usageFromRelay(input, entries);
+  const terminal = terminalOf(entries);
+  const base = { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source, channel };
+  if (terminal?.type === 'done') return { ...base, status: 'completed' };
+  if (terminal?.type === 'error' && terminal.data.status === CLIENT_CLOSED_ERROR.status) return { ...base, status: 'client_cancelled' };
+  return { ...base, status: 'failed_after_output', error: terminal?.type === 'error' ? terminal.data : { ...INTERRUPTED_ERROR } };
+}

@@ -1,0 +1,187 @@
+/**
+ * UpstreamCallStep: calls the upstream channel, relays its output to the API
+ * process and accumulates the usage to bill (StreamTokenAccumulator, M6).
+ *
+ * - Heartbeats on a timer, so a crashed worker's attempt is retried after the
+ *   heartbeat timeout. A retry first reads the relay: once output reached the
+ *   client the upstream is never called again; the retry bills what was delivered
+ *   and ends the client's stream with an error.
+ * - A client disconnect (a cancel marker the API sets) or a Temporal cancellation
+ *   aborts the upstream HTTP request.
+ * - Upstream errors before any output are retryable (Temporal retries) unless the
+ *   upstream rejected the request (4xx other than 429).
+ */
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { StreamTokenAccumulator, type ChatCompletionChunkLike } from '../billing/stream-token-accumulator';
+import type { Logger } from '../log';
+import type { BillingMetrics } from '../observability/metrics';
+import type { RelayEntry, RequestRelay } from '../relay/request-relay';
+import { UpstreamHttpError, isUpstreamError } from '../upstream/errors';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, UpstreamProvider } from '../upstream/types';
+import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
+import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, hasOutput, outcomeFromRelay, terminalOf, usageEstimate } from './relay-recovery';
+
+export interface UpstreamCallDeps {
+  providers: Readonly<Record<string, UpstreamProvider>>;
+  relay: RequestRelay;
+  metrics: BillingMetrics;
+  log: Logger;
+  /** How often to heartbeat and look for a client cancel. @default 250 */
+  pollIntervalMs?: number;
+}
+
+/** Thrown (non-retryable) when the upstream refused the request itself. */
+export class UpstreamRejectedError extends Error {
+  override name = 'UpstreamRejectedError';
+}
+
+function isUsageOnly(chunk: ChatCompletionChunk): boolean {
+  return (chunk.choices?.length ?? 0) === 0;
+}
+
+/** The client gets usage once, as the gateway's own final usage chunk (M6: the billed figures). */
+function withoutUsage(chunk: ChatCompletionChunk): ChatCompletionChunk {
+  const { usage: _usage, ...rest } = chunk;
+  return rest;
+}
+
+function upstreamErrorBody(err: unknown): { status: number; message: string; type: string; code: string } {
+  const status = err instanceof UpstreamHttpError ? err.status : undefined;
+  return {
+    status: 502,
+    message: status ? `upstream answered HTTP ${status}` : 'upstream call failed',
+    type: 'upstream_error',
+    code: 'upstream_error',
+  };
+}
+
+function rejectedByUpstream(err: unknown): boolean {
+  return err instanceof UpstreamHttpError && err.status >= 400 && err.status < 500 && err.status !== 429 && err.status !== 408;
+}
+
+export function createUpstreamCallStep(deps: UpstreamCallDeps) {
+  const pollMs = deps.pollIntervalMs ?? 250;
+
+  return async function upstreamCallStep(input: BilledRequestInput, channel: string): Promise<UpstreamOutcome> {
+    const ctx = Context.current();
+    const { tenantId, requestId } = input;
+    const useRelay = input.relayMode === 'redis';
+
+    if (useRelay) {
+      const earlier = await deps.relay.entries(tenantId, requestId);
+      if (hasOutput(earlier) || terminalOf(earlier)) {
+        const outcome = outcomeFromRelay(input, channel, earlier);
+        if (!terminalOf(earlier)) {
+          const writer = deps.relay.writer(tenantId, requestId);
+          writer.push({ type: 'error', data: { ...INTERRUPTED_ERROR } });
+          await writer.flush();
+        }
+        deps.log.warn({ requestId, tenantId, attempt: ctx.info.attempt, status: outcome.status }, 'upstream attempt resumed after output was delivered: not calling upstream again');
+        return outcome;
+      }
+    }
+
+    const provider = deps.providers[channel];
+    if (!provider) throw ApplicationFailure.nonRetryable(`no upstream channel "${channel}"`, 'UnknownChannelError');
+
+    const acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
+    const abort = new AbortController();
+    let clientGone = false;
+    let delivered = 0;
+    const collected: RelayEntry[] = [];
+    const writer = useRelay ? deps.relay.writer(tenantId, requestId) : undefined;
+    const emit = (entry: RelayEntry): void => {
+      if (writer) writer.push(entry);
+      else collected.push(entry);
+    };
+    const onTemporalCancel = (): void => abort.abort(new Error('activity cancelled'));
+    ctx.cancellationSignal.addEventListener('abort', onTemporalCancel);
+    const tick = async (): Promise<void> => {
+      ctx.heartbeat({ delivered });
+      if (useRelay && !abort.signal.aborted && (await deps.relay.isCancelRequested(tenantId, requestId))) {
+        clientGone = true;
+        abort.abort(new Error('client disconnected'));
+      }
+    };
+    const ticker = setInterval(() => void tick().catch(() => undefined), pollMs);
+    if (useRelay && (await deps.relay.isCancelRequested(tenantId, requestId))) {
+      clientGone = true;
+      abort.abort(new Error('client disconnected'));
+    }
+
+    const started = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
+    let ttfbRecorded = false;
+    const firstByte = (): void => {
+      if (!ttfbRecorded) deps.metrics.upstreamTtfb.observe(seconds());
+      ttfbRecorded = true;
+    };
+    const body = input.body as unknown as ChatCompletionRequest;
+    const usageOf = (): UpstreamOutcome => {
+      const usage = acc.finalize(usageEstimate(input));
+      return { status: 'completed', promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source, channel };
+    };
+    const finish = async (outcome: UpstreamOutcome, metricOutcome: string): Promise<UpstreamOutcome> => {
+      await writer?.flush();
+      deps.metrics.upstreamDuration.observe({ model: input.model, outcome: metricOutcome }, seconds());
+      deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'prompt' }, outcome.promptTokens);
+      deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'completion' }, outcome.completionTokens);
+      return useRelay ? outcome : { ...outcome, relayed: collected };
+    };
+
+    try {
+      if (clientGone) throw new Error('client disconnected before the upstream call');
+      if (input.stream) {
+        for await (const chunk of provider.stream(body, { signal: abort.signal })) {
+          firstByte();
+          acc.add(chunk as ChatCompletionChunkLike); // tool_calls are unknown[] on the wire; the accumulator checks each field
+          if (isUsageOnly(chunk)) continue;
+          emit({ type: 'chunk', data: withoutUsage(chunk) });
+          delivered++;
+        }
+        const outcome = usageOf();
+        emit({ type: 'usage', data: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens } });
+        emit({ type: 'done' });
+        return await finish(outcome, 'ok');
+      }
+      const completion: ChatCompletion = await provider.complete(body, { signal: abort.signal });
+      firstByte();
+      for (const choice of completion.choices) acc.addText(choice.message?.content ?? '');
+      if (completion.usage) acc.add({ choices: [], usage: completion.usage });
+      const outcome = usageOf();
+      emit({ type: 'response', data: { ...completion, usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens } } });
+      emit({ type: 'done' });
+      delivered++;
+      return await finish(outcome, 'ok');
+    } catch (err) {
+      if (clientGone) {
+        emit({ type: 'error', data: { ...CLIENT_CLOSED_ERROR } });
+        deps.log.info({ requestId, tenantId, delivered }, 'client disconnected: upstream call cancelled');
+        // Delivered tokens are billed, the rest of the reservation refunded; nothing delivered voids it.
+        const outcome: UpstreamOutcome = delivered > 0
+          ? { ...usageOf(), status: 'client_cancelled' }
+          : { ...usageOf(), status: 'failed_before_output', error: { ...CLIENT_CLOSED_ERROR } };
+        return await finish(outcome, 'cancelled');
+      }
+      if (delivered > 0) {
+        // No retry once output reached the client: bill what was delivered, end the stream with an error.
+        emit({ type: 'error', data: { ...INTERRUPTED_ERROR } });
+        deps.log.warn({ requestId, tenantId, delivered, err: (err as Error).message }, 'upstream failed after output');
+        return await finish({ ...usageOf(), status: 'failed_after_output', error: { ...INTERRUPTED_ERROR } }, 'error');
+      }
+      deps.metrics.upstreamDuration.observe({ model: input.model, outcome: 'error' }, seconds());
+      if (rejectedByUpstream(err)) {
+        const error = upstreamErrorBody(err);
+        emit({ type: 'error', data: error });
+        await writer?.flush();
+        return { ...usageOf(), status: 'failed_before_output', error, relayed: useRelay ? undefined : collected };
+      }
+      deps.log.warn({ requestId, tenantId, attempt: ctx.info.attempt, err: (err as Error).message }, 'upstream failed before output: retrying');
+      if (isUpstreamError(err) && !err.retryable) throw ApplicationFailure.nonRetryable(err.message, 'UpstreamRejectedError');
+      throw err;
+    } finally {
+      clearInterval(ticker);
+      ctx.cancellationSignal.removeEventListener('abort', onTemporalCancel);
+    }
+  };
+}

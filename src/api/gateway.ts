@@ -1,0 +1,76 @@
+/**
+ * The API's side of a billed request's workflow: start it and learn admission
+ * in one round trip (update-with-start), and, while Redis is down, wait for the
+ * upstream output through an update instead of the Redis Stream relay.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { billedRequest } from '../workflows/billed-request';
+import {
+  ADMISSION_UPDATE_ID,
+  admissionUpdate,
+  billedRequestWorkflowId,
+  upstreamOutputUpdate,
+  type AdmissionDecision,
+  type BilledRequestInput,
+  type BilledRequestResult,
+  type UpstreamOutcome,
+} from '../workflows/definitions';
+import { SearchKeys } from '../workflows/search-attributes';
+
+/** Idempotency-Key: what clients may send (the OpenAI SDKs send UUID-like strings). */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
+
+/**
+ * The request id: derived from the tenant and its Idempotency-Key (so two tenants
+ * never collide and a retry maps to the same workflow), else random.
+ */
+export function requestIdFor(tenantId: string, idempotencyKey: string | undefined): string {
+  if (idempotencyKey === undefined) return `req_${randomUUID().replace(/-/g, '')}`;
+  return `idem_${createHash('sha256').update(`${tenantId}\n${idempotencyKey}`).digest('hex').slice(0, 40)}`;
+}
+
+export type AdmitResult =
+  | { kind: 'decided'; decision: AdmissionDecision }
+  /** The request id already ran to completion: the first run's result. */
+  | { kind: 'finished'; result: BilledRequestResult };
+
+export function createRequestGateway(client: Client, taskQueue: string) {
+  return {
+    async admit(input: BilledRequestInput): Promise<AdmitResult> {
+      const workflowId = billedRequestWorkflowId(input.requestId);
+      const startWorkflowOperation = new WithStartWorkflowOperation(billedRequest, {
+        workflowId,
+        taskQueue,
+        args: [input],
+        // A running duplicate attaches to the first run; a finished one is never started again.
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        typedSearchAttributes: [
+          { key: SearchKeys.tenantId, value: input.tenantId },
+          { key: SearchKeys.apiKeyId, value: input.apiKeyId },
+          { key: SearchKeys.model, value: input.model },
+          { key: SearchKeys.requestStatus, value: 'admitted' },
+        ],
+      });
+      try {
+        const decision = await client.workflow.executeUpdateWithStart(admissionUpdate, {
+          updateId: ADMISSION_UPDATE_ID,
+          startWorkflowOperation,
+        });
+        return { kind: 'decided', decision };
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+        const result = (await client.workflow.getHandle(workflowId).result()) as BilledRequestResult;
+        return { kind: 'finished', result };
+      }
+    },
+
+    /** Relay mode 'result': the upstream outcome with its relayed entries, null when every attempt failed. */
+    awaitOutput(requestId: string): Promise<UpstreamOutcome | null> {
+      return client.workflow.getHandle(billedRequestWorkflowId(requestId)).executeUpdate(upstreamOutputUpdate, { updateId: 'output' });
+    },
+  };
+}
+
+export type RequestGateway = ReturnType<typeof createRequestGateway>;

@@ -1,0 +1,59 @@
+/**
+ * Every billing metric, registered once per Registry (the API and the worker each
+ * expose theirs at /metrics). Names are a contract with deploy/prometheus/alerts.yml
+ * and the Grafana dashboard (test/deploy checks them).
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+function once<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+export function createBillingMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    admissionDuration: once(registry, 'billing_admission_duration_seconds', () => new Histogram({
+      name: 'billing_admission_duration_seconds', help: 'QuotaCheckStep latency: estimate reserved against quota and budget', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers,
+    })),
+    admissions: once(registry, 'billing_admission_total', () => new Counter({
+      name: 'billing_admission_total', help: 'Admission decisions by outcome and path (redis, postgres fallback)', labelNames: ['outcome', 'path'], registers,
+    })),
+    settlementDuration: once(registry, 'billing_settlement_duration_seconds', () => new Histogram({
+      name: 'billing_settlement_duration_seconds', help: 'BillingStep latency: ledger commit and cost-difference adjustment', buckets: LATENCY_BUCKETS, registers,
+    })),
+    settlements: once(registry, 'billing_settlement_total', () => new Counter({
+      name: 'billing_settlement_total', help: 'Settlements by outcome and token source', labelNames: ['outcome', 'token_source'], registers,
+    })),
+    costMicros: once(registry, 'billing_cost_micros_total', () => new Counter({
+      name: 'billing_cost_micros_total', help: 'Committed cost in micros', labelNames: ['model'], registers,
+    })),
+    overageMicros: once(registry, 'billing_overage_micros_total', () => new Counter({
+      name: 'billing_overage_micros_total', help: 'Settled cost above its reservation, in micros', registers,
+    })),
+    upstreamDuration: once(registry, 'billing_upstream_duration_seconds', () => new Histogram({
+      name: 'billing_upstream_duration_seconds', help: 'Upstream call duration', labelNames: ['model', 'outcome'], buckets: LATENCY_BUCKETS, registers,
+    })),
+    upstreamTtfb: once(registry, 'billing_upstream_ttfb_seconds', () => new Histogram({
+      name: 'billing_upstream_ttfb_seconds', help: 'Upstream time to first byte', buckets: LATENCY_BUCKETS, registers,
+    })),
+    upstreamTokens: once(registry, 'billing_upstream_tokens_total', () => new Counter({
+      name: 'billing_upstream_tokens_total', help: 'Tokens billed by kind', labelNames: ['model', 'kind'], registers,
+    })),
+    httpDuration: once(registry, 'http_request_duration_seconds', () => new Histogram({
+      name: 'http_request_duration_seconds', help: 'HTTP request duration by route', labelNames: ['method', 'route', 'status'], buckets: LATENCY_BUCKETS, registers,
+    })),
+    redisFallbackActive: once(registry, 'billing_redis_fallback_active', () => new Gauge({
+      name: 'billing_redis_fallback_active', help: '1 while admission runs on the PostgreSQL fallback', registers,
+    })),
+    pendingReservations: once(registry, 'billing_pending_reservations', () => new Gauge({
+      name: 'billing_pending_reservations', help: 'Ledger rows still pending', registers,
+    })),
+    pendingOldestAge: once(registry, 'billing_pending_oldest_age_seconds', () => new Gauge({
+      name: 'billing_pending_oldest_age_seconds', help: 'Age of the oldest pending ledger row', registers,
+    })),
+  };
+}
+
+export type BillingMetrics = ReturnType<typeof createBillingMetrics>;

@@ -1,0 +1,91 @@
+/**
+ * What client, API and workflow share about a billed request: its input, the
+ * admission update, the outcome, and how its workflow id derives from the request
+ * id. Sandbox-safe: type-only imports and @temporalio/workflow definitions only.
+ */
+import { defineUpdate } from '@temporalio/workflow';
+import type { ModelPrice } from '../billing/pricing';
+import type { TokenSource } from '../billing/stream-token-accumulator';
+import type { AdmissionPath } from '../db/ledger-types';
+
+/** How output reaches the API: a Redis Stream (normal), or the workflow result while Redis is down. */
+export type RelayMode = 'redis' | 'result';
+
+export interface BilledRequestInput {
+  requestId: string;
+  tenantId: string;
+  apiKeyId: string;
+  model: string;
+  price: ModelPrice;
+  /** tiktoken count of the prompt (the estimate's input side). */
+  promptTokens: number;
+  /** Output cap sent upstream; the reservation covers it. */
+  maxOutputTokens: number;
+  /** Worst-case cost reserved at admission. */
+  reservedMicros: number;
+  stream: boolean;
+  includeUsage: boolean;
+  relayMode: RelayMode;
+  conversationId?: string;
+  /** The OpenAI request body forwarded upstream (model and max tokens already set). */
+  body: Record<string, unknown>;
+  admittedAtMs: number;
+}
+
+export type AdmissionDecision =
+  | { admitted: true; reservedMicros: number; path: AdmissionPath; duplicate: boolean }
+  | { admitted: false; reason: 'insufficient_quota' | 'budget_exceeded' | 'tenant_missing' | 'key_missing'; path: AdmissionPath };
+
+/** What the upstream call ended with, and the usage to bill for it. */
+export type UpstreamStatus = 'completed' | 'client_cancelled' | 'failed_after_output' | 'failed_before_output';
+
+export interface UpstreamOutcome {
+  status: UpstreamStatus;
+  promptTokens: number;
+  completionTokens: number;
+  tokenSource: TokenSource;
+  channel: string;
+  /** Only in relay mode 'result': what the API sends to the client. */
+  relayed?: unknown[];
+  error?: { status: number; message: string; type: string; code: string };
+}
+
+export const RequestStatus = {
+  admitted: 'admitted',
+  denied: 'denied',
+  streaming: 'streaming',
+  settled: 'settled',
+  voided: 'voided',
+  failed: 'failed',
+} as const;
+export type RequestStatus = (typeof RequestStatus)[keyof typeof RequestStatus];
+
+export interface SettlementResult {
+  status: 'committed' | 'voided';
+  costMicros: number;
+  deltaMicros: number;
+}
+
+export interface BilledRequestResult {
+  requestId: string;
+  status: RequestStatus;
+  admission: AdmissionDecision;
+  upstream?: UpstreamOutcome;
+  settlement?: SettlementResult;
+}
+
+/** The HTTP caller learns admission synchronously through this update (update-with-start). */
+export const admissionUpdate = defineUpdate<AdmissionDecision>('admissionUpdate');
+
+/** One update id per request: a duplicate HTTP call attaches to the first admission. */
+export const ADMISSION_UPDATE_ID = 'admission';
+
+/**
+ * Relay mode 'result' (Redis down at admission): the API waits for the upstream
+ * outcome through this update instead of a Redis Stream. null = every attempt failed.
+ */
+export const upstreamOutputUpdate = defineUpdate<UpstreamOutcome | null>('upstreamOutputUpdate');
+
+export function billedRequestWorkflowId(requestId: string): string {
+  return `billed-request:${requestId}`;
+}

@@ -1,0 +1,83 @@
+/**
+ * A running billing system for end-to-end tests: the mock upstream over real
+ * HTTP, the worker and the API on the real services global setup started, on a
+ * task queue of its own. Plus admin helpers that go through the HTTP contract.
+ */
+import { loadConfig } from '../../src/config';
+import { createLogger } from '../../src/log';
+import { startServices, type RunningServices } from '../../src/services';
+import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock-server';
+import { temporalAddress, testConfig, uniqueId } from './services';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface TestApp {
+  url: string;
+  mock: MockUpstream;
+  services: RunningServices;
+  admin<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** A tenant with a key and the test model priced: 1 unit per Mtok in, 2 per Mtok out. */
+  tenant(opts?: { quotaMicros?: number; budgetMicros?: number | null }): Promise<{ tenantId: string; apiKeyId: string; key: string }>;
+  stop(): Promise<void>;
+}
+
+export const TEST_MODEL = 'gpt-4o-mini';
+export const TEST_PRICE = { input_price_micros_per_mtok: 1_000_000, output_price_micros_per_mtok: 2_000_000, max_output_tokens: 64 };
+
+export async function startTestApp(opts: { workers?: boolean; api?: boolean } = {}): Promise<TestApp> {
+  const env = testConfig();
+  const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn' });
+  const log = createLogger(config.LOG_LEVEL, 'e2e');
+  const mock = await startMockUpstream({ port: 0 });
+  const services = await startServices(config, {
+    temporalAddress: temporalAddress(),
+    redisUrl: env.REDIS_URL!,
+    databaseUrl: env.DATABASE_URL!,
+  }, {
+    api: opts.api ?? true,
+    worker: opts.workers ?? true,
+    upstreamBaseUrl: mock.url,
+    apiPort: 0,
+    taskQueue: uniqueId('billing-e2e'),
+    pollIntervalMs: 100,
+  }, log);
+  const url = services.apiUrl!;
+  const admin = async <T,>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await fetch(`${url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as T };
+  };
+  await admin('PUT', `/admin/models/${TEST_MODEL}`, TEST_PRICE);
+  return {
+    url,
+    mock,
+    services,
+    admin,
+    async tenant(o = {}) {
+      const tenantId = uniqueId('tenant');
+      const t = await admin('POST', '/admin/tenants', { id: tenantId, name: tenantId, quota_limit_micros: o.quotaMicros ?? 10_000_000 });
+      if (t.status !== 201) throw new Error(`tenant: ${t.status} ${JSON.stringify(t.body)}`);
+      const k = await admin<{ id: string; key: string }>('POST', `/admin/tenants/${tenantId}/api-keys`, { name: 'test', ...(o.budgetMicros !== undefined ? { budget_micros: o.budgetMicros } : {}) });
+      if (k.status !== 201) throw new Error(`key: ${k.status} ${JSON.stringify(k.body)}`);
+      return { tenantId, apiKeyId: k.body.id, key: k.body.key };
+    },
+    async stop() {
+      await services.stop();
+      await mock.close();
+    },
+  };
+}
+
+/** POST /v1/chat/completions with a key; returns status, headers and the raw text. */
+export async function chat(app: TestApp, key: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: () => unknown }> {
+  const res = await fetch(`${app.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) as unknown };
+}
