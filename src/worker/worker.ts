@@ -1,5 +1,5 @@
 /** The Temporal worker: the billed-request workflow and its activities on one task queue. */
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
@@ -48,7 +48,19 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
   });
 }
 
+const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
+
+/** The SDK's own logging follows LOG_LEVEL; the Runtime can be installed once per process. */
+function installRuntime(level: string): void {
+  try {
+    Runtime.install({ logger: new DefaultLogger(SDK_LOG_LEVELS[level] ?? 'INFO') });
+  } catch {
+    // already installed (a second worker in this process)
+  }
+}
+
 export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
+  installRuntime(opts.config.LOG_LEVEL);
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
   const worker = await Worker.create({
     connection,
