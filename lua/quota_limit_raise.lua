@@ -1,0 +1,59 @@
+--[[
+quota_limit_raise.lua: carries a top-up's new quota limit into the cached tenant quota.
+PostgreSQL is the source of truth for the limit; this only moves the cached copy up.
+The limit is set to max(current, new), never lowered, so concurrent top-ups whose
+Redis calls arrive out of order still end at the highest (latest) limit: the exact sum.
+A hash that is not cached is left alone: the next warm-up reads the new limit from
+PostgreSQL, and creating the hash here without used_micros would admit against 0 used.
+
+KEYS[1]  tenant quota hash   bq:{t:<tenant>}:quota   { limit_micros, used_micros }
+ARGV[1]  limit_micros        non-negative canonical integer: the tenant's limit in PostgreSQL
+
+Returns
+  {'raised', limit_micros}      limit_micros was lower and is now ARGV[1]
+  {'kept', limit_micros}        limit_micros was already >= ARGV[1]: nothing changes
+  {'tenant_missing'}            the quota hash is not cached: nothing changes
+Malformed ARGV or a corrupt cached limit -> error reply, nothing changes.
+]]
+
+local MAX_SAFE = 9007199254740991
+
+-- A canonical decimal integer within 2^53, so comparisons in Lua doubles are exact.
+local function parse_int(name, value)
+  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
+    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
+  end
+  local n = tonumber(value)
+  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
+    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
+  end
+  return n
+end
+
+if #KEYS ~= 1 then
+  return redis.error_reply('ERR quota_limit_raise expects 1 key, got ' .. #KEYS)
+end
+if #ARGV ~= 1 then
+  return redis.error_reply('ERR quota_limit_raise expects 1 argument, got ' .. #ARGV)
+end
+local new_limit, limit_err = parse_int('limit_micros', ARGV[1])
+if new_limit == nil then return redis.error_reply(limit_err) end
+if new_limit < 0 then return redis.error_reply('ERR limit_micros must not be negative') end
+
+local quota_key = KEYS[1]
+if redis.call('EXISTS', quota_key) == 0 then
+  return {'tenant_missing'}
+end
+
+local raw = redis.call('HGET', quota_key, 'limit_micros')
+local current = nil
+if raw then current = parse_int('cached limit_micros', raw) end
+if current == nil then
+  return redis.error_reply('ERR corrupt tenant quota hash ' .. quota_key)
+end
+
+if current >= new_limit then
+  return {'kept', current}
+end
+redis.call('HSET', quota_key, 'limit_micros', ARGV[1])
+return {'raised', new_limit}

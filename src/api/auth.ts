@@ -1,0 +1,178 @@
+/**
+ * Authentication at the HTTP edge: tenants' API keys for the gateway routes and the
+ * admin token for /admin. Keys and tokens are compared or hashed, never logged.
+ *
+ * API keys are resolved by their SHA-256 through a short-lived Redis cache entry, so
+ * the hot path costs one GET; PostgreSQL answers on a miss and whenever Redis fails
+ * (M2.3: Redis being down degrades, it does not lock tenants out).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { RequestHandler, Response } from 'express';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { Logger } from '../log';
+import { ApiKeyStatus, createApiKeyRepository, hashApiKey, type ApiKeyRepository } from '../db/api-key-repository';
+import { CacheKeys } from '../redis/cache-keys';
+import { AppError, ErrorCode, ErrorType, InvalidApiKeyError, ServiceUnavailableError } from './errors';
+
+export { hashApiKey };
+
+/** How long a resolved key stays cached; bounds how stale a lookup can be if a revocation's cache write failed. */
+export const API_KEY_LOOKUP_TTL_SECONDS = 60;
+
+/** Who the request is billed to; set on `res.locals.auth` by the authenticator. */
+export interface ApiKeyAuth {
+  apiKeyId: string;
+  tenantId: string;
+}
+
+/** The cached lookup entry at CacheKeys.apiKeyLookup(hash): JSON, never the key. */
+const lookupEntrySchema = z.object({
+  id: z.string().min(1),
+  tenant_id: z.string().min(1),
+  status: z.enum([ApiKeyStatus.active, ApiKeyStatus.revoked]),
+});
+export type ApiKeyLookupEntry = z.infer<typeof lookupEntrySchema>;
+
+/** Thrown when an admin endpoint is called without the admin token, or with a wrong one (401). */
+export class AdminUnauthorizedError extends AppError {
+  override readonly name = 'AdminUnauthorizedError';
+  constructor(message = 'This endpoint requires the admin token: Authorization: Bearer <ADMIN_TOKEN>.') {
+    super({ status: 401, type: ErrorType.invalidRequest, code: ErrorCode.invalidApiKey, message });
+  }
+}
+
+/** Thrown when a route that needs an authenticated key runs without the authenticator in front of it. */
+export class MissingAuthError extends Error {
+  override name = 'MissingAuthError';
+  constructor() {
+    super('res.locals.auth is not set: mount the API-key authenticator before this route');
+  }
+}
+
+/** The credential of `Authorization: Bearer <credential>`, or undefined. */
+export function bearerCredential(header: string | undefined): string | undefined {
+  const match = header === undefined ? null : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
+  return match?.[1];
+}
+
+/** The authenticated key of this request. */
+export function apiKeyAuthOf(res: Response): ApiKeyAuth {
+  const auth: unknown = res.locals['auth'];
+  if (typeof auth === 'object' && auth !== null && 'apiKeyId' in auth && 'tenantId' in auth) {
+    const { apiKeyId, tenantId } = auth as Record<string, unknown>;
+    if (typeof apiKeyId === 'string' && typeof tenantId === 'string') return { apiKeyId, tenantId };
+  }
+  throw new MissingAuthError();
+}
+
+/** Writes the lookup entry of a key; revocation uses it too (see the admin API-key routes). */
+export async function writeApiKeyLookup(
+  redis: Pick<Redis, 'set'>,
+  keyHash: string,
+  entry: ApiKeyLookupEntry,
+  options: { ttlSeconds: number; onlyIfAbsent: boolean },
+): Promise<boolean> {
+  const key = CacheKeys.apiKeyLookup(keyHash);
+  const value = JSON.stringify(entry);
+  const reply = options.onlyIfAbsent
+    ? await redis.set(key, value, 'EX', options.ttlSeconds, 'NX')
+    : await redis.set(key, value, 'EX', options.ttlSeconds);
+  return reply === 'OK';
+}
+
+export interface ApiKeyAuthenticatorDeps {
+  db: Knex;
+  redis: Pick<Redis, 'get' | 'set'>;
+  logger: Pick<Logger, 'warn'>;
+  /** @default API_KEY_LOOKUP_TTL_SECONDS */
+  cacheTtlSeconds?: number;
+  /** @default createApiKeyRepository(db) */
+  apiKeys?: Pick<ApiKeyRepository, 'findByHash'>;
+}
+
+/**
+ * Express middleware for `Authorization: Bearer <key>`: sets `res.locals.auth`, or
+ * answers 401 invalid_api_key for a missing, unknown or revoked key.
+ */
+export function createApiKeyAuthenticator(deps: ApiKeyAuthenticatorDeps): RequestHandler {
+  const apiKeys = deps.apiKeys ?? createApiKeyRepository(deps.db);
+  const ttlSeconds = deps.cacheTtlSeconds ?? API_KEY_LOOKUP_TTL_SECONDS;
+
+  /** undefined = not cached or unreadable; throws only when Redis itself fails. */
+  async function cachedLookup(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {
+    const raw = await deps.redis.get(CacheKeys.apiKeyLookup(keyHash));
+    if (raw === null) return undefined;
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch {
+      json = undefined;
+    }
+    const parsed = lookupEntrySchema.safeParse(json);
+    if (!parsed.success) deps.logger.warn('unreadable API key lookup cache entry; reading PostgreSQL');
+    return parsed.success ? parsed.data : undefined;
+  }
+
+  async function databaseLookup(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {
+    let found;
+    try {
+      found = await apiKeys.findByHash(keyHash);
+    } catch (err) {
+      throw new ServiceUnavailableError('API key verification is temporarily unavailable.', 1, err);
+    }
+    return found ? { id: found.id, tenant_id: found.tenantId, status: found.status } : undefined;
+  }
+
+  async function resolve(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {
+    let redisUp = true;
+    try {
+      const cached = await cachedLookup(keyHash);
+      if (cached) return cached;
+    } catch (err) {
+      redisUp = false;
+      deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'API key cache unavailable; reading PostgreSQL');
+    }
+    const entry = await databaseLookup(keyHash);
+    if (entry && redisUp) {
+      // NX: never overwrite an entry written meanwhile, above all a revocation's entry,
+      // with what may be a pre-revocation read.
+      await writeApiKeyLookup(deps.redis, keyHash, entry, { ttlSeconds, onlyIfAbsent: true }).catch((err: unknown) => {
+        deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'API key cache write failed');
+      });
+    }
+    return entry;
+  }
+
+  return async (req, res, next) => {
+    const key = bearerCredential(req.get('authorization'));
+    if (key === undefined) {
+      throw new InvalidApiKeyError('You did not provide an API key: use Authorization: Bearer <key>.');
+    }
+    const entry = await resolve(hashApiKey(key));
+    if (!entry || entry.status !== ApiKeyStatus.active) throw new InvalidApiKeyError();
+    const auth: ApiKeyAuth = { apiKeyId: entry.id, tenantId: entry.tenant_id };
+    res.locals['auth'] = auth;
+    next();
+  };
+}
+
+function sha256(value: string): Buffer {
+  return createHash('sha256').update(value, 'utf8').digest();
+}
+
+/**
+ * Middleware for admin routes: the bearer credential must equal adminToken. Both sides
+ * are hashed to equal-length digests first, so timingSafeEqual runs in constant time
+ * and the comparison leaks neither content nor length.
+ */
+export function adminAuth(adminToken: string): RequestHandler {
+  if (adminToken.length === 0) throw new Error('adminAuth needs a non-empty admin token');
+  const expected = sha256(adminToken);
+  return (req, _res, next) => {
+    const presented = bearerCredential(req.get('authorization'));
+    if (presented === undefined || !timingSafeEqual(sha256(presented), expected)) throw new AdminUnauthorizedError();
+    next();
+  };
+}

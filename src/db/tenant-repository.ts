@@ -1,0 +1,207 @@
+/**
+ * Tenants and their quota limits (tenant_quota, M1.1), plus the one Redis write the
+ * limit needs: carrying a raised limit into the cached quota hash (quota_limit_raise.lua).
+ *
+ * PostgreSQL owns the limit. It only ever grows here (top-ups), and every raise is a
+ * single `UPDATE ... SET quota_limit_micros = quota_limit_micros + amount`, so
+ * concurrent top-ups serialise on the row lock and none is lost.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import { CacheKeys } from '../redis/cache-keys';
+import { LUA_DIR } from '../redis/scripts';
+import { safeInteger } from './ledger-types';
+
+/** A tenant as the application sees it; money in integer micros. */
+export interface Tenant {
+  tenantId: string;
+  name: string;
+  quotaLimitMicros: number;
+  /** The used amount last synced from Redis (M4.1); the live figure is in Redis. */
+  syncedUsedMicros: number;
+  syncedAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface NewTenant {
+  tenantId: string;
+  name: string;
+  quotaLimitMicros: number;
+}
+
+/** The raw tenant_quota row (BIGINT columns as text). */
+interface TenantQuotaRow {
+  tenant_id: string;
+  name: string;
+  quota_limit_micros: string;
+  used_micros: string;
+  synced_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+/** Thrown when a tenant is created with an id that already exists. */
+export class TenantAlreadyExistsError extends Error {
+  override name = 'TenantAlreadyExistsError';
+
+  constructor(readonly tenantId: string) {
+    super(`Tenant ${tenantId} already exists`);
+  }
+}
+
+/** Thrown when an operation addresses a tenant that does not exist. */
+export class TenantNotFoundError extends Error {
+  override name = 'TenantNotFoundError';
+
+  constructor(readonly tenantId: string) {
+    super(`Tenant ${tenantId} not found`);
+  }
+}
+
+/** Thrown when raising a limit would pass Number.MAX_SAFE_INTEGER micros (it could no longer be counted exactly). */
+export class QuotaLimitOverflowError extends Error {
+  override name = 'QuotaLimitOverflowError';
+
+  constructor(
+    readonly tenantId: string,
+    readonly amountMicros: number,
+  ) {
+    super(`Raising the quota limit of tenant ${tenantId} by ${amountMicros} micros would exceed ${Number.MAX_SAFE_INTEGER} micros`);
+  }
+}
+
+/** Thrown when an amount given to the tenant repository is not a safe integer in range. */
+export class InvalidQuotaAmountError extends Error {
+  override name = 'InvalidQuotaAmountError';
+
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    requirement: string,
+  ) {
+    super(`${field} must be ${requirement}, got ${String(value)}`);
+  }
+}
+
+function toTenant(row: TenantQuotaRow): Tenant {
+  return {
+    tenantId: row.tenant_id,
+    name: row.name,
+    quotaLimitMicros: safeInteger('quota_limit_micros', row.quota_limit_micros),
+    syncedUsedMicros: safeInteger('used_micros', row.used_micros),
+    syncedAt: row.synced_at,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+export function createTenantRepository(db: Knex) {
+  return {
+    /** Inserts a tenant; a taken id is a TenantAlreadyExistsError (also under a concurrent create). */
+    async create(tenant: NewTenant, trx?: Knex.Transaction): Promise<Tenant> {
+      const limit = tenant.quotaLimitMicros;
+      if (!Number.isSafeInteger(limit) || limit < 0) {
+        throw new InvalidQuotaAmountError('quotaLimitMicros', limit, 'a non-negative safe integer');
+      }
+      const rows = await (trx ?? db)<TenantQuotaRow>('tenant_quota')
+        .insert({ tenant_id: tenant.tenantId, name: tenant.name, quota_limit_micros: String(limit) })
+        .onConflict('tenant_id')
+        .ignore()
+        .returning('*');
+      const row = rows[0];
+      if (!row) throw new TenantAlreadyExistsError(tenant.tenantId);
+      return toTenant(row);
+    },
+
+    async find(tenantId: string, trx?: Knex.Transaction): Promise<Tenant | null> {
+      const row = await (trx ?? db)<TenantQuotaRow>('tenant_quota').where({ tenant_id: tenantId }).first();
+      return row ? toTenant(row) : null;
+    },
+
+    /**
+     * Adds amountMicros to the tenant's limit and returns the new limit. The overflow
+     * guard is part of the UPDATE's WHERE, so an overflowing raise changes nothing even
+     * outside a transaction.
+     */
+    async raiseLimit(tenantId: string, amountMicros: number, trx?: Knex.Transaction): Promise<number> {
+      if (!Number.isSafeInteger(amountMicros) || amountMicros <= 0) {
+        throw new InvalidQuotaAmountError('amountMicros', amountMicros, 'a positive safe integer');
+      }
+      const q = trx ?? db;
+      const rows = await q<TenantQuotaRow>('tenant_quota')
+        .where({ tenant_id: tenantId })
+        .andWhere('quota_limit_micros', '<=', String(Number.MAX_SAFE_INTEGER - amountMicros))
+        .update({ quota_limit_micros: q.raw('quota_limit_micros + ?::bigint', [String(amountMicros)]), updated_at: q.fn.now() })
+        .returning('quota_limit_micros');
+      const row = rows[0];
+      if (row) return safeInteger('quota_limit_micros', row.quota_limit_micros);
+      const exists = await q<TenantQuotaRow>('tenant_quota').where({ tenant_id: tenantId }).first('tenant_id');
+      if (exists) throw new QuotaLimitOverflowError(tenantId, amountMicros);
+      throw new TenantNotFoundError(tenantId);
+    },
+  };
+}
+
+export type TenantRepository = ReturnType<typeof createTenantRepository>;
+
+/** quota_limit_raise.lua's answer, see the script header. */
+export type CachedLimitRaise = { status: 'raised' | 'kept'; limitMicros: number } | { status: 'tenant_missing' };
+
+/** Thrown when quota_limit_raise.lua answers with an error or a reply its header does not promise. */
+export class QuotaLimitRaiseError extends Error {
+  override name = 'QuotaLimitRaiseError';
+}
+
+const RAISE_SCRIPT = 'quota_limit_raise';
+let raiseScript: { source: string; sha: string } | undefined;
+
+/** Read once per process; like src/redis/scripts.ts, the SHA1 of the source is its name in Redis. */
+function loadRaiseScript(): { source: string; sha: string } {
+  if (!raiseScript) {
+    const source = readFileSync(path.join(LUA_DIR, `${RAISE_SCRIPT}.lua`), 'utf8');
+    raiseScript = { source, sha: createHash('sha1').update(source).digest('hex') };
+  }
+  return raiseScript;
+}
+
+function parseRaiseReply(reply: unknown): CachedLimitRaise {
+  if (Array.isArray(reply)) {
+    const [status, limit] = reply as unknown[];
+    if (reply.length === 1 && status === 'tenant_missing') return { status };
+    if (reply.length === 2 && (status === 'raised' || status === 'kept') && Number.isSafeInteger(limit)) {
+      return { status, limitMicros: limit as number };
+    }
+  }
+  throw new QuotaLimitRaiseError(`${RAISE_SCRIPT} returned an unexpected reply: ${JSON.stringify(reply)}`);
+}
+
+/**
+ * Raises the cached limit of a tenant to max(cached, limitMicros) by EVALSHA, reloading
+ * the script once on NOSCRIPT (after SCRIPT FLUSH or a Redis restart). Connection errors
+ * pass through unchanged: the caller decides whether Redis being down matters.
+ */
+export async function raiseCachedQuotaLimit(redis: Redis, tenantId: string, limitMicros: number): Promise<CachedLimitRaise> {
+  if (!Number.isSafeInteger(limitMicros) || limitMicros < 0) {
+    throw new InvalidQuotaAmountError('limitMicros', limitMicros, 'a non-negative safe integer');
+  }
+  const { sha, source } = loadRaiseScript();
+  const key = CacheKeys.tenantQuota(tenantId);
+  let reply: unknown;
+  try {
+    try {
+      reply = await redis.evalsha(sha, 1, key, String(limitMicros));
+    } catch (err) {
+      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
+      await redis.script('LOAD', source);
+      reply = await redis.evalsha(sha, 1, key, String(limitMicros));
+    }
+  } catch (err) {
+    if (err instanceof Error && err.name === 'ReplyError') throw new QuotaLimitRaiseError(`${RAISE_SCRIPT}: ${err.message}`, { cause: err });
+    throw err;
+  }
+  return parseRaiseReply(reply);
+}
