@@ -1,0 +1,183 @@
+/**
+ * Records one event history per representative path of the billed-request
+ * workflow into test/fixtures/histories/<name>.json, for the replay test
+ * (test/workflows/replay.test.ts). Re-record only when a workflow change is
+ * meant to be incompatible with running workflows (and then ship it behind a
+ * patch or a new workflow type): the old fixtures are what running workflows look like.
+ *
+ * Run: npx tsx scripts/record-histories.ts   (uses TEMPORAL_ADDRESS if set, else starts an ephemeral dev server)
+ *
+ * The activities are small fakes: a history records their results, not their code.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateStage, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
+import type { createActivities } from '../src/activities';
+import { loadConfig } from '../src/config';
+import { freePort } from '../src/stack/child';
+import { startEmbeddedTemporal, type EmbeddedTemporal } from '../src/stack/temporal';
+import { billedRequest } from '../src/workflows/billed-request';
+import {
+  ADMISSION_UPDATE_ID,
+  admissionUpdate,
+  billedRequestWorkflowId,
+  upstreamOutputUpdate,
+  type AdmissionDecision,
+  type BilledRequestInput,
+  type SettlementResult,
+  type UpstreamOutcome,
+} from '../src/workflows/definitions';
+import { SearchKeys } from '../src/workflows/search-attributes';
+import { historyToFixtureJSON } from '../test/fixtures/history-json';
+
+type Activities = ReturnType<typeof createActivities>;
+
+const HISTORIES_DIR = path.resolve(__dirname, '..', 'test', 'fixtures', 'histories');
+const WORKFLOWS_PATH = path.resolve(__dirname, '..', 'src', 'workflows');
+
+const ADMITTED: AdmissionDecision = { admitted: true, reservedMicros: 210, path: 'redis', duplicate: false };
+const COMPLETED: UpstreamOutcome = { status: 'completed', promptTokens: 10, completionTokens: 20, tokenSource: 'upstream', channel: 'mock' };
+const COMMITTED: SettlementResult = { status: 'committed', costMicros: 50, deltaMicros: -160 };
+
+interface Scenario {
+  /** The fixture's file name (without .json). */
+  name: string;
+  input: Partial<BilledRequestInput>;
+  activities: Partial<Activities>;
+  /** Relay mode 'result': the API waits for the output through upstreamOutputUpdate. */
+  awaitsOutput?: boolean;
+}
+
+/** The paths a running billed request can take; each one's history must keep replaying. */
+const SCENARIOS: readonly Scenario[] = [
+  { name: 'settled-stream', input: { stream: true, relayMode: 'redis' }, activities: {} },
+  {
+    name: 'settled-result-relay',
+    input: { stream: false, includeUsage: false, relayMode: 'result' },
+    activities: { upstreamCallStep: () => Promise.resolve({ ...COMPLETED, relayed: [{ type: 'chunk', data: { id: 'c1' } }] }) },
+    awaitsOutput: true,
+  },
+  {
+    name: 'denied',
+    input: {},
+    activities: { quotaCheckStep: () => Promise.resolve({ admitted: false, reason: 'insufficient_quota', path: 'redis' }) },
+  },
+  {
+    name: 'upstream-failed-voided',
+    input: {},
+    activities: {
+      upstreamCallStep: () => Promise.reject(ApplicationFailure.nonRetryable('upstream answered HTTP 400', 'UpstreamRejectedError')),
+      billingStep: () => Promise.resolve({ status: 'voided', costMicros: 0, deltaMicros: -210 }),
+    },
+  },
+  {
+    name: 'client-cancelled',
+    input: {},
+    activities: {
+      upstreamCallStep: () => Promise.resolve({ status: 'client_cancelled', promptTokens: 10, completionTokens: 4, tokenSource: 'tiktoken', channel: 'mock' }),
+      // ceil((10 * 1_000_000 + 4 * 2_000_000) / 1_000_000) = 18 micros for the delivered part
+      billingStep: () => Promise.resolve({ status: 'committed', costMicros: 18, deltaMicros: -192 }),
+    },
+  },
+];
+
+function inputFor(scenario: Scenario): BilledRequestInput {
+  return {
+    requestId: `replay-${scenario.name}-${Date.now().toString(36)}`,
+    tenantId: 'tenant-replay',
+    apiKeyId: 'key-replay',
+    model: 'gpt-test',
+    price: { model: 'gpt-test', inputPriceMicrosPerMtok: 1_000_000, outputPriceMicrosPerMtok: 2_000_000, maxOutputTokens: 100 },
+    promptTokens: 10,
+    maxOutputTokens: 100,
+    reservedMicros: 210,
+    stream: true,
+    includeUsage: true,
+    relayMode: 'redis',
+    body: { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 },
+    admittedAtMs: 1_700_000_000_000,
+    ...scenario.input,
+  };
+}
+
+async function record(client: Client, connection: NativeConnection, namespace: string, workflowBundle: Awaited<ReturnType<typeof bundleWorkflowCode>>, scenario: Scenario): Promise<string> {
+  const input = inputFor(scenario);
+  const taskQueue = `record-${scenario.name}-${Date.now().toString(36)}`;
+  // Holds the upstream step until the output update is accepted (an update reaching a closing workflow is aborted).
+  let openUpstream: () => void = () => undefined;
+  const upstreamOpened = new Promise<void>((resolve) => {
+    openUpstream = resolve;
+  });
+  const upstreamStep = scenario.activities.upstreamCallStep ?? (() => Promise.resolve(COMPLETED));
+  const activities: Activities = {
+    quotaCheckStep: scenario.activities.quotaCheckStep ?? (() => Promise.resolve(ADMITTED)),
+    routingStep: scenario.activities.routingStep ?? (() => Promise.resolve('mock')),
+    upstreamCallStep: async (i, channel) => {
+      if (scenario.awaitsOutput) await upstreamOpened;
+      return upstreamStep(i, channel);
+    },
+    billingStep: scenario.activities.billingStep ?? (() => Promise.resolve(COMMITTED)),
+  };
+  const worker = await Worker.create({ connection, namespace, taskQueue, workflowBundle, activities });
+  const handle = await worker.runUntil(async (): Promise<WorkflowHandle<typeof billedRequest>> => {
+    const startWorkflowOperation = new WithStartWorkflowOperation(billedRequest, {
+      workflowId: billedRequestWorkflowId(input.requestId),
+      taskQueue,
+      args: [input],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      typedSearchAttributes: [
+        { key: SearchKeys.tenantId, value: input.tenantId },
+        { key: SearchKeys.apiKeyId, value: input.apiKeyId },
+        { key: SearchKeys.model, value: input.model },
+        { key: SearchKeys.requestStatus, value: 'admitted' },
+      ],
+    });
+    await client.workflow.executeUpdateWithStart(admissionUpdate, { updateId: ADMISSION_UPDATE_ID, startWorkflowOperation });
+    const started = await startWorkflowOperation.workflowHandle();
+    if (scenario.awaitsOutput) {
+      const output = await started.startUpdate(upstreamOutputUpdate, { updateId: 'output', waitForStage: WorkflowUpdateStage.ACCEPTED });
+      openUpstream();
+      await output.result();
+    }
+    await started.result();
+    return started;
+  });
+  const file = path.join(HISTORIES_DIR, `${scenario.name}.json`);
+  fs.writeFileSync(file, `${historyToFixtureJSON(await handle.fetchHistory())}\n`);
+  return file;
+}
+
+async function main(): Promise<void> {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const config = loadConfig();
+  let embedded: EmbeddedTemporal | undefined;
+  let address = config.TEMPORAL_ADDRESS;
+  if (!address) {
+    embedded = await startEmbeddedTemporal({ rootDir: config.rootDir, port: await freePort(), uiPort: await freePort(), namespace: config.TEMPORAL_NAMESPACE, headless: true });
+    address = embedded.address;
+  }
+  const namespace = config.TEMPORAL_NAMESPACE;
+  const connection = await Connection.connect({ address });
+  const nativeConnection = await NativeConnection.connect({ address });
+  try {
+    const client = new Client({ connection, namespace });
+    const workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+    fs.mkdirSync(HISTORIES_DIR, { recursive: true });
+    for (const scenario of SCENARIOS) {
+      const file = await record(client, nativeConnection, namespace, workflowBundle, scenario);
+      process.stdout.write(`recorded ${path.relative(process.cwd(), file)}\n`);
+    }
+  } finally {
+    await nativeConnection.close();
+    await connection.close();
+    await embedded?.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
