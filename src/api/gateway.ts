@@ -4,7 +4,7 @@
  * upstream output through an update instead of the Redis Stream relay.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { billedRequest } from '../workflows/billed-request';
 import {
   ADMISSION_UPDATE_ID,
@@ -67,8 +67,22 @@ export function createRequestGateway(client: Client, taskQueue: string) {
     },
 
     /** Relay mode 'result': the upstream outcome with its relayed entries, null when every attempt failed. */
-    awaitOutput(requestId: string): Promise<UpstreamOutcome | null> {
-      return client.workflow.getHandle(billedRequestWorkflowId(requestId)).executeUpdate(upstreamOutputUpdate, { updateId: 'output' });
+    async awaitOutput(requestId: string): Promise<UpstreamOutcome | null> {
+      const handle = client.workflow.getHandle(billedRequestWorkflowId(requestId));
+      try {
+        return await handle.executeUpdate(upstreamOutputUpdate, { updateId: 'output' });
+      } catch (err) {
+        // An update that arrives while the workflow closes is aborted: the result has the same outcome.
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        const result = (await handle.result()) as BilledRequestResult;
+        return result.upstream ?? null;
+      }
+    },
+
+    /** True once the request's workflow has closed (its relay may have expired). */
+    async isFinished(requestId: string): Promise<boolean> {
+      const description = await client.workflow.getHandle(billedRequestWorkflowId(requestId)).describe();
+      return description.status.name !== 'RUNNING';
     },
   };
 }

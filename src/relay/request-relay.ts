@@ -82,6 +82,11 @@ export interface RelayReadOptions {
   /** Give up when nothing arrives for this long. */
   idleTimeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * Called after each silent block while the stream does not exist yet; throwing
+   * ends the read (e.g. the request finished long ago and its relay expired).
+   */
+  onMissing?: (silentForMs: number) => Promise<void>;
 }
 
 /** Thrown when a relay stream stays silent past its idle timeout. */
@@ -124,7 +129,9 @@ export function createRequestRelay(redis: Redis, opts: { ttlSeconds: number }) {
           const reply = (await conn.xread('COUNT', 500, 'BLOCK', blockMs, 'STREAMS', key(tenantId, requestId), lastId));
           const rows = reply?.[0]?.[1] ?? [];
           if (rows.length === 0) {
-            if (Date.now() - lastActivity > idleTimeoutMs) throw new RelayTimeoutError(`no output for ${idleTimeoutMs} ms`);
+            const silentFor = Date.now() - lastActivity;
+            if (silentFor > idleTimeoutMs) throw new RelayTimeoutError(`no output for ${idleTimeoutMs} ms`);
+            if (lastId === '0' && options.onMissing && (await conn.exists(key(tenantId, requestId))) === 0) await options.onMissing(silentFor);
             continue;
           }
           lastActivity = Date.now();

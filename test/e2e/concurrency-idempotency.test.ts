@@ -9,6 +9,7 @@ import { ledgerUsage, settled } from '../helpers/ledger';
 import { testDb, testRedis } from '../helpers/services';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
 import type { Redis } from 'ioredis';
+import { CacheKeys } from '../../src/redis/cache-keys';
 
 describe('concurrency and idempotency (M10.2)', () => {
   let app: TestApp;
@@ -80,6 +81,19 @@ describe('concurrency and idempotency (M10.2)', () => {
     expect(rows).toHaveLength(1);
     expect(app.mock.stats().requests).toBeGreaterThan(0);
     expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(rows[0].amount_micros));
+  });
+
+  it('answers 409 for a repeated Idempotency-Key whose output has expired, billing nothing more', async () => {
+    const t = await app.tenant();
+    const body = { model: TEST_MODEL, messages: [{ role: 'user', content: 'long ago' }] };
+    const first = await chat(app, t.key, body, { 'Idempotency-Key': 'old-order' });
+    expect(first.status).toBe(200);
+    await settled(db, t.tenantId);
+    await redis.del(CacheKeys.requestStream(t.tenantId, first.headers.get('x-request-id')!)); // the relay's TTL ran out
+    const again = await chat(app, t.key, body, { 'Idempotency-Key': 'old-order' });
+    expect(again.status).toBe(409);
+    expect((again.json() as { error: { code: string } }).error.code).toBe('conflict');
+    expect(await db('billing_transaction').where({ tenant_id: t.tenantId })).toHaveLength(1);
   });
 
   it('bills one Idempotency-Key once when 10 copies arrive concurrently, streamed or not', async () => {

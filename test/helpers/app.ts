@@ -24,21 +24,30 @@ export interface TestApp {
 export const TEST_MODEL = 'gpt-4o-mini';
 export const TEST_PRICE = { input_price_micros_per_mtok: 1_000_000, output_price_micros_per_mtok: 2_000_000, max_output_tokens: 64 };
 
-export async function startTestApp(opts: { workers?: boolean; api?: boolean } = {}): Promise<TestApp> {
+export interface TestAppOptions {
+  workers?: boolean;
+  api?: boolean;
+  /** Share a task queue with a worker in another process. */
+  taskQueue?: string;
+  /** Use another Redis than the global one (outage tests). */
+  redisUrl?: string;
+}
+
+export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const env = testConfig();
   const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn' });
   const log = createLogger(config.LOG_LEVEL, 'e2e');
   const mock = await startMockUpstream({ port: 0 });
   const services = await startServices(config, {
     temporalAddress: temporalAddress(),
-    redisUrl: env.REDIS_URL!,
+    redisUrl: opts.redisUrl ?? env.REDIS_URL!,
     databaseUrl: env.DATABASE_URL!,
   }, {
     api: opts.api ?? true,
     worker: opts.workers ?? true,
     upstreamBaseUrl: mock.url,
     apiPort: 0,
-    taskQueue: uniqueId('billing-e2e'),
+    taskQueue: opts.taskQueue ?? uniqueId('billing-e2e'),
     pollIntervalMs: 100,
   }, log);
   const url = services.apiUrl!;

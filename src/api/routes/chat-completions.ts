@@ -40,6 +40,8 @@ export interface ChatCompletionsDeps {
   relayIdleTimeoutMs?: number;
 }
 
+const EXPIRED_REPLAY = 'This Idempotency-Key was already used for a completed request whose output has expired.';
+
 function denial(decision: Extract<AdmissionDecision, { admitted: false }>): AppError {
   switch (decision.reason) {
     case 'insufficient_quota':
@@ -155,7 +157,7 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       const { result } = admitted;
       if (!result.admission.admitted) throw denial(result.admission);
       const entries = input.relayMode === 'redis' ? await deps.relay.entries(auth.tenantId, requestId) : [];
-      if (entries.length === 0) throw new ConflictError('This Idempotency-Key was already used for a completed request whose output has expired.');
+      if (entries.length === 0) throw new ConflictError(EXPIRED_REPLAY);
       await respond(res, input, entries);
       return;
     }
@@ -172,7 +174,11 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
     });
 
     if (input.relayMode === 'redis') {
-      await respond(res, input, deps.relay.read(auth.tenantId, requestId, { signal: clientGone.signal, idleTimeoutMs: deps.relayIdleTimeoutMs }));
+      // A repeated Idempotency-Key of a request that finished long ago: its relay has expired, nothing will come.
+      const onMissing = async (): Promise<void> => {
+        if (await deps.gateway.isFinished(requestId)) throw new ConflictError(EXPIRED_REPLAY);
+      };
+      await respond(res, input, deps.relay.read(auth.tenantId, requestId, { signal: clientGone.signal, idleTimeoutMs: deps.relayIdleTimeoutMs, onMissing }));
       return;
     }
     const outcome = await deps.gateway.awaitOutput(requestId);

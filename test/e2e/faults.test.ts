@@ -1,0 +1,190 @@
+/**
+ * Fault recovery (M10.2, M12 "nothing lost"): a client that goes away mid-stream,
+ * and a worker killed with SIGKILL mid-stream and restarted. Each request ends
+ * with exactly one committed ledger row that bills what reached the client.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { settled } from '../helpers/ledger';
+import { temporalAddress, testConfig, testDb, testRedis, uniqueId } from '../helpers/services';
+import { freePort } from '../../src/stack/child';
+import { readTenantQuota } from '../../src/redis/quota-cache';
+import { CacheKeys } from '../../src/redis/cache-keys';
+
+/** Signals a detached child's whole process group (tsx and the node process it runs). */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    // already gone
+  }
+}
+
+interface Row { status: string; amount_micros: string; reserved_micros: string; completion_tokens: number; token_source: string }
+
+/** Reads SSE data events from a streaming response until `stopAfter` chunks or the end. */
+async function readChunks(res: Response, stopAfter = Infinity): Promise<{ chunks: number; events: string[] }> {
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  const events: string[] = [];
+  let chunks = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut: number;
+    while ((cut = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      events.push(event);
+      if (event.includes('"delta"')) chunks++;
+    }
+    if (chunks >= stopAfter) {
+      await reader.cancel();
+      break;
+    }
+  }
+  return { chunks, events };
+}
+
+function streamRequest(app: TestApp, key: string, content: string, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${app.url}/v1/chat/completions`, {
+    method: 'POST',
+    signal,
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: TEST_MODEL, stream: true, messages: [{ role: 'user', content }] }),
+  });
+}
+
+describe('fault recovery (M10.2)', () => {
+  let db: Knex;
+  let redis: Redis;
+  beforeAll(async () => {
+    db = testDb();
+    redis = await testRedis();
+  });
+  afterAll(async () => {
+    await db?.destroy();
+    redis?.disconnect();
+  });
+
+  async function onlyRow(tenantId: string): Promise<Row> {
+    await settled(db, tenantId, 60_000);
+    const rows: Row[] = await db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' });
+    expect(rows).toHaveLength(1);
+    return rows[0]!;
+  }
+
+  async function relayedChunks(tenantId: string, requestId: string): Promise<number> {
+    const entries = await redis.xrange(CacheKeys.requestStream(tenantId, requestId), '-', '+');
+    return entries.filter(([, fields]) => fields[1] === 'chunk').length;
+  }
+
+  describe('client disconnect', () => {
+    let app: TestApp;
+    beforeAll(async () => {
+      app = await startTestApp();
+    }, 60_000);
+    afterAll(async () => {
+      await app?.stop();
+    });
+
+    it('cancels the upstream call, bills the delivered tokens and refunds the rest', async () => {
+      const t = await app.tenant();
+      const cancelledBefore = app.mock.stats().cancelled;
+      const abort = new AbortController();
+      const res = await streamRequest(app, t.key, 'a long story [mock:tokens=60] [mock:latency=40]', abort.signal);
+      expect(res.status).toBe(200);
+      const requestId = res.headers.get('x-request-id')!;
+      const { chunks } = await readChunks(res, 5);
+      abort.abort();
+
+      const row = await onlyRow(t.tenantId);
+      const delivered = await relayedChunks(t.tenantId, requestId);
+      expect(row.status).toBe('committed');
+      expect(row.completion_tokens).toBe(delivered); // every relayed token billed, no more
+      expect(delivered).toBeGreaterThanOrEqual(chunks);
+      expect(delivered).toBeLessThan(60);
+      expect(row.token_source).toBe('tiktoken');
+      expect(Number(row.amount_micros)).toBeLessThan(Number(row.reserved_micros));
+      // The rest of the reservation was refunded: Redis holds the settled cost only.
+      expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(row.amount_micros));
+      expect(app.mock.stats().cancelled).toBe(cancelledBefore + 1);
+    }, 60_000);
+  });
+
+  describe('worker killed mid-stream', () => {
+    const taskQueue = uniqueId('crash');
+    let app: TestApp;
+    let worker: ChildProcess | undefined;
+
+    async function startWorker(upstreamBaseUrl: string): Promise<ChildProcess> {
+      const env = testConfig();
+      const child = spawn(path.join(env.rootDir, 'node_modules/.bin/tsx'), ['src/main.ts', 'worker'], {
+        cwd: env.rootDir,
+        env: {
+          PATH: process.env.PATH ?? '',
+          HOME: process.env.HOME ?? '/root',
+          LOG_LEVEL: 'warn',
+          TEMPORAL_ADDRESS: temporalAddress(),
+          REDIS_URL: env.REDIS_URL,
+          DATABASE_URL: env.DATABASE_URL,
+          TEMPORAL_TASK_QUEUE: taskQueue,
+          UPSTREAM_BASE_URL: upstreamBaseUrl,
+          WORKER_METRICS_PORT: String(await freePort()),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true, // its own process group: tsx runs the worker in a child node process
+      });
+      let out = '';
+      child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+      const deadline = Date.now() + 60_000;
+      while (!out.includes('Durable billing is ready')) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start:\n${out}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return child;
+    }
+
+    beforeAll(async () => {
+      app = await startTestApp({ workers: false, taskQueue });
+    }, 60_000);
+    afterAll(async () => {
+      if (worker) killGroup(worker, 'SIGKILL');
+      await app?.stop();
+    });
+
+    it('settles the request exactly once after SIGKILL and restart, billing what reached the client', async () => {
+      worker = await startWorker(app.mock.url);
+      const t = await app.tenant();
+      const res = await streamRequest(app, t.key, 'crash me [mock:tokens=200] [mock:latency=30]');
+      expect(res.status).toBe(200);
+      const requestId = res.headers.get('x-request-id')!;
+      const reading = readChunks(res);
+
+      // Let some output reach the client, then kill the worker without warning.
+      while ((await relayedChunks(t.tenantId, requestId)) < 5) await new Promise((r) => setTimeout(r, 20));
+      const exited = new Promise((r) => worker!.once('exit', r));
+      killGroup(worker, 'SIGKILL');
+      await exited;
+      const deliveredBeforeCrash = await relayedChunks(t.tenantId, requestId);
+
+      worker = await startWorker(app.mock.url);
+      const { chunks, events } = await reading;
+      // The client got what was relayed, then an error (the stream was cut), then [DONE]: no retry of the upstream.
+      expect(chunks).toBe(deliveredBeforeCrash);
+      expect(events.some((e) => e.includes('"upstream_error"'))).toBe(true);
+      expect(events.at(-1)).toBe('data: [DONE]');
+
+      const row = await onlyRow(t.tenantId);
+      expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
+      expect(await relayedChunks(t.tenantId, requestId)).toBe(deliveredBeforeCrash);
+      expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(row.amount_micros));
+    }, 120_000);
+  });
+});
