@@ -14,13 +14,13 @@ import type { Logger } from '../log';
 import type { BillingMetrics } from '../observability/metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../relay/request-relay';
-import type { AdmissionPath } from '../db/ledger-types';
+import { LedgerStateError, type AdmissionPath, type LedgerEntry } from '../db/ledger-types';
 import type { BilledRequestInput, SettlementResult, UpstreamOutcome } from '../workflows/definitions';
 import type { QuotaWarmup } from './quota-warmup';
 import { hasOutput, INTERRUPTED_ERROR, outcomeFromRelay, terminalOf } from './relay-recovery';
 
 export interface BillingStepDeps {
-  ledger: Pick<BillingRepository, 'commitPendingTransaction' | 'voidPendingTransaction'>;
+  ledger: Pick<BillingRepository, 'commitPendingTransaction' | 'voidPendingTransaction' | 'findByRequestId'>;
   scripts: Pick<QuotaScripts, 'adjustTenant' | 'adjustKeyBudget'>;
   warmup: QuotaWarmup;
   relay: Pick<RequestRelay, 'entries' | 'writer'>;
@@ -44,6 +44,24 @@ export function createBillingStep(deps: BillingStepDeps) {
       if (delivered) return outcomeFromRelay(input, 'unknown', entries);
     }
     return { status: 'failed_before_output', promptTokens: 0, completionTokens: 0, tokenSource: 'upstream', channel: 'unknown', error: { ...UPSTREAM_FAILED } };
+  }
+
+  /**
+   * Runs the ledger transition (commit or void). When the row was already settled the
+   * other way (a retried settlement that now sees another outcome, e.g. the relay changed
+   * in between), the repository refuses with LedgerStateError on every retry; the first
+   * settlement stands instead (exactly once), so the workflow cannot retry forever.
+   */
+  async function settleOnce(requestId: string, transition: () => Promise<{ changed: boolean; entry: LedgerEntry }>): Promise<{ changed: boolean; entry: LedgerEntry }> {
+    try {
+      return await transition();
+    } catch (err) {
+      if (!(err instanceof LedgerStateError)) throw err;
+      const entry = await deps.ledger.findByRequestId(requestId);
+      if (entry === undefined || entry.status === 'pending') throw err;
+      deps.log.warn({ requestId, status: entry.status, attempted: err.attempted }, 'settlement already made the other way: keeping the first one');
+      return { changed: false, entry };
+    }
   }
 
   /**
@@ -73,28 +91,32 @@ export function createBillingStep(deps: BillingStepDeps) {
     // Redis saw a reservation only when admission went through Redis (the fallback wrote the ledger alone).
     const reservedInRedis = (reserved: number): number => (path === 'redis' ? reserved : 0);
 
-    let result: SettlementResult;
-    if (outcome.status === 'failed_before_output') {
-      const { entry } = await deps.ledger.voidPendingTransaction({ requestId, reason: outcome.error?.message ?? 'no output delivered' });
-      result = entry.status === 'voided'
-        ? { status: 'voided', costMicros: 0, deltaMicros: -reservedInRedis(entry.reservedMicros) }
-        : { status: 'committed', costMicros: entry.amountMicros ?? 0, deltaMicros: (entry.amountMicros ?? 0) - reservedInRedis(entry.reservedMicros) };
-    } else {
-      const cost = costMicros(input.price, { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens });
-      const { committed, entry } = await deps.ledger.commitPendingTransaction({
-        requestId,
-        amountMicros: cost,
-        promptTokens: outcome.promptTokens,
-        completionTokens: outcome.completionTokens,
-        tokenSource: outcome.tokenSource,
-      });
-      // A replayed settlement keeps the first commit's figures (exactly once).
-      const billed = entry.amountMicros ?? cost;
-      result = { status: 'committed', costMicros: billed, deltaMicros: billed - reservedInRedis(entry.reservedMicros) };
-      if (committed) {
-        deps.metrics.costMicros.inc({ model: input.model }, billed);
-        if (billed > entry.reservedMicros) deps.metrics.overageMicros.inc(billed - entry.reservedMicros);
-      }
+    const { changed, entry } = outcome.status === 'failed_before_output'
+      ? await settleOnce(requestId, async () => {
+          const voided = await deps.ledger.voidPendingTransaction({ requestId, reason: outcome.error?.message ?? 'no output delivered' });
+          return { changed: voided.voided, entry: voided.entry };
+        })
+      : await settleOnce(requestId, async () => {
+          const cost = costMicros(input.price, { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens });
+          const committed = await deps.ledger.commitPendingTransaction({
+            requestId,
+            amountMicros: cost,
+            promptTokens: outcome.promptTokens,
+            completionTokens: outcome.completionTokens,
+            tokenSource: outcome.tokenSource,
+          });
+          return { changed: committed.committed, entry: committed.entry };
+        });
+    // A replayed settlement keeps the first settlement's figures (exactly once); a voided one costs 0 and refunds what Redis reserved.
+    const billed = entry.status === 'committed' ? (entry.amountMicros ?? 0) : 0;
+    const result: SettlementResult = {
+      status: entry.status === 'committed' ? 'committed' : 'voided',
+      costMicros: billed,
+      deltaMicros: billed - reservedInRedis(entry.reservedMicros),
+    };
+    if (changed && result.status === 'committed') {
+      deps.metrics.costMicros.inc({ model: input.model }, billed);
+      if (billed > entry.reservedMicros) deps.metrics.overageMicros.inc(billed - entry.reservedMicros);
     }
     await adjustRedis(input, result.deltaMicros);
 

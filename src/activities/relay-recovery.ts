@@ -50,6 +50,9 @@ export function outcomeFromRelay(input: BilledRequestInput, channel: string, ent
   const usage = usageFromRelay(input, entries);
   const terminal = terminalOf(entries);
   const base = { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source, channel };
+  // An error before any output (the client left first, the upstream refused): the attempt that wrote it
+  // returned failed_before_output (a void); a retry reading the relay must decide the same.
+  if (terminal?.type === 'error' && !hasOutput(entries)) return { ...base, status: 'failed_before_output', error: terminal.data };
   if (terminal?.type === 'done') return { ...base, status: 'completed' };
   if (terminal?.type === 'error' && terminal.data.status === CLIENT_CLOSED_ERROR.status) return { ...base, status: 'client_cancelled' };
   return { ...base, status: 'failed_after_output', error: terminal?.type === 'error' ? terminal.data : { ...INTERRUPTED_ERROR } };
