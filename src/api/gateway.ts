@@ -43,9 +43,10 @@ export function createRequestGateway(client: Client, taskQueue: string) {
         workflowId,
         taskQueue,
         args: [input],
-        // A running duplicate attaches to the first run; a finished one is never started again.
+        // A running duplicate attaches to the first run; a finished one is never started again,
+        // unless it failed before admitting anything (admission unavailable).
         workflowIdConflictPolicy: 'USE_EXISTING',
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
         typedSearchAttributes: [
           { key: SearchKeys.tenantId, value: input.tenantId },
           { key: SearchKeys.apiKeyId, value: input.apiKeyId },
@@ -62,6 +63,7 @@ export function createRequestGateway(client: Client, taskQueue: string) {
       } catch (err) {
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
         const result = (await client.workflow.getHandle(workflowId).result()) as BilledRequestResult;
+        // (Reached only with an update id the finished run never saw; the same id returns its stored decision.)
         return { kind: 'finished', result };
       }
     },

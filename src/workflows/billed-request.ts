@@ -6,6 +6,7 @@
  */
 import {
   ActivityFailure,
+  ApplicationFailure,
   allHandlersFinished,
   condition,
   proxyActivities,
@@ -23,21 +24,30 @@ import {
   type AdmissionDecision,
   type BilledRequestInput,
   type BilledRequestResult,
+  type SettlementResult,
   type UpstreamOutcome,
 } from './definitions';
 
 type Activities = ReturnType<typeof createActivities>;
 
-/** Admission, routing and settlement are short and idempotent: local activities save server round trips. */
+/**
+ * Admission, routing and settlement are short and idempotent: local activities
+ * save server round trips. Their retries are few and quick because a retrying
+ * local activity holds the workflow task (and delays updates the API waits on).
+ */
 const steps = proxyLocalActivities<Activities>({
   startToCloseTimeout: '10 seconds',
-  retry: { initialInterval: '100 ms', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+  retry: { initialInterval: '100 ms', backoffCoefficient: 2, maximumInterval: '1 second', maximumAttempts: 3 },
 });
 
-/** Settlement must eventually succeed (money may not be lost): it retries without limit. */
-const billing = proxyLocalActivities<Activities>({
-  startToCloseTimeout: '15 seconds',
-  retry: { initialInterval: '200 ms', backoffCoefficient: 2, maximumInterval: '15 seconds' },
+/**
+ * Settlement must eventually succeed (money may not be lost). After the quick local
+ * attempts it continues as a regular activity whose retries the server schedules,
+ * without limit, e.g. until Redis is back from an outage.
+ */
+const durableBilling = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 
 /** The upstream call heartbeats; a crashed worker's attempt is retried, and the retry never calls upstream again once output reached the client. */
@@ -69,11 +79,20 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
     return state.outcome ?? null;
   });
 
-  const admission = await steps.quotaCheckStep(input);
+  let admission: AdmissionDecision;
+  try {
+    admission = await steps.quotaCheckStep(input);
+  } catch (err) {
+    // Neither Redis nor PostgreSQL could admit: the caller gets 503 and may retry with the same key.
+    log.error('admission failed', { requestId: input.requestId, error: err instanceof ActivityFailure ? err.cause?.message : String(err) });
+    admission = { admitted: false, reason: 'unavailable', path: 'postgres' };
+  }
   state.admission = admission;
   if (!admission.admitted) {
-    setStatus(RequestStatus.denied);
+    setStatus(admission.reason === 'unavailable' ? RequestStatus.failed : RequestStatus.denied);
     await condition(allHandlersFinished);
+    // A failed run may be started again (reuse policy ALLOW_DUPLICATE_FAILED_ONLY): a retry can succeed.
+    if (admission.reason === 'unavailable') throw ApplicationFailure.nonRetryable('admission unavailable', 'AdmissionUnavailable');
     return { requestId: input.requestId, status: RequestStatus.denied, admission };
   }
   setStatus(RequestStatus.streaming);
@@ -89,7 +108,12 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
   state.outcome = outcome;
   state.upstreamDone = true;
 
-  const settlement = await billing.billingStep(input, admission.path, outcome ?? null);
+  let settlement: SettlementResult;
+  try {
+    settlement = await steps.billingStep(input, admission.path, outcome ?? null);
+  } catch {
+    settlement = await durableBilling.billingStep(input, admission.path, outcome ?? null);
+  }
   setStatus(settlement.status === 'voided' ? RequestStatus.voided : RequestStatus.settled);
   await condition(allHandlersFinished);
   return {

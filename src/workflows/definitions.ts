@@ -34,7 +34,7 @@ export interface BilledRequestInput {
 
 export type AdmissionDecision =
   | { admitted: true; reservedMicros: number; path: AdmissionPath; duplicate: boolean }
-  | { admitted: false; reason: 'insufficient_quota' | 'budget_exceeded' | 'tenant_missing' | 'key_missing'; path: AdmissionPath };
+  | { admitted: false; reason: 'insufficient_quota' | 'budget_exceeded' | 'tenant_missing' | 'key_missing' | 'unavailable'; path: AdmissionPath };
 
 /** What the upstream call ended with, and the usage to bill for it. */
 export type UpstreamStatus = 'completed' | 'client_cancelled' | 'failed_after_output' | 'failed_before_output';

@@ -48,6 +48,8 @@ function denial(decision: Extract<AdmissionDecision, { admitted: false }>): AppE
       return new InsufficientQuotaError();
     case 'budget_exceeded':
       return new BudgetExceededError();
+    case 'unavailable':
+      return new ServiceUnavailableError('Admission is unavailable; retry with the same Idempotency-Key.', 1);
     default:
       return new InvalidApiKeyError();
   }

@@ -1,0 +1,84 @@
+/**
+ * Redis stopped mid-traffic (M2.3, M4.4, M12): admission continues through the
+ * PostgreSQL fallback, settlements wait for Redis instead of losing adjustments,
+ * and once Redis is back every counter converges to the ledger exactly.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Knex } from 'knex';
+import Redis from 'ioredis';
+import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { ledgerUsage, settled } from '../helpers/ledger';
+import { testDb } from '../helpers/services';
+import { freePort } from '../../src/stack/child';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/stack/redis';
+import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
+
+async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not converged after ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('Redis outage (M2.3, M12)', () => {
+  let dir: string;
+  let port: number;
+  let redisServer: EmbeddedRedis;
+  let app: TestApp;
+  let db: Knex;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'billing-outage-'));
+    port = await freePort();
+    redisServer = await startEmbeddedRedis({ port, dir }); // AOF on: a restart keeps the counters
+    app = await startTestApp({ redisUrl: redisServer.url });
+    db = testDb();
+  }, 60_000);
+  afterAll(async () => {
+    await app?.stop();
+    await redisServer?.stop();
+    await db?.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('admits through PostgreSQL while Redis is down and converges exactly after it returns', async () => {
+    const t = await app.tenant({ quotaMicros: 1_000_000, budgetMicros: 500_000 });
+    const ask = (i: number, stream = false) => chat(app, t.key, { model: TEST_MODEL, stream, messages: [{ role: 'user', content: `request ${i}` }] });
+
+    const before = await Promise.all(Array.from({ length: 10 }, (_, i) => ask(i)));
+    expect(before.map((r) => r.status)).toEqual(Array(10).fill(200));
+    await settled(db, t.tenantId);
+
+    await redisServer.stop();
+    const during = [];
+    for (let i = 0; i < 12; i++) during.push(await ask(100 + i, i % 3 === 0));
+    expect(during.map((r) => r.status)).toEqual(Array(12).fill(200));
+    expect(during.filter((_, i) => i % 3 === 0).every((r) => r.text.trimEnd().endsWith('data: [DONE]'))).toBe(true);
+    const fallbackRows = await db('billing_transaction').where({ tenant_id: t.tenantId, admission_path: 'postgres' });
+    expect(fallbackRows).toHaveLength(12);
+
+    redisServer = await startEmbeddedRedis({ port, dir });
+    const after = await Promise.all(Array.from({ length: 5 }, (_, i) => ask(200 + i)));
+    expect(after.map((r) => r.status)).toEqual(Array(5).fill(200));
+
+    await settled(db, t.tenantId, 60_000);
+    const committed: Array<{ amount_micros: string }> = await db('billing_transaction').where({ tenant_id: t.tenantId, kind: 'usage', status: 'committed' });
+    expect(committed).toHaveLength(27);
+    const total = committed.reduce((sum, r) => sum + Number(r.amount_micros), 0);
+    expect(await ledgerUsage(db, t.tenantId)).toBe(total);
+
+    const probe = new Redis(redisServer.url);
+    try {
+      // Settlements held back by the outage apply their adjustments once Redis answers again.
+      await eventually(async () => (await readTenantQuota(probe, t.tenantId))?.usedMicros === total, 60_000, 'tenant used == ledger');
+      await eventually(async () => (await readKeyBudget(probe, t.tenantId, t.apiKeyId))?.spentMicros === total, 60_000, 'key spent == ledger');
+      expect(await readTenantQuota(probe, t.tenantId)).toEqual({ limitMicros: 1_000_000, usedMicros: total });
+      expect(await readKeyBudget(probe, t.tenantId, t.apiKeyId)).toEqual({ budgetMicros: 500_000, spentMicros: total });
+    } finally {
+      probe.disconnect();
+    }
+  }, 180_000);
+});
