@@ -1,11 +1,30 @@
 --[[
-apikey_budget_deduct.lua: cost-difference adjustment of one API key's budget (M3.3),
-the same pattern as quota_deduct.lua. Idempotent per request id.
+apikey_budget_deduct.lua: settles one request on its API key's budget, "settle to cost"
+(M3.3), the same pattern as quota_deduct.lua. The caller passes the final cost (0 for a
+void); the script applies delta = cost - (the reservation this key counter holds for the
+request), read from the request record:
 
-KEYS[1]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros }
-KEYS[2]  request record hash   bq:{t:<tenant>}:req:<requestId>  (field key_adjusted is the marker)
-ARGV[1]  delta_micros   signed integer added to spent_micros
+  record key_warmup_id == hash warmup_id  the warm-up that built this hash marked the
+                                          record: it holds key_counted_micros
+  record key_warmup_id, another value     the hash was rebuilt from a ledger snapshot in
+                                          which the request was already settled: delta = 0
+  no key_warmup_id, after_warmup = 1      the caller warmed the missing hash after the
+                                          ledger settled the request: delta = 0
+  no key_warmup_id, api_key_id present    quota_check.lua reserved reserved_micros on the
+                                          tenant AND this key counter in one call (it is the
+                                          only writer of api_key_id)
+  nothing                                 not counted (PostgreSQL fallback): delta = cost
+One race remains, outside this script: a record that outlives its counter (the hash
+alone lost and rebuilt while quota_check.lua's record stays) describes the old hash;
+src/activities/billing-step.ts documents it.
+Idempotent per request id (marker key_adjusted).
+
+KEYS[1]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros, warmup_id }
+KEYS[2]  request record hash   bq:{t:<tenant>}:req:<requestId>  { reserved_micros, api_key_id, key_counted_micros, key_warmup_id, key_adjusted, ... }
+ARGV[1]  cost_micros    non-negative integer: the request's final cost, 0 for a void
 ARGV[2]  ttl_seconds    positive integer: expiry of the request record (refreshed here)
+ARGV[3]  after_warmup   '0', or '1' when the caller warmed the hash after the ledger settled
+                        this request (the hash was missing at settlement)
 
 Returns
   {'applied', delta_micros, spent_after_micros, budget_micros}
@@ -17,7 +36,7 @@ Returns
       the key budget hash is not cached: nothing changes and the record is NOT marked
 A record that does not exist (e.g. admission went through the PostgreSQL fallback) is
 created with the marker, so a later retry is still a duplicate.
-Malformed ARGV or a corrupt counter -> error reply, nothing changes.
+Malformed ARGV or a corrupt counter or record -> error reply, nothing changes.
 ]]
 
 local MAX_SAFE = 9007199254740991
@@ -37,14 +56,19 @@ end
 if #KEYS ~= 2 then
   return redis.error_reply('ERR apikey_budget_deduct expects 2 keys, got ' .. #KEYS)
 end
-if #ARGV ~= 2 then
-  return redis.error_reply('ERR apikey_budget_deduct expects 2 arguments, got ' .. #ARGV)
+if #ARGV ~= 3 then
+  return redis.error_reply('ERR apikey_budget_deduct expects 3 arguments, got ' .. #ARGV)
 end
-local delta, delta_err = parse_int('delta_micros', ARGV[1])
-if delta == nil then return redis.error_reply(delta_err) end
+local cost, cost_err = parse_int('cost_micros', ARGV[1])
+if cost == nil then return redis.error_reply(cost_err) end
+if cost < 0 then return redis.error_reply('ERR cost_micros must not be negative') end
 local ttl, ttl_err = parse_int('ttl_seconds', ARGV[2])
 if ttl == nil then return redis.error_reply(ttl_err) end
 if ttl <= 0 then return redis.error_reply('ERR ttl_seconds must be positive') end
+local after_warmup = ARGV[3]
+if after_warmup ~= '0' and after_warmup ~= '1' then
+  return redis.error_reply("ERR after_warmup must be '0' or '1', got " .. tostring(after_warmup))
+end
 
 local budget_key, record_key = KEYS[1], KEYS[2]
 
@@ -62,8 +86,43 @@ if budget == nil then
   return redis.error_reply('ERR corrupt api key budget hash ' .. budget_key)
 end
 
-local spent = redis.call('HINCRBY', budget_key, 'spent_micros', ARGV[1])
-redis.call('HSET', record_key, 'key_adjusted', ARGV[1])
+-- The amount of a reservation field of the record: 0 when absent, nil when corrupt.
+local function record_amount(field)
+  local raw = redis.call('HGET', record_key, field)
+  if not raw then return 0 end
+  local n = parse_int(field, raw)
+  if n == nil or n < 0 then return nil end
+  return n
+end
+
+-- What the counter holds for this request, see the table in the header.
+local function counted_by_counter()
+  local record_warmup = redis.call('HGET', record_key, 'key_warmup_id')
+  if record_warmup then
+    if record_warmup == redis.call('HGET', budget_key, 'warmup_id') then
+      return record_amount('key_counted_micros')
+    end
+    return cost
+  end
+  if after_warmup == '1' then
+    return cost
+  end
+  if redis.call('HEXISTS', record_key, 'api_key_id') == 1 then
+    return record_amount('reserved_micros')
+  end
+  return 0
+end
+
+local counted = counted_by_counter()
+if counted == nil then
+  return redis.error_reply('ERR corrupt request record ' .. record_key)
+end
+
+local delta = cost - counted
+-- %.0f prints an integral double below 2^53 exactly, never in exponent form.
+local delta_text = string.format('%.0f', delta)
+local spent = redis.call('HINCRBY', budget_key, 'spent_micros', delta_text)
+redis.call('HSET', record_key, 'key_adjusted', delta_text)
 redis.call('EXPIRE', record_key, ttl)
 
 return {'applied', delta, spent, budget}

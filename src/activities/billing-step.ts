@@ -3,8 +3,12 @@
  * - The ledger only: the pending row written at admission is committed with the
  *   real cost, or voided (full refund) when nothing was delivered. Never a second
  *   deduction (M3.1): admission already reserved.
- * - The cost difference reaches Redis through quota_deduct.lua and
- *   apikey_budget_deduct.lua, each idempotent per request id (M3.2, M3.3).
+ * - Redis is settled "to cost" through quota_deduct.lua and apikey_budget_deduct.lua,
+ *   each idempotent per request id (M3.2, M3.3): the step passes the final cost (0 for a
+ *   void) and each script subtracts the reservation its counter holds for the request, as
+ *   the request record tells, whichever path admitted it (a fallback admission may have
+ *   been counted by a later warm-up; a Redis reservation may have been retried through
+ *   the fallback).
  * - When the upstream step failed for good, the relay tells what reached the client.
  * Retried without limit by the workflow: a Redis outage delays the adjustment, never loses it.
  */
@@ -21,11 +25,23 @@ import { hasOutput, INTERRUPTED_ERROR, outcomeFromRelay, terminalOf } from './re
 
 export interface BillingStepDeps {
   ledger: Pick<BillingRepository, 'commitPendingTransaction' | 'voidPendingTransaction' | 'findByRequestId'>;
-  scripts: Pick<QuotaScripts, 'adjustTenant' | 'adjustKeyBudget'>;
+  scripts: Pick<QuotaScripts, 'settleTenant' | 'settleKeyBudget'>;
   warmup: QuotaWarmup;
   relay: Pick<RequestRelay, 'entries' | 'writer'>;
   metrics: BillingMetrics;
   log: Logger;
+}
+
+/** Thrown when a counter warmed for a settlement is missing again at once (deleted concurrently): the activity retries. */
+export class SettlementCounterMissingError extends Error {
+  override name = 'SettlementCounterMissingError';
+
+  constructor(
+    readonly tenantId: string,
+    readonly requestId: string,
+  ) {
+    super(`Redis counter of tenant ${tenantId} vanished while settling request ${requestId}`);
+  }
 }
 
 const UPSTREAM_FAILED = { status: 502, message: 'upstream call failed', type: 'upstream_error', code: 'upstream_error' } as const;
@@ -65,31 +81,51 @@ export function createBillingStep(deps: BillingStepDeps) {
   }
 
   /**
-   * Applies `delta` to the Redis counters once per request. A counter missing from
-   * Redis (data lost) is warmed from the ledger, which already holds this settlement,
-   * so the request is only marked as adjusted (delta 0).
+   * Settles the Redis counters to `cost`, once per request; returns the delta applied to
+   * the tenant counter (the first one applied, for a replay).
+   *
+   * A counter missing from Redis (data lost) is warmed from the ledger, read after this
+   * request's ledger commit, so it already holds the final cost: the warm-up marks this
+   * request's record with it, and the retried script (afterWarmup) applies 0, or cost minus
+   * the reservation when a concurrent warm-up whose snapshot predates the commit built the
+   * counter (that warm-up marked the reservation as pending).
+   *
+   * Remaining race (documented, healed by the consistency check): a request record that
+   * outlives its counter. If the tenant or key hash alone is lost and rebuilt by ANOTHER
+   * request's warm-up while this request's quota_check.lua record survives, the record
+   * still says "reserved on this counter": (a) rebuilt between this request's ledger commit
+   * and its first settlement attempt, the counter holds the cost and the script subtracts
+   * the reservation anyway (Redis ends low by it); (b) rebuilt between the Redis
+   * reservation and the pending ledger row, the counter never held it (same effect); (c) a
+   * settlement attempt that dies between a warm-up another request won and its afterWarmup
+   * call retries without afterWarmup (same effect). Losing only the hash needs eviction of
+   * a key without expiry (Redis must run with noeviction) or a manual delete; a restart or
+   * failover loses records and hashes together, and then the markers are exact.
    */
-  async function adjustRedis(input: BilledRequestInput, delta: number): Promise<void> {
+  async function settleRedis(input: BilledRequestInput, cost: number): Promise<number> {
     const { tenantId, apiKeyId, requestId } = input;
-    let tenant = await deps.scripts.adjustTenant({ tenantId, requestId, deltaMicros: delta });
-    if (tenant.status === 'tenant_missing' && (await deps.warmup.warmTenant(tenantId))) {
-      tenant = await deps.scripts.adjustTenant({ tenantId, requestId, deltaMicros: 0 });
+    const settled = { requestId, costMicros: cost };
+    let tenant = await deps.scripts.settleTenant({ tenantId, requestId, costMicros: cost });
+    if (tenant.status === 'tenant_missing' && (await deps.warmup.warmTenant(tenantId, settled))) {
+      tenant = await deps.scripts.settleTenant({ tenantId, requestId, costMicros: cost, afterWarmup: true });
+      if (tenant.status === 'tenant_missing') throw new SettlementCounterMissingError(tenantId, requestId);
     }
-    let key = await deps.scripts.adjustKeyBudget({ tenantId, apiKeyId, requestId, deltaMicros: delta });
-    if (key.status === 'key_missing' && (await deps.warmup.warmKey(tenantId, apiKeyId))) {
-      key = await deps.scripts.adjustKeyBudget({ tenantId, apiKeyId, requestId, deltaMicros: 0 });
+    let key = await deps.scripts.settleKeyBudget({ tenantId, apiKeyId, requestId, costMicros: cost });
+    if (key.status === 'key_missing' && (await deps.warmup.warmKey(tenantId, apiKeyId, settled))) {
+      key = await deps.scripts.settleKeyBudget({ tenantId, apiKeyId, requestId, costMicros: cost, afterWarmup: true });
+      if (key.status === 'key_missing') throw new SettlementCounterMissingError(tenantId, requestId);
     }
     if (tenant.status === 'tenant_missing' || key.status === 'key_missing') {
-      deps.log.warn({ requestId, tenantId, apiKeyId }, 'settlement adjustment skipped: tenant or key no longer exists');
+      deps.log.warn({ requestId, tenantId, apiKeyId }, 'settlement in Redis skipped: tenant or key no longer exists');
     }
+    return tenant.status === 'tenant_missing' ? 0 : tenant.deltaMicros;
   }
 
-  return async function billingStep(input: BilledRequestInput, path: AdmissionPath, upstream: UpstreamOutcome | null): Promise<SettlementResult> {
+  // The admission path no longer decides the settlement (the request record does); kept for the workflow's call shape and its recorded histories.
+  return async function billingStep(input: BilledRequestInput, _path: AdmissionPath, upstream: UpstreamOutcome | null): Promise<SettlementResult> {
     const stopTimer = deps.metrics.settlementDuration.startTimer();
     const outcome = upstream ?? (await outcomeAfterFailure(input));
     const { requestId, tenantId } = input;
-    // Redis saw a reservation only when admission went through Redis (the fallback wrote the ledger alone).
-    const reservedInRedis = (reserved: number): number => (path === 'redis' ? reserved : 0);
 
     const { changed, entry } = outcome.status === 'failed_before_output'
       ? await settleOnce(requestId, async () => {
@@ -107,18 +143,17 @@ export function createBillingStep(deps: BillingStepDeps) {
           });
           return { changed: committed.committed, entry: committed.entry };
         });
-    // A replayed settlement keeps the first settlement's figures (exactly once); a voided one costs 0 and refunds what Redis reserved.
+    // A replayed settlement keeps the first settlement's figures (exactly once); a voided one costs 0.
     const billed = entry.status === 'committed' ? (entry.amountMicros ?? 0) : 0;
-    const result: SettlementResult = {
-      status: entry.status === 'committed' ? 'committed' : 'voided',
-      costMicros: billed,
-      deltaMicros: billed - reservedInRedis(entry.reservedMicros),
-    };
-    if (changed && result.status === 'committed') {
+    if (changed && entry.status === 'committed') {
       deps.metrics.costMicros.inc({ model: input.model }, billed);
       if (billed > entry.reservedMicros) deps.metrics.overageMicros.inc(billed - entry.reservedMicros);
     }
-    await adjustRedis(input, result.deltaMicros);
+    const result: SettlementResult = {
+      status: entry.status === 'committed' ? 'committed' : 'voided',
+      costMicros: billed,
+      deltaMicros: await settleRedis(input, billed),
+    };
 
     stopTimer();
     deps.metrics.settlements.inc({ outcome: result.status, token_source: outcome.tokenSource });

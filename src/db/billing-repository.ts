@@ -66,6 +66,13 @@ function assertSameOwner(entry: LedgerEntry, tenantId: string, kind: Transaction
 
 const nonNegative = (micros: number): number => Math.max(0, micros);
 
+/** Usage (committed amounts + pending reservations) and the pending reservations it counts, from one snapshot. */
+export interface LedgerUsageSnapshot {
+  usageMicros: number;
+  /** Oldest first. */
+  pending: Array<{ requestId: string; reservedMicros: number }>;
+}
+
 /** Usage of the ledger formula, as exact text (SUM of BIGINT is NUMERIC). */
 const USAGE_SUM = `COALESCE(SUM(CASE status WHEN 'committed' THEN amount_micros WHEN 'pending' THEN reserved_micros ELSE 0 END), 0)::text AS micros`;
 
@@ -99,6 +106,25 @@ export const createBillingRepository = (db: Knex) => {
       .andWhere('kind', TransactionKind.usage)
       .first<{ micros: string } | undefined>(db.raw(USAGE_SUM));
     return safeInteger('usage_sum', row?.micros ?? '0');
+  };
+
+  /**
+   * The usage sum and the pending reservations it includes, from ONE statement: PostgreSQL
+   * reads both halves of the UNION ALL in one snapshot, so a reservation committed or
+   * voided meanwhile is either counted pending in both or in neither (what a warm-up needs).
+   */
+  const usageSnapshot = async (column: 'tenant_id' | 'api_key_id', id: string, trx?: Knex.Transaction): Promise<LedgerUsageSnapshot> => {
+    const q = trx ?? db;
+    const result = await q.raw<{ rows: Array<{ request_id: string | null; micros: string }> }>(
+      `SELECT NULL::text AS request_id, ${USAGE_SUM}, 0 AS part, 0::bigint AS id FROM ${LEDGER} WHERE ?? = ? AND kind = ?
+       UNION ALL
+       SELECT request_id, reserved_micros::text AS micros, 1 AS part, id FROM ${LEDGER} WHERE ?? = ? AND kind = ? AND status = ?
+       ORDER BY part, id`,
+      [column, id, TransactionKind.usage, column, id, TransactionKind.usage, TransactionStatus.pending],
+    );
+    const sum = result.rows.find((row) => row.request_id === null);
+    const pending = result.rows.flatMap((row) => (row.request_id === null ? [] : [{ requestId: row.request_id, reservedMicros: safeInteger('reserved_micros', row.micros) }]));
+    return { usageMicros: safeInteger('usage_sum', sum?.micros ?? '0'), pending };
   };
 
   const tenantLedgerUsage = (tenantId: string, trx?: Knex.Transaction): Promise<number> => sumUsage('tenant_id', tenantId, trx);
@@ -231,6 +257,12 @@ export const createBillingRepository = (db: Knex) => {
 
     tenantLedgerUsage,
     apiKeyLedgerSpend,
+
+    /** A tenant's ledger usage and the pending reservations it includes, read in one snapshot (for the warm-up, M2.2). */
+    tenantUsageSnapshot: (tenantId: string, trx?: Knex.Transaction): Promise<LedgerUsageSnapshot> => usageSnapshot('tenant_id', tenantId, trx),
+
+    /** An API key's ledger spend and the pending reservations it includes, read in one snapshot. */
+    apiKeyUsageSnapshot: (apiKeyId: string, trx?: Knex.Transaction): Promise<LedgerUsageSnapshot> => usageSnapshot('api_key_id', apiKeyId, trx),
 
     /** Open reservations of a tenant (pending usage rows), oldest first. */
     async pendingReservations(tenantId: string, trx?: Knex.Transaction): Promise<PendingReservation[]> {

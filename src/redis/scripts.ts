@@ -8,7 +8,7 @@
  * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
  * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ChainableCommander, Redis } from 'ioredis';
@@ -136,14 +136,14 @@ export type ReserveResult =
   | ({ status: 'insufficient_quota' | 'budget_exceeded' } & RemainingBalance)
   | { status: 'tenant_missing' | 'key_missing' };
 
-/** quota_deduct.lua's answer; remainingMicros = limit - used, negative after a settled overage. */
-export type AdjustTenantResult =
+/** quota_deduct.lua's answer; deltaMicros is what settling to cost moved used by (or moved first, for a duplicate); remainingMicros = limit - used, negative after a settled overage. */
+export type SettleTenantResult =
   | { status: 'applied'; deltaMicros: number; usedMicros: number; remainingMicros: number }
   | { status: 'duplicate'; deltaMicros: number }
   | { status: 'tenant_missing' };
 
-/** apikey_budget_deduct.lua's answer; remainingMicros is null for an unlimited key. */
-export type AdjustKeyResult =
+/** apikey_budget_deduct.lua's answer; deltaMicros as for the tenant; remainingMicros is null for an unlimited key. */
+export type SettleKeyResult =
   | { status: 'applied'; deltaMicros: number; spentMicros: number; remainingMicros: number | null }
   | { status: 'duplicate'; deltaMicros: number }
   | { status: 'key_missing' };
@@ -184,7 +184,7 @@ export function parseReserveReply(reply: unknown): ReserveResult {
   }
 }
 
-function parseAdjustTenantReply(reply: unknown): AdjustTenantResult {
+function parseSettleTenantReply(reply: unknown): SettleTenantResult {
   const [status, delta = 0, used = 0, left = 0] = replyFields(QuotaScriptName.quotaDeduct, reply, {
     applied: 3,
     duplicate: 1,
@@ -195,7 +195,7 @@ function parseAdjustTenantReply(reply: unknown): AdjustTenantResult {
   return { status: 'tenant_missing' };
 }
 
-function parseAdjustKeyReply(reply: unknown): AdjustKeyResult {
+function parseSettleKeyReply(reply: unknown): SettleKeyResult {
   const [status, delta = 0, spent = 0, budget = 0] = replyFields(QuotaScriptName.apiKeyBudgetDeduct, reply, {
     applied: 3,
     duplicate: 1,
@@ -225,15 +225,33 @@ export interface ReserveArgs {
   nowMs: number;
 }
 
-export interface AdjustTenantArgs {
+export interface SettleTenantArgs {
   tenantId: string;
   requestId: string;
-  /** Real cost minus reservation: negative refunds, positive charges the overage. */
-  deltaMicros: number;
+  /** The request's final cost, non-negative integer micros; 0 for a void. The script subtracts what the counter holds. */
+  costMicros: number;
+  /**
+   * The counter was missing when this request was settled, AFTER its ledger row was
+   * committed or voided, and the caller has warmed it since: unless the warm-up that built
+   * the counter counted the reservation, the counter already holds the final cost.
+   * @default false
+   */
+  afterWarmup?: boolean;
 }
 
-export interface AdjustKeyArgs extends AdjustTenantArgs {
+export interface SettleKeyArgs extends SettleTenantArgs {
   apiKeyId: string;
+}
+
+/**
+ * The requests a warm-up counts in the counter it builds; cache_warmup.lua marks their
+ * records so settlement knows what the counter holds for each (see its header).
+ */
+export interface WarmupMarks {
+  /** Pending reservations included in used/spent, read in the same ledger snapshot. */
+  pending?: ReadonlyArray<{ requestId: string; reservedMicros: number }>;
+  /** The request whose settlement found the counter missing: the snapshot, read after its ledger commit, holds its final cost. */
+  settled?: { requestId: string; costMicros: number };
 }
 
 export interface TenantCounters {
@@ -269,6 +287,19 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
     } finally {
       stopTimer();
     }
+  }
+
+  /** cache_warmup.lua: the hash, and the records of `marks` with their role and amount; a fresh warmup_id per call. */
+  async function warm(kind: 'tenant' | 'key', tenantId: string, hashKey: string, values: [limit: string, used: string], marks: WarmupMarks): Promise<boolean> {
+    const records: Array<{ requestId: string; role: 'pending' | 'settled'; amount: string }> = (marks.pending ?? []).map((p) => ({
+      requestId: p.requestId,
+      role: 'pending',
+      amount: micros('reservedMicros', p.reservedMicros, { min: 0 }),
+    }));
+    if (marks.settled) records.push({ requestId: marks.settled.requestId, role: 'settled', amount: micros('costMicros', marks.settled.costMicros, { min: 0 }) });
+    const keys = [hashKey, ...records.map((r) => CacheKeys.request(tenantId, r.requestId))];
+    const reply = await run(QuotaScriptName.cacheWarmup, keys, [kind, randomUUID(), ttl, ...values, ...records.flatMap((r) => [r.role, r.amount])]);
+    return reply === 1;
   }
 
   function reserveCall(args: ReserveArgs): { keys: string[]; argv: string[] } {
@@ -307,39 +338,36 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
       pipeline.evalsha(script(QuotaScriptName.quotaCheck).sha, keys.length, ...keys, ...argv);
     },
 
-    /** Applies the tenant's cost difference once per request (M3.2). */
-    async adjustTenant(args: AdjustTenantArgs): Promise<AdjustTenantResult> {
+    /**
+     * Settles a request on the tenant quota to its final cost, once per request (M3.2):
+     * applies cost minus the reservation the counter holds for it (see quota_deduct.lua).
+     */
+    async settleTenant(args: SettleTenantArgs): Promise<SettleTenantResult> {
       const keys = [CacheKeys.tenantQuota(args.tenantId), CacheKeys.request(args.tenantId, args.requestId)];
-      const reply = await run(QuotaScriptName.quotaDeduct, keys, [micros('deltaMicros', args.deltaMicros), ttl]);
-      return parseAdjustTenantReply(reply);
+      const reply = await run(QuotaScriptName.quotaDeduct, keys, [micros('costMicros', args.costMicros, { min: 0 }), ttl, args.afterWarmup ? '1' : '0']);
+      return parseSettleTenantReply(reply);
     },
 
-    /** Applies the API key's cost difference once per request (M3.3). */
-    async adjustKeyBudget(args: AdjustKeyArgs): Promise<AdjustKeyResult> {
+    /** Settles a request on its API key's budget to its final cost, once per request (M3.3). */
+    async settleKeyBudget(args: SettleKeyArgs): Promise<SettleKeyResult> {
       const keys = [CacheKeys.apiKeyBudget(args.tenantId, args.apiKeyId), CacheKeys.request(args.tenantId, args.requestId)];
-      const reply = await run(QuotaScriptName.apiKeyBudgetDeduct, keys, [micros('deltaMicros', args.deltaMicros), ttl]);
-      return parseAdjustKeyReply(reply);
+      const reply = await run(QuotaScriptName.apiKeyBudgetDeduct, keys, [micros('costMicros', args.costMicros, { min: 0 }), ttl, args.afterWarmup ? '1' : '0']);
+      return parseSettleKeyReply(reply);
     },
 
-    /** Creates the tenant quota hash unless it exists (M2.2); true when this call created it. */
-    async warmTenant(tenantId: string, counters: TenantCounters): Promise<boolean> {
-      const reply = await run(
-        QuotaScriptName.cacheWarmup,
-        [CacheKeys.tenantQuota(tenantId)],
-        ['limit_micros', micros('limitMicros', counters.limitMicros, { min: 0 }), 'used_micros', micros('usedMicros', counters.usedMicros)],
-      );
-      return reply === 1;
+    /**
+     * Creates the tenant quota hash unless it exists (M2.2); true when this call created it.
+     * In the same atomic call the records of `marks` are marked as counted by the new hash.
+     */
+    async warmTenant(tenantId: string, counters: TenantCounters, marks: WarmupMarks = {}): Promise<boolean> {
+      const values: [string, string] = [micros('limitMicros', counters.limitMicros, { min: 0 }), micros('usedMicros', counters.usedMicros)];
+      return warm('tenant', tenantId, CacheKeys.tenantQuota(tenantId), values, marks);
     },
 
-    /** Creates the API key budget hash unless it exists (M2.2); true when this call created it. */
-    async warmKey(tenantId: string, apiKeyId: string, counters: KeyCounters): Promise<boolean> {
+    /** Creates the API key budget hash unless it exists (M2.2), marking `marks` as warmTenant does; true when this call created it. */
+    async warmKey(tenantId: string, apiKeyId: string, counters: KeyCounters, marks: WarmupMarks = {}): Promise<boolean> {
       const budget = counters.budgetMicros === null ? '-1' : micros('budgetMicros', counters.budgetMicros, { min: 0 });
-      const reply = await run(
-        QuotaScriptName.cacheWarmup,
-        [CacheKeys.apiKeyBudget(tenantId, apiKeyId)],
-        ['budget_micros', budget, 'spent_micros', micros('spentMicros', counters.spentMicros)],
-      );
-      return reply === 1;
+      return warm('key', tenantId, CacheKeys.apiKeyBudget(tenantId, apiKeyId), [budget, micros('spentMicros', counters.spentMicros)], marks);
     },
   };
 }

@@ -190,8 +190,8 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   });
 });
 
-describe('BillingStep: Redis that did not see the reservation (M2.3, M4.4)', () => {
-  it('settles a PostgreSQL-fallback admission by charging Redis the full cost (it never saw the reservation)', async () => {
+describe('BillingStep: settle to cost whichever path admitted the request (M2.3, M3.2, M4.4)', () => {
+  it('settles a PostgreSQL-fallback admission by charging Redis the full cost (the live counters never saw the reservation)', async () => {
     const seed = await tenant(1_000_000, [{ budgetMicros: 100_000 }]);
     const deps = stepDeps(redis, db);
     // The counters were cached before Redis became unreachable for admission.
@@ -216,17 +216,26 @@ describe('BillingStep: Redis that did not see the reservation (M2.3, M4.4)', () 
     }
   });
 
-  it('settles a fallback admission whose counters are not cached by warming them from the ledger after the commit (cost counted once)', async () => {
+  it('settles a fallback admission whose counters are not cached by warming them from the ledger after the commit (cost counted once, delta 0)', async () => {
     const seed = await tenant(1_000_000, [{ budgetMicros: 100_000 }]);
     const deps = stepDeps(redis, db);
     const down = unreachableRedis();
     try {
       const { input, path } = await admitted(stepDeps(down, db), seed);
 
-      expect(await steps(deps).billing(input, path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 });
+      // The warm-up read the committed 213: nothing is left to apply.
+      expect(await steps(deps).billing(input, path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 0 });
 
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toEqual({ limit: 1_000_000, used: 213, budget: 100_000, spent: 213 });
-      expect(await redis.hgetall(CacheKeys.request(seed.tenantId, input.requestId))).toEqual({ tenant_adjusted: '0', key_adjusted: '0' });
+      // The settlement's own warm-ups marked the settled cost, so a retry that no longer knows it warmed still applies 0.
+      expect(await redis.hgetall(CacheKeys.request(seed.tenantId, input.requestId))).toEqual({
+        tenant_counted_micros: '213',
+        tenant_warmup_id: await redis.hget(CacheKeys.tenantQuota(seed.tenantId), 'warmup_id'),
+        key_counted_micros: '213',
+        key_warmup_id: await redis.hget(CacheKeys.apiKeyBudget(seed.tenantId, seed.apiKeyIds[0]!), 'warmup_id'),
+        tenant_adjusted: '0',
+        key_adjusted: '0',
+      });
     } finally {
       down.disconnect();
     }
@@ -248,11 +257,10 @@ describe('BillingStep: Redis that did not see the reservation (M2.3, M4.4)', () 
     }
   });
 
-  // KNOWN BUG (reported to the lead): the warm-up counts a pending fallback reservation into
-  // used (it must, or Redis could overspend), but settlement of a 'postgres' admission still
-  // adds the full cost, assuming Redis never saw the reservation: Redis ends R too high.
-  // Remove `.failing` once the settlement can tell whether Redis counted the reservation.
-  it.failing('KNOWN BUG: a fallback reservation counted by a later warm-up is not double-charged at settlement', async () => {
+  // Formerly a KNOWN BUG: the warm-up counts a pending fallback reservation into used (it must,
+  // or Redis could overspend), and settlement of a 'postgres' admission added the full cost on
+  // top. The warm-up now marks the reservations it counted, and settlement subtracts them.
+  it('a fallback reservation counted by a later warm-up is not double-charged at settlement', async () => {
     const seed = await tenant(1_000_000, [{ budgetMicros: null }]);
     const deps = stepDeps(redis, db);
     const down = unreachableRedis();
@@ -263,9 +271,9 @@ describe('BillingStep: Redis that did not see the reservation (M2.3, M4.4)', () 
       expect(next.path).toBe('redis');
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 2 * RESERVED });
 
-      await steps(deps).billing(fallback.input, fallback.path, outcome('completed', 21, 16));
+      expect(await steps(deps).billing(fallback.input, fallback.path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
 
-      // Ledger: 213 committed + 10,053 pending = 10,266; Redis should agree (it holds 20,319 today).
+      // Ledger: 213 committed + 10,053 pending = 10,266; Redis agrees (it held 20,319 before the fix).
       expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(10_266);
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 10_266, spent: 10_266 });
     } finally {
@@ -280,14 +288,88 @@ describe('BillingStep: Redis that did not see the reservation (M2.3, M4.4)', () 
     const second = await admitted(deps, seed);
     await redis.del(CacheKeys.tenantQuota(seed.tenantId), CacheKeys.apiKeyBudget(seed.tenantId, seed.apiKeyIds[0]!));
 
-    await steps(deps).billing(first.input, first.path, outcome('completed', 21, 16));
+    // Warmed after the commit: the counters already hold the 213, nothing is applied.
+    expect(await steps(deps).billing(first.input, first.path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 0 });
     // Warmed from the ledger: 213 committed + 10,053 still pending.
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toEqual({ limit: 1_000_000, used: 10_266, budget: 100_000, spent: 10_266 });
 
-    await steps(deps).billing(second.input, second.path, outcome('client_cancelled', 21, 5, 'tiktoken'));
+    // The warm-up counted the second one's reservation pending: settled against it.
+    expect(await steps(deps).billing(second.input, second.path, outcome('client_cancelled', 21, 5, 'tiktoken'))).toEqual({ status: 'committed', costMicros: 103, deltaMicros: 103 - RESERVED });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 316, spent: 316 });
     expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(316);
     expect(await deps.ledger.apiKeyLedgerSpend(seed.apiKeyIds[0]!)).toBe(316);
+  });
+
+  it('Redis lost everything of the tenant (counters and request records): fallback and Redis admissions rebuilt by a warm-up settle exactly', async () => {
+    const seed = await tenant(1_000_000, [{ budgetMicros: 200_000 }]);
+    const deps = stepDeps(redis, db);
+    const down = unreachableRedis();
+    try {
+      const viaRedis = await admitted(deps, seed);
+      const viaFallback = await admitted(stepDeps(down, db), seed);
+      expect([viaRedis.path, viaFallback.path]).toEqual(['redis', 'postgres']);
+      // Data loss: every key of the tenant's hash tag is gone, the ledger still has both pending.
+      const lost = await redis.keys(`bq:${CacheKeys.hashTag(seed.tenantId)}:*`);
+      expect(lost.length).toBeGreaterThanOrEqual(3);
+      await redis.del(...lost);
+      // The next admission warms both counters from the ledger: 2 x 10,053 pending, plus its own.
+      const next = await admitted(deps, seed);
+      expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 3 * RESERVED, spent: 3 * RESERVED });
+
+      expect(await steps(deps).billing(viaFallback.input, viaFallback.path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
+      expect(await steps(deps).billing(viaRedis.input, viaRedis.path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
+
+      // Ledger: 213 committed + the next one's 10,053 pending = 10,266.
+      expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(10_266);
+      expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toEqual({ limit: 1_000_000, used: 10_266, budget: 200_000, spent: 10_266 });
+      expect(next.path).toBe('redis');
+    } finally {
+      down.disconnect();
+    }
+  });
+
+  it('a Redis reservation whose ledger insert failed and whose retry went through the fallback (path postgres) is settled against the Redis reservation', async () => {
+    const seed = await tenant(1_000_000, [{ budgetMicros: 100_000 }]);
+    const deps = stepDeps(redis, db);
+    const input = billedInput(seed.tenantId, seed.apiKeyIds[0]!, { promptTokens: 21, reservedMicros: RESERVED });
+    // First attempt: Redis reserves, then PostgreSQL refuses the pending row.
+    const failingLedger = { ...deps.ledger, createPendingTransaction: () => Promise.reject(new Error('connection terminated')) };
+    await expect(createQuotaCheckStep({ ...deps, ledger: failingLedger })(input)).rejects.toThrow('connection terminated');
+    expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: RESERVED, spent: RESERVED });
+    // The activity retry meets Redis unreachable and admits through the fallback.
+    const down = unreachableRedis();
+    try {
+      const decision = await steps(stepDeps(down, db)).quotaCheck(input);
+      expect(decision).toEqual({ admitted: true, reservedMicros: RESERVED, path: 'postgres', duplicate: false });
+
+      expect(await steps(deps).billing(input, 'postgres', outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
+
+      expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 213, spent: 213 });
+      expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(213);
+    } finally {
+      down.disconnect();
+    }
+  });
+
+  it('voids: a reservation Redis counted (warm-up after a fallback admission) is refunded in full, one it never counted refunds 0', async () => {
+    const seed = await tenant(1_000_000, [{ budgetMicros: null }]);
+    const deps = stepDeps(redis, db);
+    const down = unreachableRedis();
+    try {
+      const counted = await admitted(stepDeps(down, db), seed); // pending in the ledger, Redis not cached yet
+      await admitted(deps, seed); // warms from the ledger: counts `counted`, then reserves its own
+      const uncounted = await admitted(stepDeps(down, db), seed); // the live counters never see this one
+      expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 2 * RESERVED, spent: 2 * RESERVED });
+
+      expect(await steps(deps).billing(counted.input, counted.path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
+      expect(await steps(deps).billing(uncounted.input, uncounted.path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: 0 });
+
+      // Left: the Redis admission's 10,053, pending in both.
+      expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: RESERVED, spent: RESERVED });
+      expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(RESERVED);
+    } finally {
+      down.disconnect();
+    }
   });
 });
 

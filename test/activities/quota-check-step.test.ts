@@ -239,9 +239,32 @@ describe('QuotaCheckStep: PostgreSQL fallback while Redis is unreachable (M2.3)'
     const input = billedInput(tenantId, keyId!, { reservedMicros: 60_000 });
     expect(await quotaCheck(stepDeps(redis, db))(input)).toMatchObject({ admitted: true, path: 'redis' });
 
-    // Settlement decides from this path whether Redis holds the reservation.
+    // The path is reported as first admitted; settlement no longer depends on it (the request record tells what Redis counted).
     expect(await quotaCheck(stepDeps(down, db))(input)).toEqual({ admitted: true, reservedMicros: 60_000, path: 'redis', duplicate: true });
     expect(await ledgerRows(db, tenantId)).toHaveLength(1);
+  });
+
+  it('a fallback admission counted by a later warm-up: a Redis retry of it is a duplicate of the original amount and reserves nothing again (M2.2, M3.5)', async () => {
+    const { tenantId, apiKeyIds: [keyId] } = await tenant(1_000_000, [{ budgetMicros: 500_000 }]);
+    const deps = stepDeps(redis, db);
+    const fallback = billedInput(tenantId, keyId!, { reservedMicros: 70_000 });
+    expect(await quotaCheck(stepDeps(down, db))(fallback)).toMatchObject({ admitted: true, path: 'postgres' });
+    // Redis answers again, cold: this admission warms both counters from the ledger (70,000 pending) and reserves 30,000.
+    expect(await quotaCheck(deps)(billedInput(tenantId, keyId!, { reservedMicros: 30_000 }))).toMatchObject({ admitted: true, path: 'redis' });
+    expect(await cachedCounters(redis, tenantId, keyId!)).toEqual({ limit: 1_000_000, used: 100_000, budget: 500_000, spent: 100_000 });
+
+    expect(await quotaCheck(deps)(fallback)).toEqual({ admitted: true, reservedMicros: 70_000, path: 'redis', duplicate: true });
+
+    expect(await cachedCounters(redis, tenantId, keyId!)).toMatchObject({ used: 100_000, spent: 100_000 });
+    expect(await deps.ledger.tenantLedgerUsage(tenantId)).toBe(100_000);
+    const record = await requestRecord(tenantId, fallback.requestId);
+    expect(record).toEqual({
+      reserved_micros: '70000',
+      tenant_counted_micros: '70000',
+      tenant_warmup_id: await redis.hget(CacheKeys.tenantQuota(tenantId), 'warmup_id'),
+      key_counted_micros: '70000',
+      key_warmup_id: await redis.hget(CacheKeys.apiKeyBudget(tenantId, keyId!), 'warmup_id'),
+    });
   });
 
   it('denies an unknown tenant and a revoked key on the fallback too', async () => {

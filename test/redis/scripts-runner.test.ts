@@ -65,11 +65,12 @@ describe('quota script runner (M1.2 load once, call by SHA, reload on NOSCRIPT)'
     expect(await redis.hget(f.quotaKey, 'used_micros')).toBe('3000');
 
     await redis.script('FLUSH');
-    expect(await f.scripts.adjustTenant({ tenantId: f.tenantId, requestId: afterFlush, deltaMicros: -1_000 })).toEqual({
+    // Settled to a cost of 0: the 1,000 it reserved is refunded.
+    expect(await f.scripts.settleTenant({ tenantId: f.tenantId, requestId: afterFlush, costMicros: 0 })).toEqual({
       status: 'applied', deltaMicros: -1_000, usedMicros: 2_000, remainingMicros: 998_000,
     });
     expect(await reloads(f.registry, QuotaScriptName.quotaDeduct)).toBe(1);
-    // quotaFixture warmed twice (tenant, key); 3 reservations; 1 adjustment.
+    // quotaFixture warmed twice (tenant, key); 3 reservations; 1 settlement.
     expect(await durationCount(f.registry, QuotaScriptName.cacheWarmup)).toBe(2);
     expect(await durationCount(f.registry, QuotaScriptName.quotaCheck)).toBe(3);
     expect(await durationCount(f.registry, QuotaScriptName.quotaDeduct)).toBe(1);
