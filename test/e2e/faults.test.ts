@@ -33,7 +33,7 @@ async function readChunks(res: Response, stopAfter = Infinity): Promise<{ chunks
   const events: string[] = [];
   let chunks = 0;
   for (;;) {
-    const { value, done } = await reader.read();
+    const { value, done } = (await reader.read()) as { value?: Uint8Array; done: boolean };
     if (done) break;
     buffer += decoder.decode(value, { stream: true });
     let cut: number;
