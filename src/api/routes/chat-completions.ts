@@ -151,8 +151,8 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
     try {
       admitted = await deps.gateway.admit(input);
     } catch (err) {
-      deps.log.error({ requestId, tenantId: auth.tenantId, err }, 'admission failed');
-      throw new ServiceUnavailableError('Admission is unavailable; retry with the same Idempotency-Key.', 1, err);
+      deps.log.error({ requestId, tenantId: auth.tenantId, err: (err as Error).message }, 'admission failed');
+      throw new ServiceUnavailableError('Admission is unavailable; retry with the same Idempotency-Key.', 1);
     }
     if (admitted.kind === 'finished') {
       // A finished request id: replay its output if the relay still has it, never run it again.
