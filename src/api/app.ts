@@ -57,7 +57,13 @@ export function createApiApp(deps: ApiDeps): Express {
     log: deps.log,
   }));
   app.use(modelsRouter({ db: deps.db, authenticate }));
-  app.use(adminRouter({ db: deps.db, redis: deps.redis, logger: deps.log, adminToken: deps.config.ADMIN_TOKEN }));
+  app.use(adminRouter({
+    db: deps.db,
+    redis: deps.redis,
+    logger: deps.log,
+    adminToken: deps.config.ADMIN_TOKEN,
+    describeWorkflow: async (workflowId) => (await deps.client.workflow.getHandle(workflowId).describe()).status.name,
+  }));
   app.use(errorMiddleware(deps.log));
   return app;
 }

@@ -160,6 +160,37 @@ describe('POST /v1/chat/completions end to end (M2, M3, M6)', () => {
     expect((await tenantView(t.tenantId)).used_micros).toBe(Number(row!.amount_micros));
   });
 
+  it('shows one request to ops: ledger entry and workflow status (GET /admin/requests/:id)', async () => {
+    const t = await app.tenant();
+    const res = await chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'audit me' }] });
+    const requestId = res.headers.get('x-request-id')!;
+    const [row] = await ledger(t.tenantId);
+    let view = await app.admin<Record<string, unknown>>('GET', `/admin/requests/${requestId}`);
+    for (let i = 0; i < 50 && view.body.workflow_status === 'RUNNING'; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      view = await app.admin<Record<string, unknown>>('GET', `/admin/requests/${requestId}`);
+    }
+    expect(view.status).toBe(200);
+    expect(view.body).toMatchObject({
+      request_id: requestId,
+      tenant_id: t.tenantId,
+      api_key_id: t.apiKeyId,
+      status: 'committed',
+      amount_micros: Number(row!.amount_micros),
+      admission_path: 'redis',
+      workflow_id: `billed-request:${requestId}`,
+      workflow_status: 'COMPLETED',
+    });
+    expect((await app.admin('GET', '/admin/requests/req_unknown')).status).toBe(404);
+  });
+
+  it('accepts AlertManager webhooks with the admin token only', async () => {
+    const alert = { status: 'firing', alerts: [{ status: 'firing', labels: { alertname: 'BillingSyncLagHigh', severity: 'critical' } }] };
+    expect((await app.admin('POST', '/admin/alerts', alert)).status).toBe(204);
+    const anonymous = await fetch(`${app.url}/admin/alerts`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(alert) });
+    expect(anonymous.status).toBe(401);
+  });
+
   it('lists the priced models', async () => {
     const t = await app.tenant();
     const client = new OpenAI({ baseURL: `${app.url}/v1`, apiKey: t.key, maxRetries: 0 });

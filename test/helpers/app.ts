@@ -57,7 +57,8 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
       headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    return { status: res.status, body: (await res.json()) as T };
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
   };
   await admin('PUT', `/admin/models/${TEST_MODEL}`, TEST_PRICE);
   return {

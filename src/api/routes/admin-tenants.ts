@@ -52,7 +52,7 @@ export function topUpRequestId(tenantId: string, reference: string): string {
   return `topup:${tenantId}:${reference}`;
 }
 
-function toTransactionView(entry: LedgerEntry): TransactionView {
+export function toTransactionView(entry: LedgerEntry): TransactionView {
   return {
     id: entry.id,
     request_id: entry.requestId,

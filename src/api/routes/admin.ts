@@ -18,6 +18,7 @@ import { createModelPriceRepository, type ModelPriceRepository } from '../../db/
 import { createTenantRepository, type TenantRepository } from '../../db/tenant-repository';
 import { API_KEY_LOOKUP_TTL_SECONDS, adminAuth } from '../auth';
 import { adminApiKeyRoutes } from './admin-api-keys';
+import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminModelRoutes } from './admin-models';
 import { adminTenantRoutes } from './admin-tenants';
 
@@ -31,6 +32,8 @@ export interface AdminRouterDeps {
   billing?: BillingRepository;
   /** TTL of the API-key lookup entry a revocation writes. @default API_KEY_LOOKUP_TTL_SECONDS */
   apiKeyLookupTtlSeconds?: number;
+  /** Workflow status for GET /admin/requests/:id; without it the status is null. */
+  describeWorkflow?: DescribeWorkflow;
 }
 
 /** What the admin route groups share: dependencies and the repositories built on them. */
@@ -57,7 +60,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     apiKeyLookupTtlSeconds: deps.apiKeyLookupTtlSeconds ?? API_KEY_LOOKUP_TTL_SECONDS,
   };
   const admin = Router();
-  admin.use(adminTenantRoutes(ctx), adminApiKeyRoutes(ctx), adminModelRoutes(ctx));
+  admin.use(adminTenantRoutes(ctx), adminApiKeyRoutes(ctx), adminModelRoutes(ctx), adminRequestRoutes({ ...ctx, describeWorkflow: deps.describeWorkflow }));
 
   const router = Router();
   router.use('/admin', adminAuth(deps.adminToken), admin);
