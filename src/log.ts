@@ -26,12 +26,14 @@ const REDACTED_PATHS = [
 
 export type Logger = pino.Logger;
 
-export function createLogger(level: string, name: string): Logger {
-  return pino({
+/** A JSON logger to stdout, or to `destination` (tests read what was logged). */
+export function createLogger(level: string, name: string, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     name,
     level,
     base: { service: name },
     redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

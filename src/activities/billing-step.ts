@@ -19,7 +19,7 @@ import type { BillingMetrics } from '../observability/metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../relay/request-relay';
 import { LedgerStateError, type AdmissionPath, type LedgerEntry } from '../db/ledger-types';
-import type { BilledRequestInput, SettlementResult, UpstreamOutcome } from '../workflows/definitions';
+import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
 import type { QuotaWarmup } from './quota-warmup';
 import { hasOutput, INTERRUPTED_ERROR, outcomeFromRelay, terminalOf } from './relay-recovery';
 
@@ -158,7 +158,7 @@ export function createBillingStep(deps: BillingStepDeps) {
     stopTimer();
     deps.metrics.settlements.inc({ outcome: result.status, token_source: outcome.tokenSource });
     deps.log.info(
-      { requestId, tenantId, apiKeyId: input.apiKeyId, status: result.status, upstream: outcome.status, costMicros: result.costMicros, deltaMicros: result.deltaMicros, tokenSource: outcome.tokenSource },
+      { requestId, workflowId: billedRequestWorkflowId(requestId), tenantId, apiKeyId: input.apiKeyId, status: result.status, upstream: outcome.status, costMicros: result.costMicros, deltaMicros: result.deltaMicros, tokenSource: outcome.tokenSource },
       'settlement',
     );
     return result;

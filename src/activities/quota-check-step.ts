@@ -88,7 +88,10 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
     const outcome = decision.admitted ? (decision.duplicate ? 'duplicate' : 'admitted') : decision.reason;
     stopTimer({ outcome });
     deps.metrics.admissions.inc({ outcome, path: decision.path });
-    deps.log.info({ requestId: input.requestId, tenantId: input.tenantId, apiKeyId: input.apiKeyId, outcome, path: decision.path, reservedMicros: input.reservedMicros }, 'admission');
+    deps.log.info(
+      { requestId: input.requestId, workflowId: billedRequestWorkflowId(input.requestId), tenantId: input.tenantId, apiKeyId: input.apiKeyId, outcome, path: decision.path, reservedMicros: input.reservedMicros },
+      'admission',
+    );
     return decision;
   };
 }

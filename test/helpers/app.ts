@@ -31,12 +31,17 @@ export interface TestAppOptions {
   taskQueue?: string;
   /** Use another Redis than the global one (outage tests). */
   redisUrl?: string;
+  /** Collect the JSON log lines here (log-hygiene tests), at info level. */
+  logLines?: string[];
 }
 
 export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const env = testConfig();
   const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn' });
-  const log = createLogger(config.LOG_LEVEL, 'e2e');
+  const lines = opts.logLines;
+  const log = lines
+    ? createLogger('info', 'e2e', { write: (line: string) => void lines.push(line) })
+    : createLogger(config.LOG_LEVEL, 'e2e');
   const mock = await startMockUpstream({ port: 0 });
   const services = await startServices(config, {
     temporalAddress: temporalAddress(),
