@@ -11,10 +11,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateStage, type WorkflowHandle } from '@temporalio/client';
+import { Client, Connection, WorkflowUpdateStage, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { createActivities } from '../src/activities';
+import { billedRequestStart } from '../src/api/gateway';
 import { loadConfig } from '../src/config';
 import { freePort } from '../src/stack/child';
 import { startEmbeddedTemporal, type EmbeddedTemporal } from '../src/stack/temporal';
@@ -22,14 +23,12 @@ import { billedRequest } from '../src/workflows/billed-request';
 import {
   ADMISSION_UPDATE_ID,
   admissionUpdate,
-  billedRequestWorkflowId,
   upstreamOutputUpdate,
   type AdmissionDecision,
   type BilledRequestInput,
   type SettlementResult,
   type UpstreamOutcome,
 } from '../src/workflows/definitions';
-import { SearchKeys } from '../src/workflows/search-attributes';
 import { historyToFixtureJSON } from '../test/fixtures/history-json';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -122,19 +121,7 @@ async function record(client: Client, connection: NativeConnection, namespace: s
   };
   const worker = await Worker.create({ connection, namespace, taskQueue, workflowBundle, activities });
   const handle = await worker.runUntil(async (): Promise<WorkflowHandle<typeof billedRequest>> => {
-    const startWorkflowOperation = new WithStartWorkflowOperation(billedRequest, {
-      workflowId: billedRequestWorkflowId(input.requestId),
-      taskQueue,
-      args: [input],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      workflowIdReusePolicy: 'REJECT_DUPLICATE',
-      typedSearchAttributes: [
-        { key: SearchKeys.tenantId, value: input.tenantId },
-        { key: SearchKeys.apiKeyId, value: input.apiKeyId },
-        { key: SearchKeys.model, value: input.model },
-        { key: SearchKeys.requestStatus, value: 'admitted' },
-      ],
-    });
+    const startWorkflowOperation = billedRequestStart(input, taskQueue);
     await client.workflow.executeUpdateWithStart(admissionUpdate, { updateId: ADMISSION_UPDATE_ID, startWorkflowOperation });
     const started = await startWorkflowOperation.workflowHandle();
     if (scenario.awaitsOutput) {

@@ -30,6 +30,27 @@ export function requestIdFor(tenantId: string, idempotencyKey: string | undefine
   return `idem_${createHash('sha256').update(`${tenantId}\n${idempotencyKey}`).digest('hex').slice(0, 40)}`;
 }
 
+/**
+ * How a billed request's workflow is started: one id per request id; a running
+ * duplicate attaches to the first run; a finished one is never started again,
+ * unless it failed before admitting anything (admission unavailable).
+ */
+export function billedRequestStart(input: BilledRequestInput, taskQueue: string): WithStartWorkflowOperation<typeof billedRequest> {
+  return new WithStartWorkflowOperation(billedRequest, {
+    workflowId: billedRequestWorkflowId(input.requestId),
+    taskQueue,
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+    typedSearchAttributes: [
+      { key: SearchKeys.tenantId, value: input.tenantId },
+      { key: SearchKeys.apiKeyId, value: input.apiKeyId },
+      { key: SearchKeys.model, value: input.model },
+      { key: SearchKeys.requestStatus, value: 'admitted' },
+    ],
+  });
+}
+
 export type AdmitResult =
   | { kind: 'decided'; decision: AdmissionDecision }
   /** The request id already ran to completion: the first run's result. */
@@ -39,21 +60,7 @@ export function createRequestGateway(client: Client, taskQueue: string) {
   return {
     async admit(input: BilledRequestInput): Promise<AdmitResult> {
       const workflowId = billedRequestWorkflowId(input.requestId);
-      const startWorkflowOperation = new WithStartWorkflowOperation(billedRequest, {
-        workflowId,
-        taskQueue,
-        args: [input],
-        // A running duplicate attaches to the first run; a finished one is never started again,
-        // unless it failed before admitting anything (admission unavailable).
-        workflowIdConflictPolicy: 'USE_EXISTING',
-        workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-        typedSearchAttributes: [
-          { key: SearchKeys.tenantId, value: input.tenantId },
-          { key: SearchKeys.apiKeyId, value: input.apiKeyId },
-          { key: SearchKeys.model, value: input.model },
-          { key: SearchKeys.requestStatus, value: 'admitted' },
-        ],
-      });
+      const startWorkflowOperation = billedRequestStart(input, taskQueue);
       try {
         const decision = await client.workflow.executeUpdateWithStart(admissionUpdate, {
           updateId: ADMISSION_UPDATE_ID,

@@ -5,6 +5,7 @@
  * decided synchronously), M3 (settled exactly once, voided when nothing was
  * delivered) and M12 (idempotency 100%).
  */
+import { billedRequestStart } from '../../src/api/gateway';
 import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowUpdateStage, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -66,19 +67,7 @@ function fakeSteps(overrides: Partial<Activities> = {}): { [K in keyof Activitie
 
 /** What the gateway does (src/api/gateway.ts): start the workflow and learn admission in one round trip. */
 function admit(client: Client, taskQueue: string, input: BilledRequestInput): Promise<AdmissionDecision> {
-  const startWorkflowOperation = new WithStartWorkflowOperation(billedRequest, {
-    workflowId: billedRequestWorkflowId(input.requestId),
-    taskQueue,
-    args: [input],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    workflowIdReusePolicy: 'REJECT_DUPLICATE',
-    typedSearchAttributes: [
-      { key: SearchKeys.tenantId, value: input.tenantId },
-      { key: SearchKeys.apiKeyId, value: input.apiKeyId },
-      { key: SearchKeys.model, value: input.model },
-      { key: SearchKeys.requestStatus, value: 'admitted' },
-    ],
-  });
+  const startWorkflowOperation = billedRequestStart(input, taskQueue);
   return client.workflow.executeUpdateWithStart(admissionUpdate, { updateId: ADMISSION_UPDATE_ID, startWorkflowOperation });
 }
 
