@@ -47,6 +47,14 @@ const envSchema = z.object({
   CONSISTENCY_ALERT_THRESHOLD_MICROS: z.coerce.number().int().nonnegative().default(1_000_000),
 });
 
+const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';
+
+/** The embedded defaults are for a laptop; production must bring its own admin token. */
+const checkedEnvSchema = envSchema.refine((env) => env.NODE_ENV !== 'production' || env.ADMIN_TOKEN !== DEV_ADMIN_TOKEN, {
+  path: ['ADMIN_TOKEN'],
+  message: 'ADMIN_TOKEN must be set (not the development default) when NODE_ENV=production',
+});
+
 export type Env = z.infer<typeof envSchema>;
 
 /** The resolved configuration every module receives. */
@@ -66,7 +74,7 @@ const rootDir = path.resolve(__dirname, '..');
 
 /** Parses an environment (default: `process.env`) into a frozen Config. */
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Config> {
-  const parsed = envSchema.safeParse(source);
+  const parsed = checkedEnvSchema.safeParse(source);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
     throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);

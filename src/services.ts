@@ -10,7 +10,9 @@ import type { Config } from './config';
 import type { Logger } from './log';
 import type { StackEndpoints } from './stack';
 import { createApiApp } from './api/app';
+import { createBillingRepository } from './db/billing-repository';
 import { createDb } from './db/knex';
+import { createBillingMetrics } from './observability/metrics';
 import { migrateLatest } from './db/migrate';
 import { createRedis } from './redis/client';
 import { createRequestRelay } from './relay/request-relay';
@@ -77,6 +79,8 @@ export async function startServices(
     stops.push(() => relay.close());
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
+    const ledger = createBillingRepository(db);
+    createBillingMetrics(registry, { pending: () => ledger.pendingSummary() });
 
     if (opts.worker) {
       const { worker, connection } = await createBillingWorker({

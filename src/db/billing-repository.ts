@@ -265,6 +265,14 @@ export const createBillingRepository = (db: Knex) => {
     apiKeyUsageSnapshot: (apiKeyId: string, trx?: Knex.Transaction): Promise<LedgerUsageSnapshot> => usageSnapshot('api_key_id', apiKeyId, trx),
 
     /** Open reservations of a tenant (pending usage rows), oldest first. */
+    /** How many rows are pending and how old the oldest is: the pending-reservation gauges. */
+    async pendingSummary(trx?: Knex.Transaction): Promise<{ count: number; oldestSeconds: number }> {
+      const row = await (trx ?? db)(LEDGER)
+        .where('status', 'pending')
+        .first<{ count: number; oldest: number } | undefined>(db.raw('count(*)::int AS count'), db.raw('COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest'));
+      return { count: row?.count ?? 0, oldestSeconds: row?.oldest ?? 0 };
+    },
+
     async pendingReservations(tenantId: string, trx?: Knex.Transaction): Promise<PendingReservation[]> {
       const rows = await (trx ?? db)<BillingTransactionRow>(LEDGER)
         .where({ tenant_id: tenantId, status: TransactionStatus.pending, kind: TransactionKind.usage })

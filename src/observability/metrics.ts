@@ -11,8 +11,15 @@ function once<T>(registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
 }
 
-export function createBillingMetrics(registry: Registry) {
+/** Where the pending-reservation gauges read from (the ledger); refreshed on scrape. */
+export type PendingSnapshot = () => Promise<{ count: number; oldestSeconds: number }>;
+
+export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot } = {}) {
   const registers = [registry];
+  let pending: Promise<{ count: number; oldestSeconds: number }> | undefined;
+  // One ledger query serves both gauges of one scrape.
+  const readPending = (): Promise<{ count: number; oldestSeconds: number }> =>
+    (pending ??= (opts.pending ?? (() => Promise.resolve({ count: 0, oldestSeconds: 0 })))().finally(() => (pending = undefined)));
   return {
     admissionDuration: once(registry, 'billing_admission_duration_seconds', () => new Histogram({
       name: 'billing_admission_duration_seconds', help: 'QuotaCheckStep latency: estimate reserved against quota and budget', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers,
@@ -48,10 +55,16 @@ export function createBillingMetrics(registry: Registry) {
       name: 'billing_redis_fallback_active', help: '1 while admission runs on the PostgreSQL fallback', registers,
     })),
     pendingReservations: once(registry, 'billing_pending_reservations', () => new Gauge({
-      name: 'billing_pending_reservations', help: 'Ledger rows still pending', registers,
+      name: 'billing_pending_reservations', help: 'Ledger rows still pending (nothing may stay pending forever)', registers,
+      async collect() {
+        if (opts.pending) this.set((await readPending().catch(() => ({ count: 0 }))).count);
+      },
     })),
     pendingOldestAge: once(registry, 'billing_pending_oldest_age_seconds', () => new Gauge({
       name: 'billing_pending_oldest_age_seconds', help: 'Age of the oldest pending ledger row', registers,
+      async collect() {
+        if (opts.pending) this.set((await readPending().catch(() => ({ oldestSeconds: 0 }))).oldestSeconds);
+      },
     })),
   };
 }

@@ -191,6 +191,21 @@ describe('POST /v1/chat/completions end to end (M2, M3, M6)', () => {
     expect(anonymous.status).toBe(401);
   });
 
+  it('exposes the billing metrics at /metrics (M1.4, M13)', async () => {
+    const t = await app.tenant();
+    await chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'measure me' }] });
+    await ledger(t.tenantId);
+    const text = await (await fetch(`${app.url}/metrics`)).text();
+    const value = (line: RegExp): number => Number(text.split('\n').find((l) => line.test(l))?.split(' ').pop());
+    expect(value(/^billing_admission_total\{outcome="admitted",path="redis"\}/)).toBeGreaterThanOrEqual(1);
+    expect(value(/^billing_settlement_total\{outcome="committed",token_source="upstream"\}/)).toBeGreaterThanOrEqual(1);
+    expect(value(/^billing_admission_duration_seconds_count/)).toBeGreaterThanOrEqual(1);
+    expect(value(/^billing_cost_micros_total\{model="gpt-4o-mini"\}/)).toBeGreaterThan(0);
+    expect(value(/^billing_pending_reservations /)).toBeGreaterThanOrEqual(0);
+    expect(value(/^billing_pending_oldest_age_seconds /)).toBeGreaterThanOrEqual(0);
+    expect(text).toMatch(/^http_request_duration_seconds_count\{method="POST",route="\/v1\/chat\/completions",status="200"\} \d+/m);
+  });
+
   it('lists the priced models', async () => {
     const t = await app.tenant();
     const client = new OpenAI({ baseURL: `${app.url}/v1`, apiKey: t.key, maxRetries: 0 });

@@ -57,7 +57,7 @@ describe('concurrency and idempotency (M10.2)', () => {
     // With everything concurrent, the peak of open reservations is what the limit bounds.
     const t = await app.tenant({ quotaMicros: 1_000 });
     const slow = Array.from({ length: 30 }, () =>
-      chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'slow [mock:latency=50]' }] }),
+      chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'slow [mock:latency=200] [mock:tokens=30]' }] }),
     );
     const statuses = (await Promise.all(slow)).map((r) => r.status);
     await settled(db, t.tenantId);

@@ -122,8 +122,11 @@ describe('fault recovery (M10.2)', () => {
     let app: TestApp;
     let worker: ChildProcess | undefined;
 
+    let metricsPort = 0;
+
     async function startWorker(upstreamBaseUrl: string): Promise<ChildProcess> {
       const env = testConfig();
+      metricsPort = await freePort();
       const child = spawn(path.join(env.rootDir, 'node_modules/.bin/tsx'), ['src/main.ts', 'worker'], {
         cwd: env.rootDir,
         env: {
@@ -135,7 +138,7 @@ describe('fault recovery (M10.2)', () => {
           DATABASE_URL: env.DATABASE_URL,
           TEMPORAL_TASK_QUEUE: taskQueue,
           UPSTREAM_BASE_URL: upstreamBaseUrl,
-          WORKER_METRICS_PORT: String(await freePort()),
+          WORKER_METRICS_PORT: String(metricsPort),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
         detached: true, // its own process group: tsx runs the worker in a child node process
@@ -183,6 +186,9 @@ describe('fault recovery (M10.2)', () => {
 
       const row = await onlyRow(t.tenantId);
       expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
+      // The restarted worker's own /metrics saw the settlement it made.
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      expect(metrics).toMatch(/^billing_settlement_total\{outcome="committed",token_source="tiktoken"\} 1$/m);
       expect(await relayedChunks(t.tenantId, requestId)).toBe(deliveredBeforeCrash);
       expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(row.amount_micros));
     }, 120_000);
