@@ -147,6 +147,16 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       admittedAtMs: Date.now(),
     };
 
+    // Listening before admission: a client gone while admission runs still cancels the upstream call.
+    const clientGone = new AbortController();
+    res.on('close', () => {
+      if (res.writableFinished) return;
+      clientGone.abort();
+      if (input.relayMode === 'redis') {
+        deps.relay.requestCancel(auth.tenantId, requestId).catch((err: unknown) => deps.log.warn({ requestId, err }, 'could not relay the client cancel'));
+      }
+    });
+
     let admitted;
     try {
       admitted = await deps.gateway.admit(input);
@@ -165,15 +175,6 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
     }
     const { decision } = admitted;
     if (!decision.admitted) throw denial(decision);
-
-    const clientGone = new AbortController();
-    res.on('close', () => {
-      if (res.writableFinished) return;
-      clientGone.abort();
-      if (input.relayMode === 'redis') {
-        deps.relay.requestCancel(auth.tenantId, requestId).catch((err: unknown) => deps.log.warn({ requestId, err }, 'could not relay the client cancel'));
-      }
-    });
 
     if (input.relayMode === 'redis') {
       // A repeated Idempotency-Key of a request that finished long ago: its relay has expired, nothing will come.
