@@ -39,90 +39,19 @@ created with the marker, so a later retry is still a duplicate.
 Malformed ARGV or a corrupt counter or record -> error reply, nothing changes.
 ]]
 
-local MAX_SAFE = 9007199254740991
+-- requires: lib/settle.lua
 
--- A canonical decimal integer within 2^53: safe for Lua arithmetic and for HINCRBY.
-local function parse_int(name, value)
-  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
-    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
-  end
-  local n = tonumber(value)
-  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
-    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
-  end
-  return n
-end
-
-if #KEYS ~= 2 then
-  return redis.error_reply('ERR apikey_budget_deduct expects 2 keys, got ' .. #KEYS)
-end
-if #ARGV ~= 3 then
-  return redis.error_reply('ERR apikey_budget_deduct expects 3 arguments, got ' .. #ARGV)
-end
-local cost, cost_err = parse_int('cost_micros', ARGV[1])
-if cost == nil then return redis.error_reply(cost_err) end
-if cost < 0 then return redis.error_reply('ERR cost_micros must not be negative') end
-local ttl, ttl_err = parse_int('ttl_seconds', ARGV[2])
-if ttl == nil then return redis.error_reply(ttl_err) end
-if ttl <= 0 then return redis.error_reply('ERR ttl_seconds must be positive') end
-local after_warmup = ARGV[3]
-if after_warmup ~= '0' and after_warmup ~= '1' then
-  return redis.error_reply("ERR after_warmup must be '0' or '1', got " .. tostring(after_warmup))
-end
-
-local budget_key, record_key = KEYS[1], KEYS[2]
-
-local stored = redis.call('HGET', record_key, 'key_adjusted')
-if stored then
-  redis.call('EXPIRE', record_key, ttl)
-  return {'duplicate', tonumber(stored) or 0}
-end
-
-if redis.call('EXISTS', budget_key) == 0 then
-  return {'key_missing'}
-end
-local budget = tonumber(redis.call('HGET', budget_key, 'budget_micros') or '')
-if budget == nil then
-  return redis.error_reply('ERR corrupt api key budget hash ' .. budget_key)
-end
-
--- The amount of a reservation field of the record: 0 when absent, nil when corrupt.
-local function record_amount(field)
-  local raw = redis.call('HGET', record_key, field)
-  if not raw then return 0 end
-  local n = parse_int(field, raw)
-  if n == nil or n < 0 then return nil end
-  return n
-end
-
--- What the counter holds for this request, see the table in the header.
-local function counted_by_counter()
-  local record_warmup = redis.call('HGET', record_key, 'key_warmup_id')
-  if record_warmup then
-    if record_warmup == redis.call('HGET', budget_key, 'warmup_id') then
-      return record_amount('key_counted_micros')
-    end
-    return cost
-  end
-  if after_warmup == '1' then
-    return cost
-  end
-  if redis.call('HEXISTS', record_key, 'api_key_id') == 1 then
-    return record_amount('reserved_micros')
-  end
-  return 0
-end
-
-local counted = counted_by_counter()
-if counted == nil then
-  return redis.error_reply('ERR corrupt request record ' .. record_key)
-end
-
-local delta = cost - counted
--- %.0f prints an integral double below 2^53 exactly, never in exponent form.
-local delta_text = string.format('%.0f', delta)
-local spent = redis.call('HINCRBY', budget_key, 'spent_micros', delta_text)
-redis.call('HSET', record_key, 'key_adjusted', delta_text)
-redis.call('EXPIRE', record_key, ttl)
-
-return {'applied', delta, spent, budget}
+return settle_to_cost({
+  script = 'apikey_budget_deduct',
+  missing = 'key_missing',
+  label = 'api key budget hash',
+  limit = 'budget_micros',
+  used = 'spent_micros',
+  counted = 'key_counted_micros',
+  warmup = 'key_warmup_id',
+  adjusted = 'key_adjusted',
+  -- The caller derives remaining = budget - spent; -1 stays the unlimited marker.
+  applied = function(delta, spent, budget)
+    return {'applied', delta, spent, budget}
+  end,
+})

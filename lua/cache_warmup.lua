@@ -40,19 +40,7 @@ hash gets no expiry. Every record is one KEYS entry, so a tenant with very many
 pending reservations makes one long (but still atomic) call.
 ]]
 
-local MAX_SAFE = 9007199254740991
-
--- A canonical decimal integer within 2^53: safe for Lua arithmetic and for HINCRBY.
-local function parse_int(name, value)
-  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
-    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
-  end
-  local n = tonumber(value)
-  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
-    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
-  end
-  return n
-end
+-- requires: lib/integers.lua
 
 local FIELDS = {
   tenant = { limit = 'limit_micros', used = 'used_micros', counted = 'tenant_counted_micros', warmup = 'tenant_warmup_id', min_limit = 0 },
@@ -72,9 +60,8 @@ if f == nil then
 end
 local warmup_id = ARGV[2]
 if warmup_id == '' then return redis.error_reply('ERR warmup_id must not be empty') end
-local ttl, ttl_err = parse_int('ttl_seconds', ARGV[3])
+local ttl, ttl_err = parse_ttl(ARGV[3])
 if ttl == nil then return redis.error_reply(ttl_err) end
-if ttl <= 0 then return redis.error_reply('ERR ttl_seconds must be positive') end
 local limit, limit_err = parse_int(f.limit, ARGV[4])
 if limit == nil then return redis.error_reply(limit_err) end
 if limit < f.min_limit then return redis.error_reply('ERR ' .. f.limit .. ' must be >= ' .. f.min_limit) end
@@ -86,9 +73,8 @@ for i = 1, records do
   if role ~= 'pending' and role ~= 'settled' then
     return redis.error_reply("ERR record role must be 'pending' or 'settled', got " .. tostring(role))
   end
-  local amount, amount_err = parse_int('counted_micros', ARGV[5 + 2 * i])
+  local amount, amount_err = parse_non_negative('counted_micros', ARGV[5 + 2 * i])
   if amount == nil then return redis.error_reply(amount_err) end
-  if amount < 0 then return redis.error_reply('ERR counted_micros must not be negative') end
 end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then

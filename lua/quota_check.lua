@@ -28,20 +28,7 @@ All money is integers; Lua numbers are doubles, exact up to 2^53, and amounts ar
 passed to HINCRBY as the caller's canonical decimal strings, never reformatted.
 ]]
 
-local MAX_SAFE = 9007199254740991
-
--- A canonical decimal integer (no '+', no leading zeros, no '-0') within 2^53, so the
--- same string is safe both for Lua arithmetic and for HINCRBY.
-local function parse_int(name, value)
-  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
-    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
-  end
-  local n = tonumber(value)
-  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
-    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
-  end
-  return n
-end
+-- requires: lib/integers.lua
 
 local function read_int(key, field, default)
   local raw = redis.call('HGET', key, field)
@@ -50,7 +37,7 @@ local function read_int(key, field, default)
   end
   -- Only what HINCRBY itself accepts: a corrupt value must be caught before the first
   -- write, because a script that fails halfway is not rolled back.
-  if not (raw == '0' or string.match(raw, '^%-?[1-9]%d*$')) then
+  if not is_canonical_int(raw) then
     return nil
   end
   return tonumber(raw)
@@ -63,23 +50,16 @@ local function remaining(limit, used)
   return limit - used
 end
 
-if #KEYS ~= 3 then
-  return redis.error_reply('ERR quota_check expects 3 keys, got ' .. #KEYS)
-end
-if #ARGV ~= 4 then
-  return redis.error_reply('ERR quota_check expects 4 arguments, got ' .. #ARGV)
-end
-local amount, amount_err = parse_int('amount_micros', ARGV[1])
+local arity = arity_error('quota_check', 3, 4)
+if arity then return redis.error_reply(arity) end
+local amount, amount_err = parse_non_negative('amount_micros', ARGV[1])
 if amount == nil then return redis.error_reply(amount_err) end
-if amount < 0 then return redis.error_reply('ERR amount_micros must not be negative') end
-local ttl, ttl_err = parse_int('ttl_seconds', ARGV[2])
+local ttl, ttl_err = parse_ttl(ARGV[2])
 if ttl == nil then return redis.error_reply(ttl_err) end
-if ttl <= 0 then return redis.error_reply('ERR ttl_seconds must be positive') end
 local api_key_id = ARGV[3]
 if api_key_id == '' then return redis.error_reply('ERR api_key_id must not be empty') end
-local now_ms, now_err = parse_int('now_ms', ARGV[4])
+local now_ms, now_err = parse_non_negative('now_ms', ARGV[4])
 if now_ms == nil then return redis.error_reply(now_err) end
-if now_ms < 0 then return redis.error_reply('ERR now_ms must not be negative') end
 
 local quota_key, budget_key, record_key = KEYS[1], KEYS[2], KEYS[3]
 

@@ -49,90 +49,18 @@ created with the marker, so a later retry is still a duplicate.
 Malformed ARGV or a corrupt counter or record -> error reply, nothing changes.
 ]]
 
-local MAX_SAFE = 9007199254740991
+-- requires: lib/settle.lua
 
--- A canonical decimal integer within 2^53: safe for Lua arithmetic and for HINCRBY.
-local function parse_int(name, value)
-  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
-    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
-  end
-  local n = tonumber(value)
-  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
-    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
-  end
-  return n
-end
-
-if #KEYS ~= 2 then
-  return redis.error_reply('ERR quota_deduct expects 2 keys, got ' .. #KEYS)
-end
-if #ARGV ~= 3 then
-  return redis.error_reply('ERR quota_deduct expects 3 arguments, got ' .. #ARGV)
-end
-local cost, cost_err = parse_int('cost_micros', ARGV[1])
-if cost == nil then return redis.error_reply(cost_err) end
-if cost < 0 then return redis.error_reply('ERR cost_micros must not be negative') end
-local ttl, ttl_err = parse_int('ttl_seconds', ARGV[2])
-if ttl == nil then return redis.error_reply(ttl_err) end
-if ttl <= 0 then return redis.error_reply('ERR ttl_seconds must be positive') end
-local after_warmup = ARGV[3]
-if after_warmup ~= '0' and after_warmup ~= '1' then
-  return redis.error_reply("ERR after_warmup must be '0' or '1', got " .. tostring(after_warmup))
-end
-
-local quota_key, record_key = KEYS[1], KEYS[2]
-
-local stored = redis.call('HGET', record_key, 'tenant_adjusted')
-if stored then
-  redis.call('EXPIRE', record_key, ttl)
-  return {'duplicate', tonumber(stored) or 0}
-end
-
-if redis.call('EXISTS', quota_key) == 0 then
-  return {'tenant_missing'}
-end
-local limit = tonumber(redis.call('HGET', quota_key, 'limit_micros') or '')
-if limit == nil then
-  return redis.error_reply('ERR corrupt tenant quota hash ' .. quota_key)
-end
-
--- The amount of a reservation field of the record: 0 when absent, nil when corrupt.
-local function record_amount(field)
-  local raw = redis.call('HGET', record_key, field)
-  if not raw then return 0 end
-  local n = parse_int(field, raw)
-  if n == nil or n < 0 then return nil end
-  return n
-end
-
--- What the counter holds for this request, see the table in the header.
-local function counted_by_counter()
-  local record_warmup = redis.call('HGET', record_key, 'tenant_warmup_id')
-  if record_warmup then
-    if record_warmup == redis.call('HGET', quota_key, 'warmup_id') then
-      return record_amount('tenant_counted_micros')
-    end
-    return cost
-  end
-  if after_warmup == '1' then
-    return cost
-  end
-  if redis.call('HEXISTS', record_key, 'api_key_id') == 1 then
-    return record_amount('reserved_micros')
-  end
-  return 0
-end
-
-local counted = counted_by_counter()
-if counted == nil then
-  return redis.error_reply('ERR corrupt request record ' .. record_key)
-end
-
-local delta = cost - counted
--- %.0f prints an integral double below 2^53 exactly, never in exponent form.
-local delta_text = string.format('%.0f', delta)
-local used = redis.call('HINCRBY', quota_key, 'used_micros', delta_text)
-redis.call('HSET', record_key, 'tenant_adjusted', delta_text)
-redis.call('EXPIRE', record_key, ttl)
-
-return {'applied', delta, used, limit - used}
+return settle_to_cost({
+  script = 'quota_deduct',
+  missing = 'tenant_missing',
+  label = 'tenant quota hash',
+  limit = 'limit_micros',
+  used = 'used_micros',
+  counted = 'tenant_counted_micros',
+  warmup = 'tenant_warmup_id',
+  adjusted = 'tenant_adjusted',
+  applied = function(delta, used, limit)
+    return {'applied', delta, used, limit - used}
+  end,
+})

@@ -16,29 +16,12 @@ Returns
 Malformed ARGV or a corrupt cached limit -> error reply, nothing changes.
 ]]
 
-local MAX_SAFE = 9007199254740991
+-- requires: lib/integers.lua
 
--- A canonical decimal integer within 2^53, so comparisons in Lua doubles are exact.
-local function parse_int(name, value)
-  if type(value) ~= 'string' or not (value == '0' or string.match(value, '^%-?[1-9]%d*$')) then
-    return nil, 'ERR ' .. name .. ' must be a canonical integer, got ' .. tostring(value)
-  end
-  local n = tonumber(value)
-  if n == nil or n > MAX_SAFE or n < -MAX_SAFE then
-    return nil, 'ERR ' .. name .. ' is outside the safe integer range'
-  end
-  return n
-end
-
-if #KEYS ~= 1 then
-  return redis.error_reply('ERR quota_limit_raise expects 1 key, got ' .. #KEYS)
-end
-if #ARGV ~= 1 then
-  return redis.error_reply('ERR quota_limit_raise expects 1 argument, got ' .. #ARGV)
-end
-local new_limit, limit_err = parse_int('limit_micros', ARGV[1])
+local arity = arity_error('quota_limit_raise', 1, 1)
+if arity then return redis.error_reply(arity) end
+local new_limit, limit_err = parse_non_negative('limit_micros', ARGV[1])
 if new_limit == nil then return redis.error_reply(limit_err) end
-if new_limit < 0 then return redis.error_reply('ERR limit_micros must not be negative') end
 
 local quota_key = KEYS[1]
 if redis.call('EXISTS', quota_key) == 0 then

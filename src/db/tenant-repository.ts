@@ -6,13 +6,10 @@
  * single `UPDATE ... SET quota_limit_micros = quota_limit_micros + amount`, so
  * concurrent top-ups serialise on the row lock and none is lost.
  */
-import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import { CacheKeys } from '../redis/cache-keys';
-import { LUA_DIR } from '../redis/scripts';
+import { luaScript } from '../redis/scripts';
 import { safeInteger } from './ledger-types';
 
 /** A tenant as the application sees it; money in integer micros. */
@@ -157,17 +154,6 @@ export class QuotaLimitRaiseError extends Error {
 }
 
 const RAISE_SCRIPT = 'quota_limit_raise';
-let raiseScript: { source: string; sha: string } | undefined;
-
-/** Read once per process; like src/redis/scripts.ts, the SHA1 of the source is its name in Redis. */
-function loadRaiseScript(): { source: string; sha: string } {
-  if (!raiseScript) {
-    const source = readFileSync(path.join(LUA_DIR, `${RAISE_SCRIPT}.lua`), 'utf8');
-    raiseScript = { source, sha: createHash('sha1').update(source).digest('hex') };
-  }
-  return raiseScript;
-}
-
 function parseRaiseReply(reply: unknown): CachedLimitRaise {
   if (Array.isArray(reply)) {
     const [status, limit] = reply as unknown[];
@@ -188,7 +174,8 @@ export async function raiseCachedQuotaLimit(redis: Redis, tenantId: string, limi
   if (!Number.isSafeInteger(limitMicros) || limitMicros < 0) {
     throw new InvalidQuotaAmountError('limitMicros', limitMicros, 'a non-negative safe integer');
   }
-  const { sha, source } = loadRaiseScript();
+  // Assembled with its lua/lib helpers and hashed once per process, like the quota scripts.
+  const { sha, source } = luaScript(RAISE_SCRIPT);
   const key = CacheKeys.tenantQuota(tenantId);
   let reply: unknown;
   try {

@@ -4,6 +4,11 @@
  * replica that never saw SCRIPT LOAD) reloads the script and retries once, so callers
  * never see it. The SHA is computed locally, so calls work before load() as well.
  *
+ * Redis scripts cannot include one another, so shared Lua lives in lua/lib/*.lua: a
+ * script names what it needs on a `-- requires: lib/<name>.lua` line and the loader
+ * (luaScript) prepends those libraries. Redis only ever sees the assembled source, and
+ * the SHA is that source's, so NOSCRIPT reloads send exactly what the SHA names.
+ *
  * Errors keep their meaning for the caller: a `QuotaScriptRejectedError` means Redis
  * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
  * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
@@ -26,8 +31,8 @@ export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptN
 /** Where the .lua files live: <project root>/lua, found from this file so tsx, jest and node agree. */
 export const LUA_DIR = path.resolve(__dirname, '..', '..', 'lua');
 
-interface LoadedScript {
-  readonly name: QuotaScriptName;
+/** A script as Redis runs it: its libraries and its own file, and the SHA1 Redis files it under. */
+export interface LuaScript {
   readonly source: string;
   readonly sha: string;
 }
@@ -50,15 +55,52 @@ export class InvalidMicrosError extends Error {
   override name = 'InvalidMicrosError';
 }
 
-const sources = new Map<QuotaScriptName, LoadedScript>();
+/** Thrown when a `-- requires:` line names something other than lib/<name>.lua, or libraries require each other in a cycle. */
+export class LuaLibraryError extends Error {
+  override name = 'LuaLibraryError';
+}
 
-/** Reads a script once per process; the SHA1 of the source is the name Redis files it under. */
-function script(name: QuotaScriptName): LoadedScript {
-  let loaded = sources.get(name);
+const REQUIRES_LINE = /^-- requires: (.+)$/gm;
+const LIBRARY_PATH = /^lib\/[a-z0-9_]+\.lua$/;
+
+function requiredLibraries(file: string, text: string): string[] {
+  const libs = [...text.matchAll(REQUIRES_LINE)].flatMap((m) => (m[1] ?? '').split(',').map((lib) => lib.trim()));
+  for (const lib of libs) {
+    if (!LIBRARY_PATH.test(lib)) throw new LuaLibraryError(`${file} requires ${JSON.stringify(lib)}: expected lib/<name>.lua`);
+  }
+  return libs;
+}
+
+/**
+ * The source Redis runs for lua/<name>.lua: every library it requires, directly or
+ * through another library, each once and after its own requirements, then the script.
+ * Libraries only define locals, so prepending them changes no script's behaviour.
+ */
+export function assembleLuaSource(name: string, luaDir: string = LUA_DIR): string {
+  const parts: string[] = [];
+  const included = new Set<string>();
+  const include = (file: string, requiredBy: readonly string[]): void => {
+    if (requiredBy.includes(file)) throw new LuaLibraryError(`Lua libraries require each other in a cycle: ${[...requiredBy, file].join(' -> ')}`);
+    const text = readFileSync(path.join(luaDir, file), 'utf8');
+    for (const lib of requiredLibraries(file, text)) {
+      if (!included.has(lib)) include(lib, [...requiredBy, file]);
+    }
+    included.add(file);
+    parts.push(text.endsWith('\n') ? text : `${text}\n`);
+  };
+  include(`${name}.lua`, []);
+  return parts.join('');
+}
+
+const scripts = new Map<string, LuaScript>();
+
+/** Assembles lua/<name>.lua once per process; every loader (this runner, the tenant repository) goes through here. */
+export function luaScript(name: string): LuaScript {
+  let loaded = scripts.get(name);
   if (!loaded) {
-    const source = readFileSync(path.join(LUA_DIR, `${name}.lua`), 'utf8');
-    loaded = { name, source, sha: createHash('sha1').update(source).digest('hex') };
-    sources.set(name, loaded);
+    const source = assembleLuaSource(name);
+    loaded = { source, sha: createHash('sha1').update(source).digest('hex') };
+    scripts.set(name, loaded);
   }
   return loaded;
 }
@@ -270,7 +312,7 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
   const metrics = scriptMetrics(options.registry ?? defaultRegistry);
 
   async function run(name: QuotaScriptName, keys: readonly string[], args: readonly string[]): Promise<unknown> {
-    const { sha, source } = script(name);
+    const { sha, source } = luaScript(name);
     const stopTimer = metrics.duration.startTimer({ script: name });
     try {
       try {
@@ -317,7 +359,7 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
     /** SCRIPT LOAD of every script; optional (calls reload on demand) but keeps the first requests fast. */
     async load(): Promise<void> {
       for (const name of Object.values(QuotaScriptName)) {
-        const { sha, source } = script(name);
+        const { sha, source } = luaScript(name);
         const loadedSha = await redis.script('LOAD', source);
         if (loadedSha !== sha) throw new QuotaScriptRejectedError(name, `SCRIPT LOAD returned ${String(loadedSha)}, expected ${sha}`);
       }
@@ -335,7 +377,7 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
      */
     reserveInPipeline(pipeline: ChainableCommander, args: ReserveArgs): void {
       const { keys, argv } = reserveCall(args);
-      pipeline.evalsha(script(QuotaScriptName.quotaCheck).sha, keys.length, ...keys, ...argv);
+      pipeline.evalsha(luaScript(QuotaScriptName.quotaCheck).sha, keys.length, ...keys, ...argv);
     },
 
     /**

@@ -3,12 +3,10 @@
  * ids, so test files can share one Redis), and raw EVAL of a script for the cases
  * the typed runner refuses before Redis sees them (malformed ARGV).
  */
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { Registry } from 'prom-client';
 import type { Redis } from 'ioredis';
 import { CacheKeys } from '../../src/redis/cache-keys';
-import { createQuotaScripts, LUA_DIR, type QuotaScriptName, type QuotaScripts } from '../../src/redis/scripts';
+import { assembleLuaSource, createQuotaScripts, type QuotaScriptName, type QuotaScripts } from '../../src/redis/scripts';
 import { uniqueId } from '../helpers/services';
 
 export const TTL_SECONDS = 3600;
@@ -48,8 +46,9 @@ export async function quotaFixture(
   };
 }
 
+/** The source Redis runs for a script: its lua/lib helpers prepended, as the runner sends it. */
 export function luaSource(name: QuotaScriptName): string {
-  return readFileSync(path.join(LUA_DIR, `${name}.lua`), 'utf8');
+  return assembleLuaSource(name);
 }
 
 /** EVAL of a script's source with raw keys and ARGV, bypassing the typed runner's own checks. */
