@@ -3,39 +3,28 @@
  * by SHA. A NOSCRIPT answer (after SCRIPT FLUSH, a Redis restart or a failover to a
  * replica that never saw SCRIPT LOAD) reloads the script and retries once, so callers
  * never see it. The SHA is computed locally, so calls work before load() as well.
- *
- * Redis scripts cannot include one another, so shared Lua lives in lua/lib/*.lua: a
- * script names what it needs on a `-- requires: lib/<name>.lua` line and the loader
- * (luaScript) prepends those libraries. Redis only ever sees the assembled source, and
- * the SHA is that source's, so NOSCRIPT reloads send exactly what the SHA names.
+ * How a script's source is assembled: lua-source.ts; its replies: script-replies.ts.
  *
  * Errors keep their meaning for the caller: a `QuotaScriptRejectedError` means Redis
  * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
  * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
+import { randomUUID } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { Counter, Histogram, register as defaultRegistry, type Registry } from 'prom-client';
 import { CacheKeys } from './cache-keys';
+import { QuotaScriptName, luaScript } from './lua-source';
+import {
+  parseReserveReply,
+  parseSettleKeyReply,
+  parseSettleTenantReply,
+  type ReserveResult,
+  type SettleKeyResult,
+  type SettleTenantResult,
+} from './script-replies';
 
-export const QuotaScriptName = {
-  quotaCheck: 'quota_check',
-  quotaDeduct: 'quota_deduct',
-  apiKeyBudgetDeduct: 'apikey_budget_deduct',
-  cacheWarmup: 'cache_warmup',
-} as const;
-export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
-
-/** Where the .lua files live: <project root>/lua, found from this file so tsx, jest and node agree. */
-export const LUA_DIR = path.resolve(__dirname, '..', '..', 'lua');
-
-/** A script as Redis runs it: its libraries and its own file, and the SHA1 Redis files it under. */
-export interface LuaScript {
-  readonly source: string;
-  readonly sha: string;
-}
+export * from './lua-source';
+export * from './script-replies';
 
 /** Thrown when Redis answers a script call with an error: malformed arguments, a corrupt counter, a wrong key type. */
 export class QuotaScriptRejectedError extends Error {
@@ -53,56 +42,6 @@ export class QuotaScriptRejectedError extends Error {
 /** Thrown when a caller passes an amount that is not a safe integer (money is integer micros) or is out of range. */
 export class InvalidMicrosError extends Error {
   override name = 'InvalidMicrosError';
-}
-
-/** Thrown when a `-- requires:` line names something other than lib/<name>.lua, or libraries require each other in a cycle. */
-export class LuaLibraryError extends Error {
-  override name = 'LuaLibraryError';
-}
-
-const REQUIRES_LINE = /^-- requires: (.+)$/gm;
-const LIBRARY_PATH = /^lib\/[a-z0-9_]+\.lua$/;
-
-function requiredLibraries(file: string, text: string): string[] {
-  const libs = [...text.matchAll(REQUIRES_LINE)].flatMap((m) => (m[1] ?? '').split(',').map((lib) => lib.trim()));
-  for (const lib of libs) {
-    if (!LIBRARY_PATH.test(lib)) throw new LuaLibraryError(`${file} requires ${JSON.stringify(lib)}: expected lib/<name>.lua`);
-  }
-  return libs;
-}
-
-/**
- * The source Redis runs for lua/<name>.lua: every library it requires, directly or
- * through another library, each once and after its own requirements, then the script.
- * Libraries only define locals, so prepending them changes no script's behaviour.
- */
-export function assembleLuaSource(name: string, luaDir: string = LUA_DIR): string {
-  const parts: string[] = [];
-  const included = new Set<string>();
-  const include = (file: string, requiredBy: readonly string[]): void => {
-    if (requiredBy.includes(file)) throw new LuaLibraryError(`Lua libraries require each other in a cycle: ${[...requiredBy, file].join(' -> ')}`);
-    const text = readFileSync(path.join(luaDir, file), 'utf8');
-    for (const lib of requiredLibraries(file, text)) {
-      if (!included.has(lib)) include(lib, [...requiredBy, file]);
-    }
-    included.add(file);
-    parts.push(text.endsWith('\n') ? text : `${text}\n`);
-  };
-  include(`${name}.lua`, []);
-  return parts.join('');
-}
-
-const scripts = new Map<string, LuaScript>();
-
-/** Assembles lua/<name>.lua once per process; every loader (this runner, the tenant repository) goes through here. */
-export function luaScript(name: string): LuaScript {
-  let loaded = scripts.get(name);
-  if (!loaded) {
-    const source = assembleLuaSource(name);
-    loaded = { source, sha: createHash('sha1').update(source).digest('hex') };
-    scripts.set(name, loaded);
-  }
-  return loaded;
 }
 
 function micros(label: string, value: number, opts: { min?: number } = {}): string {
@@ -152,102 +91,6 @@ function scriptMetrics(registry: Registry): ScriptMetrics {
           registers: [registry],
         });
   return { duration, reloads };
-}
-
-/** Remaining amounts a new reservation could still take (never below 0). */
-export interface RemainingBalance {
-  tenantRemainingMicros: number;
-  /** null = the key is unlimited. */
-  keyRemainingMicros: number | null;
-}
-
-/** quota_check.lua's statuses, see the script header for each. */
-export const ReserveStatus = {
-  reserved: 'reserved',
-  duplicate: 'duplicate',
-  insufficientQuota: 'insufficient_quota',
-  budgetExceeded: 'budget_exceeded',
-  tenantMissing: 'tenant_missing',
-  keyMissing: 'key_missing',
-} as const;
-export type ReserveStatus = (typeof ReserveStatus)[keyof typeof ReserveStatus];
-
-/** quota_check.lua's answer: admitted (reserved now or before), denied, or a counter to warm up first. */
-export type ReserveResult =
-  | ({ status: 'reserved' | 'duplicate'; reservedMicros: number } & RemainingBalance)
-  | ({ status: 'insufficient_quota' | 'budget_exceeded' } & RemainingBalance)
-  | { status: 'tenant_missing' | 'key_missing' };
-
-/** quota_deduct.lua's answer; deltaMicros is what settling to cost moved used by (or moved first, for a duplicate); remainingMicros = limit - used, negative after a settled overage. */
-export type SettleTenantResult =
-  | { status: 'applied'; deltaMicros: number; usedMicros: number; remainingMicros: number }
-  | { status: 'duplicate'; deltaMicros: number }
-  | { status: 'tenant_missing' };
-
-/** apikey_budget_deduct.lua's answer; deltaMicros as for the tenant; remainingMicros is null for an unlimited key. */
-export type SettleKeyResult =
-  | { status: 'applied'; deltaMicros: number; spentMicros: number; remainingMicros: number | null }
-  | { status: 'duplicate'; deltaMicros: number }
-  | { status: 'key_missing' };
-
-/** Thrown when a script's reply does not have the shape its header promises (a script/runner version mismatch). */
-export class UnexpectedScriptReplyError extends Error {
-  override name = 'UnexpectedScriptReplyError';
-
-  constructor(script: QuotaScriptName, reply: unknown) {
-    super(`${script} returned an unexpected reply: ${JSON.stringify(reply)}`);
-  }
-}
-
-/** Splits a reply into its status and integer fields, checking the count and that each is a safe integer. */
-function replyFields(name: QuotaScriptName, reply: unknown, counts: Record<string, number>): [string, ...number[]] {
-  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw new UnexpectedScriptReplyError(name, reply);
-  const [status, ...rest] = reply as [string, ...unknown[]];
-  if (counts[status] !== rest.length || !rest.every((v) => Number.isSafeInteger(v))) {
-    throw new UnexpectedScriptReplyError(name, reply);
-  }
-  return [status, ...(rest as number[])];
-}
-
-/** Parses quota_check.lua's reply (also for replies collected from a pipeline). */
-export function parseReserveReply(reply: unknown): ReserveResult {
-  const fieldCounts = Object.fromEntries(Object.values(ReserveStatus).map((status) => [status, 3]));
-  const [status, reserved = 0, tenantLeft = 0, keyLeft = 0] = replyFields(QuotaScriptName.quotaCheck, reply, fieldCounts);
-  const balance: RemainingBalance = { tenantRemainingMicros: tenantLeft, keyRemainingMicros: keyLeft < 0 ? null : keyLeft };
-  switch (status) {
-    case 'reserved':
-    case 'duplicate':
-      return { status, reservedMicros: reserved, ...balance };
-    case 'insufficient_quota':
-    case 'budget_exceeded':
-      return { status, ...balance };
-    default:
-      return { status: status as 'tenant_missing' | 'key_missing' };
-  }
-}
-
-function parseSettleTenantReply(reply: unknown): SettleTenantResult {
-  const [status, delta = 0, used = 0, left = 0] = replyFields(QuotaScriptName.quotaDeduct, reply, {
-    applied: 3,
-    duplicate: 1,
-    tenant_missing: 0,
-  });
-  if (status === 'applied') return { status, deltaMicros: delta, usedMicros: used, remainingMicros: left };
-  if (status === 'duplicate') return { status, deltaMicros: delta };
-  return { status: 'tenant_missing' };
-}
-
-function parseSettleKeyReply(reply: unknown): SettleKeyResult {
-  const [status, delta = 0, spent = 0, budget = 0] = replyFields(QuotaScriptName.apiKeyBudgetDeduct, reply, {
-    applied: 3,
-    duplicate: 1,
-    key_missing: 0,
-  });
-  if (status === 'applied') {
-    return { status, deltaMicros: delta, spentMicros: spent, remainingMicros: budget < 0 ? null : budget - spent };
-  }
-  if (status === 'duplicate') return { status, deltaMicros: delta };
-  return { status: 'key_missing' };
 }
 
 export interface QuotaScriptsOptions {

@@ -1,0 +1,101 @@
+/**
+ * What the quota scripts answer, parsed into discriminated unions on `status`.
+ * Each parser checks the reply against the shape the script header promises.
+ */
+import { QuotaScriptName } from './lua-source';
+
+/** Remaining amounts a new reservation could still take (never below 0). */
+export interface RemainingBalance {
+  tenantRemainingMicros: number;
+  /** null = the key is unlimited. */
+  keyRemainingMicros: number | null;
+}
+
+/** quota_check.lua's statuses, see the script header for each. */
+export const ReserveStatus = {
+  reserved: 'reserved',
+  duplicate: 'duplicate',
+  insufficientQuota: 'insufficient_quota',
+  budgetExceeded: 'budget_exceeded',
+  tenantMissing: 'tenant_missing',
+  keyMissing: 'key_missing',
+} as const;
+export type ReserveStatus = (typeof ReserveStatus)[keyof typeof ReserveStatus];
+
+/** quota_check.lua's answer: admitted (reserved now or before), denied, or a counter to warm up first. */
+export type ReserveResult =
+  | ({ status: 'reserved' | 'duplicate'; reservedMicros: number } & RemainingBalance)
+  | ({ status: 'insufficient_quota' | 'budget_exceeded' } & RemainingBalance)
+  | { status: 'tenant_missing' | 'key_missing' };
+
+/** quota_deduct.lua's answer; deltaMicros is what settling to cost moved used by (or moved first, for a duplicate); remainingMicros = limit - used, negative after a settled overage. */
+export type SettleTenantResult =
+  | { status: 'applied'; deltaMicros: number; usedMicros: number; remainingMicros: number }
+  | { status: 'duplicate'; deltaMicros: number }
+  | { status: 'tenant_missing' };
+
+/** apikey_budget_deduct.lua's answer; deltaMicros as for the tenant; remainingMicros is null for an unlimited key. */
+export type SettleKeyResult =
+  | { status: 'applied'; deltaMicros: number; spentMicros: number; remainingMicros: number | null }
+  | { status: 'duplicate'; deltaMicros: number }
+  | { status: 'key_missing' };
+
+/** Thrown when a script's reply does not have the shape its header promises (a script/runner version mismatch). */
+export class UnexpectedScriptReplyError extends Error {
+  override name = 'UnexpectedScriptReplyError';
+
+  constructor(script: QuotaScriptName, reply: unknown) {
+    super(`${script} returned an unexpected reply: ${JSON.stringify(reply)}`);
+  }
+}
+
+/** Splits a reply into its status and integer fields, checking the count and that each is a safe integer. */
+function replyFields(name: QuotaScriptName, reply: unknown, counts: Record<string, number>): [string, ...number[]] {
+  if (!Array.isArray(reply) || typeof reply[0] !== 'string') throw new UnexpectedScriptReplyError(name, reply);
+  const [status, ...rest] = reply as [string, ...unknown[]];
+  if (counts[status] !== rest.length || !rest.every((v) => Number.isSafeInteger(v))) {
+    throw new UnexpectedScriptReplyError(name, reply);
+  }
+  return [status, ...(rest as number[])];
+}
+
+/** Parses quota_check.lua's reply (also for replies collected from a pipeline). */
+export function parseReserveReply(reply: unknown): ReserveResult {
+  const fieldCounts = Object.fromEntries(Object.values(ReserveStatus).map((status) => [status, 3]));
+  const [status, reserved = 0, tenantLeft = 0, keyLeft = 0] = replyFields(QuotaScriptName.quotaCheck, reply, fieldCounts);
+  const balance: RemainingBalance = { tenantRemainingMicros: tenantLeft, keyRemainingMicros: keyLeft < 0 ? null : keyLeft };
+  switch (status) {
+    case 'reserved':
+    case 'duplicate':
+      return { status, reservedMicros: reserved, ...balance };
+    case 'insufficient_quota':
+    case 'budget_exceeded':
+      return { status, ...balance };
+    default:
+      return { status: status as 'tenant_missing' | 'key_missing' };
+  }
+}
+
+export function parseSettleTenantReply(reply: unknown): SettleTenantResult {
+  const [status, delta = 0, used = 0, left = 0] = replyFields(QuotaScriptName.quotaDeduct, reply, {
+    applied: 3,
+    duplicate: 1,
+    tenant_missing: 0,
+  });
+  if (status === 'applied') return { status, deltaMicros: delta, usedMicros: used, remainingMicros: left };
+  if (status === 'duplicate') return { status, deltaMicros: delta };
+  return { status: 'tenant_missing' };
+}
+
+export function parseSettleKeyReply(reply: unknown): SettleKeyResult {
+  const [status, delta = 0, spent = 0, budget = 0] = replyFields(QuotaScriptName.apiKeyBudgetDeduct, reply, {
+    applied: 3,
+    duplicate: 1,
+    key_missing: 0,
+  });
+  if (status === 'applied') {
+    return { status, deltaMicros: delta, spentMicros: spent, remainingMicros: budget < 0 ? null : budget - spent };
+  }
+  if (status === 'duplicate') return { status, deltaMicros: delta };
+  return { status: 'key_missing' };
+}
