@@ -75,7 +75,7 @@ export async function startServices(
       redis.disconnect();
       return Promise.resolve();
     });
-    const relay = createRequestRelay(redis, { ttlSeconds: 3600 });
+    const relay = createRequestRelay(redis, { ttlSeconds: config.RELAY_TTL_SECONDS });
     stops.push(() => relay.close());
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
