@@ -4,6 +4,7 @@
  * text; money must stay exact, so every BIGINT is converted with a safe-integer
  * check instead of a silent Number() that could round.
  */
+import { TokenSource as LedgerTokenSource } from '../billing/stream-token-accumulator';
 
 /** What a ledger row records: a billed request, or credit added to a tenant. */
 export const TransactionKind = {
@@ -27,13 +28,8 @@ export const AdmissionPath = {
 } as const;
 export type AdmissionPath = (typeof AdmissionPath)[keyof typeof AdmissionPath];
 
-/** Which priority level of token counting produced the billed numbers (M6.3); mirrors the table's CHECK. */
-export const LedgerTokenSource = {
-  upstream: 'upstream',
-  tiktoken: 'tiktoken',
-  estimate: 'estimate',
-} as const;
-export type LedgerTokenSource = (typeof LedgerTokenSource)[keyof typeof LedgerTokenSource];
+/** Which priority level of token counting produced the billed numbers (M6.3); the table's CHECK lists the same values. */
+export { LedgerTokenSource };
 
 /** One billing_transaction row; money in integer micros. */
 export interface LedgerEntry {
