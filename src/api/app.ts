@@ -1,4 +1,5 @@
 /** The Express front: gateway routes, admin routes, health and metrics, one error middleware. */
+import { randomUUID } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Client, Connection } from '@temporalio/client';
 import type { Knex } from 'knex';
@@ -41,6 +42,13 @@ export function createApiApp(deps: ApiDeps): Express {
       const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
       stop({ route: `${req.baseUrl}${route}`, status: String(res.statusCode) });
     });
+    next();
+  });
+  // Every response, errors included, carries a request id; the chat route replaces it with the billed request's.
+  app.use((_req: Request, res: Response, next: NextFunction) => {
+    const requestId = `req_${randomUUID().replace(/-/g, '')}`;
+    res.locals.requestId = requestId;
+    res.setHeader('X-Request-Id', requestId);
     next();
   });
   app.use(express.json({ limit: deps.bodyLimit ?? '1mb' }));

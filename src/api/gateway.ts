@@ -11,7 +11,7 @@ import {
   admissionUpdate,
   billedRequestWorkflowId,
   upstreamOutputUpdate,
-  type AdmissionDecision,
+  type AdmissionReply,
   type BilledRequestInput,
   type BilledRequestResult,
   type UpstreamOutcome,
@@ -52,7 +52,7 @@ export function billedRequestStart(input: BilledRequestInput, taskQueue: string)
 }
 
 export type AdmitResult =
-  | { kind: 'decided'; decision: AdmissionDecision }
+  | { kind: 'decided'; decision: AdmissionReply }
   /** The request id already ran to completion: the first run's result. */
   | { kind: 'finished'; result: BilledRequestResult };
 

@@ -72,7 +72,7 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
   const state: { admission?: AdmissionDecision; outcome?: UpstreamOutcome; upstreamDone: boolean } = { upstreamDone: false };
   setHandler(admissionUpdate, async () => {
     await condition(() => state.admission !== undefined);
-    return state.admission!;
+    return { ...state.admission!, requestHash: input.requestHash };
   });
   setHandler(upstreamOutputUpdate, async () => {
     await condition(() => state.upstreamDone || state.admission?.admitted === false);

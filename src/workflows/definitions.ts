@@ -30,6 +30,8 @@ export interface BilledRequestInput {
   /** The OpenAI request body forwarded upstream (model and max tokens already set). */
   body: Record<string, unknown>;
   admittedAtMs: number;
+  /** SHA-256 of the client's request body: a reused Idempotency-Key with another body is refused. */
+  requestHash?: string;
 }
 
 export type AdmissionDecision =
@@ -74,8 +76,11 @@ export interface BilledRequestResult {
   settlement?: SettlementResult;
 }
 
+/** The admission decision, with the hash of the request it was made for. */
+export type AdmissionReply = AdmissionDecision & { requestHash?: string };
+
 /** The HTTP caller learns admission synchronously through this update (update-with-start). */
-export const admissionUpdate = defineUpdate<AdmissionDecision>('admissionUpdate');
+export const admissionUpdate = defineUpdate<AdmissionReply>('admissionUpdate');
 
 /** One update id per request: a duplicate HTTP call attaches to the first admission. */
 export const ADMISSION_UPDATE_ID = 'admission';

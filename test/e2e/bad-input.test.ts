@@ -52,6 +52,7 @@ describe('bad input changes nothing', () => {
     const res = await chat(app, tenant.key, body);
     expect(res.status).toBe(status);
     expect(res.json()).toEqual(errorShape(code));
+    expect(res.headers.get('x-request-id')).toMatch(/^req_[0-9a-f]{32}$/); // every error can be traced
   });
 
   it('an oversized body -> 413', async () => {

@@ -83,6 +83,16 @@ describe('concurrency and idempotency (M10.2)', () => {
     expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(rows[0].amount_micros));
   });
 
+  it('refuses a reused Idempotency-Key with a different body (409), billing only the first', async () => {
+    const t = await app.tenant();
+    const first = await chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'buy one' }] }, { 'Idempotency-Key': 'cart-7' });
+    const other = await chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'buy ten' }] }, { 'Idempotency-Key': 'cart-7' });
+    expect([first.status, other.status]).toEqual([200, 409]);
+    expect((other.json() as { error: { code: string; message: string } }).error).toMatchObject({ code: 'conflict', message: expect.stringMatching(/different request body/) });
+    await settled(db, t.tenantId);
+    expect(await db('billing_transaction').where({ tenant_id: t.tenantId })).toHaveLength(1);
+  });
+
   it('answers 409 for a repeated Idempotency-Key whose output has expired, billing nothing more', async () => {
     const t = await app.tenant();
     const body = { model: TEST_MODEL, messages: [{ role: 'user', content: 'long ago' }] };
@@ -96,15 +106,17 @@ describe('concurrency and idempotency (M10.2)', () => {
     expect(await db('billing_transaction').where({ tenant_id: t.tenantId })).toHaveLength(1);
   });
 
-  it('bills one Idempotency-Key once when 10 copies arrive concurrently, streamed or not', async () => {
+  it('bills one Idempotency-Key once when 10 copies of a streamed request arrive concurrently', async () => {
     const t = await app.tenant();
     const upstreamBefore = app.mock.stats().requests;
     const copies = await Promise.all(
-      Array.from({ length: 10 }, (_, i) =>
-        chat(app, t.key, { model: TEST_MODEL, stream: i % 2 === 0, messages: [{ role: 'user', content: 'same request [mock:latency=5]' }] }, { 'Idempotency-Key': 'dup-1' }),
+      Array.from({ length: 10 }, () =>
+        chat(app, t.key, { model: TEST_MODEL, stream: true, messages: [{ role: 'user', content: 'same request [mock:latency=5]' }] }, { 'Idempotency-Key': 'dup-1' }),
       ),
     );
     expect(copies.map((c) => c.status)).toEqual(Array(10).fill(200));
+    // Every copy streamed the same output to its client.
+    expect(new Set(copies.map((c) => c.text)).size).toBe(1);
     await settled(db, t.tenantId);
     const rows: Array<{ amount_micros: string }> = await db('billing_transaction').where({ tenant_id: t.tenantId, kind: 'usage' });
     expect(rows).toHaveLength(1);

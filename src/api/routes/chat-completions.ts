@@ -4,6 +4,7 @@
  * (429 at once when denied), then relays the upstream output to the client as
  * JSON or SSE. A client that goes away cancels the upstream call.
  */
+import { createHash } from 'node:crypto';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { Redis } from 'ioredis';
 import { reservedCompletionTokens, worstCaseReservationMicros } from '../../billing/pricing';
@@ -145,6 +146,7 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       ...(conversationId ? { conversationId } : {}),
       body: upstreamBody(body, maxOutputTokens),
       admittedAtMs: Date.now(),
+      requestHash: createHash('sha256').update(JSON.stringify(body)).digest('hex'),
     };
 
     // Listening before admission: a client gone while admission runs still cancels the upstream call.
@@ -174,6 +176,10 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       return;
     }
     const { decision } = admitted;
+    // The same Idempotency-Key must mean the same request: another body is refused, nothing billed.
+    if (decision.requestHash !== undefined && decision.requestHash !== input.requestHash) {
+      throw new ConflictError('This Idempotency-Key was already used with a different request body.');
+    }
     if (!decision.admitted) throw denial(decision);
 
     if (input.relayMode === 'redis') {
