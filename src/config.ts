@@ -41,6 +41,8 @@ const envSchema = z.object({
   MOCK_UPSTREAM_PORT: port.default(8090),
 
   RESERVATION_TTL_SECONDS: positiveInt.default(7 * 24 * 3600),
+  /** How long the API waits for the next relayed output before answering 502 and cancelling the call. */
+  RELAY_IDLE_TIMEOUT_SECONDS: positiveInt.default(120),
   /** How long a request's relayed output stays replayable for a repeated Idempotency-Key. */
   RELAY_TTL_SECONDS: positiveInt.default(3600),
   QUOTA_SYNC_EVERY: z.string().default('5m'),

@@ -63,6 +63,7 @@ export function createApiApp(deps: ApiDeps): Express {
     redis: deps.redis,
     prices,
     log: deps.log,
+    relayIdleTimeoutMs: deps.config.RELAY_IDLE_TIMEOUT_SECONDS * 1000,
   }));
   app.use(modelsRouter({ db: deps.db, authenticate }));
   app.use(adminRouter({

@@ -117,6 +117,34 @@ describe('fault recovery (M10.2)', () => {
     }, 60_000);
   });
 
+  describe('upstream that never answers', () => {
+    let app: TestApp;
+    beforeAll(async () => {
+      app = await startTestApp({ env: { RELAY_IDLE_TIMEOUT_SECONDS: '2' } });
+    }, 60_000);
+    afterAll(async () => {
+      await app?.stop();
+    });
+
+    it('answers 502 after the idle timeout, cancels the upstream call and bills nothing', async () => {
+      const t = await app.tenant();
+      const cancelledBefore = app.mock.stats().cancelled;
+      const started = Date.now();
+      const res = await fetch(`${app.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: TEST_MODEL, messages: [{ role: 'user', content: 'are you there? [mock:hang]' }] }),
+      });
+      expect(res.status).toBe(502);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('upstream_error');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(2_000);
+      const row = await onlyRow(t.tenantId);
+      expect(row).toMatchObject({ status: 'voided', amount_micros: '0' });
+      expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(0);
+      expect(app.mock.stats().cancelled).toBe(cancelledBefore + 1);
+    }, 60_000);
+  });
+
   describe('worker killed mid-stream', () => {
     const taskQueue = uniqueId('crash');
     let app: TestApp;

@@ -33,11 +33,13 @@ export interface TestAppOptions {
   redisUrl?: string;
   /** Collect the JSON log lines here (log-hygiene tests), at info level. */
   logLines?: string[];
+  /** Extra settings, as environment variables. */
+  env?: Record<string, string>;
 }
 
 export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const env = testConfig();
-  const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn' });
+  const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', ...opts.env });
   const lines = opts.logLines;
   const log = lines
     ? createLogger('info', 'e2e', { write: (line: string) => void lines.push(line) })

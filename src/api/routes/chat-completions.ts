@@ -11,7 +11,7 @@ import { reservedCompletionTokens, worstCaseReservationMicros } from '../../bill
 import { countPromptTokens } from '../../billing/token-count';
 import type { StoredModelPrice } from '../../db/model-price-repository';
 import type { Logger } from '../../log';
-import type { RelayEntry, RequestRelay } from '../../relay/request-relay';
+import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../../relay/request-relay';
 import { formatSseEvent, SSE_DONE } from '../../upstream/sse';
 import type { AdmissionDecision, BilledRequestInput } from '../../workflows/definitions';
 import { apiKeyAuthOf } from '../auth';
@@ -187,7 +187,14 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       const onMissing = async (): Promise<void> => {
         if (await deps.gateway.isFinished(requestId)) throw new ConflictError(EXPIRED_REPLAY);
       };
-      await respond(res, input, deps.relay.read(auth.tenantId, requestId, { signal: clientGone.signal, idleTimeoutMs: deps.relayIdleTimeoutMs, onMissing }));
+      try {
+        await respond(res, input, deps.relay.read(auth.tenantId, requestId, { signal: clientGone.signal, idleTimeoutMs: deps.relayIdleTimeoutMs, onMissing }));
+      } catch (err) {
+        if (!(err instanceof RelayTimeoutError)) throw err;
+        // Nobody will read what comes later: stop the upstream call (billed for what it delivered).
+        await deps.relay.requestCancel(auth.tenantId, requestId).catch(() => undefined);
+        throw new UpstreamError('The upstream call produced no output in time.');
+      }
       return;
     }
     const outcome = await deps.gateway.awaitOutput(requestId);
