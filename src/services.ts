@@ -89,7 +89,7 @@ export async function startServices(
       });
       const run = worker.run();
       stops.push(async () => {
-        worker.shutdown();
+        if (worker.getState() === 'RUNNING') worker.shutdown();
         await run;
         await connection.close();
       });

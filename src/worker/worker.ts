@@ -53,7 +53,8 @@ const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG
 /** The SDK's own logging follows LOG_LEVEL; the Runtime can be installed once per process. */
 function installRuntime(level: string): void {
   try {
-    Runtime.install({ logger: new DefaultLogger(SDK_LOG_LEVELS[level] ?? 'INFO') });
+    // shutdownSignals: [] — src/main.ts owns SIGINT/SIGTERM and stops the worker in order with the rest.
+    Runtime.install({ logger: new DefaultLogger(SDK_LOG_LEVELS[level] ?? 'INFO'), shutdownSignals: [] });
   } catch {
     // already installed (a second worker in this process)
   }
