@@ -97,12 +97,13 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
   }
   setStatus(RequestStatus.streaming);
 
-  const channel = await steps.routingStep(input);
   let outcome: UpstreamOutcome | undefined;
   try {
+    const channel = await steps.routingStep(input);
     outcome = await upstream.upstreamCallStep(input, channel);
   } catch (err) {
-    // Every attempt failed: settlement reads the relay to learn whether any output was delivered.
+    // No channel, or every upstream attempt failed: the reservation must still end (voided if nothing was delivered).
+    // Settlement reads the relay to learn whether any output was delivered.
     log.warn('upstream call failed', { requestId: input.requestId, error: err instanceof ActivityFailure ? err.cause?.message : String(err) });
   }
   state.outcome = outcome;

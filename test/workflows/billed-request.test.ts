@@ -236,6 +236,21 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
     expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', null]]);
   });
 
+  it('M12: no channel for the model -> the upstream is never called and the reservation is voided, not left pending', async () => {
+    const steps = fakeSteps({
+      routingStep: () => Promise.reject(ApplicationFailure.nonRetryable('no upstream channel serves model x', 'NoChannelError')),
+      billingStep: () => Promise.resolve(VOIDED),
+    });
+    const input = billedInput();
+    await withWorker(env, { workflowsPath, activities: steps }, async (taskQueue) => {
+      expect(await admit(env.client, taskQueue, input)).toEqual(ADMITTED);
+      const result = await env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(input.requestId)).result();
+      expect(result).toEqual({ requestId: input.requestId, status: 'voided', admission: ADMITTED, settlement: VOIDED });
+    });
+    expect(steps.upstreamCallStep).not.toHaveBeenCalled();
+    expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', null]]);
+  });
+
   it('M3/M12: a billing step failing twice is retried until it succeeds, with exactly one successful settlement', async () => {
     let attempts = 0;
     let settlements = 0;
