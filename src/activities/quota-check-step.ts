@@ -16,7 +16,7 @@ import type { QuotaWarmup } from './quota-warmup';
 import { billedRequestWorkflowId, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 
 export interface QuotaCheckDeps {
-  scripts: Pick<QuotaScripts, 'reserve'>;
+  scripts: Pick<QuotaScripts, 'reserve' | 'release'>;
   ledger: Pick<BillingRepository, 'createPendingTransaction' | 'reserveInLedger'>;
   warmup: QuotaWarmup;
   metrics: BillingMetrics;
@@ -75,7 +75,19 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
     if (redisResult) {
       if (redisResult.status === 'reserved' || redisResult.status === 'duplicate') {
         decision = { admitted: true, reservedMicros: redisResult.reservedMicros, path: 'redis', duplicate: redisResult.status === 'duplicate' };
-        await deps.ledger.createPendingTransaction({ ...pending, reservedMicros: redisResult.reservedMicros, admissionPath: 'redis' });
+        try {
+          await deps.ledger.createPendingTransaction({ ...pending, reservedMicros: redisResult.reservedMicros, admissionPath: 'redis' });
+        } catch (err) {
+          // The ledger must know every reservation Redis counts: give this one back before failing
+          // (a retry reserves again from scratch). A reservation made by an earlier attempt stays:
+          // that attempt's ledger row may exist.
+          if (redisResult.status === 'reserved') {
+            await deps.scripts
+              .release({ tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId })
+              .catch((releaseErr: unknown) => deps.log.error({ requestId: input.requestId, err: (releaseErr as Error).message }, 'could not release a reservation the ledger does not know'));
+          }
+          throw err;
+        }
       } else {
         decision = { admitted: false, reason: redisResult.status, path: 'redis' };
       }

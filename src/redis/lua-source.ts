@@ -14,6 +14,7 @@ export const QuotaScriptName = {
   quotaDeduct: 'quota_deduct',
   apiKeyBudgetDeduct: 'apikey_budget_deduct',
   cacheWarmup: 'cache_warmup',
+  quotaRelease: 'quota_release',
 } as const;
 export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
 

@@ -99,3 +99,11 @@ export function parseSettleKeyReply(reply: unknown): SettleKeyResult {
   if (status === 'duplicate') return { status, deltaMicros: delta };
   return { status: 'key_missing' };
 }
+
+/** quota_release.lua's answer: the reservation given back, nothing to release, or left alone. */
+export type ReleaseResult = { status: 'released' | 'absent' | 'kept'; releasedMicros: number };
+
+export function parseReleaseReply(reply: unknown): ReleaseResult {
+  const [status, released] = replyFields(QuotaScriptName.quotaRelease, reply, { released: 1, absent: 1, kept: 1 });
+  return { status: status as ReleaseResult['status'], releasedMicros: released ?? 0 };
+}

@@ -15,9 +15,11 @@ import { Counter, Histogram, register as defaultRegistry, type Registry } from '
 import { CacheKeys } from './cache-keys';
 import { QuotaScriptName, luaScript } from './lua-source';
 import {
+  parseReleaseReply,
   parseReserveReply,
   parseSettleKeyReply,
   parseSettleTenantReply,
+  type ReleaseResult,
   type ReserveResult,
   type SettleKeyResult,
   type SettleTenantResult,
@@ -238,6 +240,15 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
       const keys = [CacheKeys.apiKeyBudget(args.tenantId, args.apiKeyId), CacheKeys.request(args.tenantId, args.requestId)];
       const reply = await run(QuotaScriptName.apiKeyBudgetDeduct, keys, [micros('costMicros', args.costMicros, { min: 0 }), ttl, args.afterWarmup ? '1' : '0']);
       return parseSettleKeyReply(reply);
+    },
+
+    /**
+     * Gives back a fresh reservation whose pending ledger row could not be written, and
+     * forgets the request, so Redis never counts what the ledger does not know.
+     */
+    async release(args: { tenantId: string; apiKeyId: string; requestId: string }): Promise<ReleaseResult> {
+      const keys = [CacheKeys.tenantQuota(args.tenantId), CacheKeys.apiKeyBudget(args.tenantId, args.apiKeyId), CacheKeys.request(args.tenantId, args.requestId)];
+      return parseReleaseReply(await run(QuotaScriptName.quotaRelease, keys, [args.apiKeyId]));
     },
 
     /**

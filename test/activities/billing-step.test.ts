@@ -328,13 +328,15 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
     }
   });
 
-  it('a Redis reservation whose ledger insert failed and whose retry went through the fallback (path postgres) is settled against the Redis reservation', async () => {
+  it('a Redis reservation whose ledger insert failed (and could not be released) and whose retry went through the fallback (path postgres) is settled against the Redis reservation', async () => {
     const seed = await tenant(1_000_000, [{ budgetMicros: 100_000 }]);
     const deps = stepDeps(redis, db);
     const input = billedInput(seed.tenantId, seed.apiKeyIds[0]!, { promptTokens: 21, reservedMicros: RESERVED });
-    // First attempt: Redis reserves, then PostgreSQL refuses the pending row.
+    // First attempt: Redis reserves, then PostgreSQL refuses the pending row, and Redis goes away
+    // before the reservation can be given back (quota_release fails too).
     const failingLedger = { ...deps.ledger, createPendingTransaction: () => Promise.reject(new Error('connection terminated')) };
-    await expect(createQuotaCheckStep({ ...deps, ledger: failingLedger })(input)).rejects.toThrow('connection terminated');
+    const failingRelease = { ...deps.scripts, release: () => Promise.reject(new Error('Connection is closed.')) };
+    await expect(createQuotaCheckStep({ ...deps, ledger: failingLedger, scripts: failingRelease })(input)).rejects.toThrow('connection terminated');
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: RESERVED, spent: RESERVED });
     // The activity retry meets Redis unreachable and admits through the fallback.
     const down = unreachableRedis();

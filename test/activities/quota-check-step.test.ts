@@ -84,6 +84,23 @@ describe('QuotaCheckStep: Redis admission (M2.1)', () => {
     expect(await redis.ttl(CacheKeys.request(tenantId, input.requestId))).toBeGreaterThan(TEST_TTL_SECONDS - 10);
   });
 
+  it('gives the Redis reservation back when the pending ledger row cannot be written; the retry is counted once', async () => {
+    const { tenantId, apiKeyIds: [keyId] } = await tenant(1_000_000, [{ budgetMicros: 500_000 }]);
+    const deps = stepDeps(redis, db);
+    const input = billedInput(tenantId, keyId!, { reservedMicros: 120_000 });
+    const broken = { ...deps, ledger: { ...deps.ledger, createPendingTransaction: () => Promise.reject(new Error('ledger unavailable')) } };
+
+    await expect(quotaCheck(broken)(input)).rejects.toThrow('ledger unavailable');
+    expect(await cachedCounters(redis, tenantId, keyId!)).toEqual({ limit: 1_000_000, used: 0, budget: 500_000, spent: 0 });
+    expect(await requestRecord(tenantId, input.requestId)).toEqual({});
+    expect(await ledgerRows(db, tenantId)).toEqual([]);
+
+    // The activity's retry, with the ledger back: reserved once, recorded once.
+    expect(await quotaCheck(deps)(input)).toEqual({ admitted: true, reservedMicros: 120_000, path: 'redis', duplicate: false });
+    expect(await cachedCounters(redis, tenantId, keyId!)).toEqual({ limit: 1_000_000, used: 120_000, budget: 500_000, spent: 120_000 });
+    expect(await ledgerRows(db, tenantId)).toHaveLength(1);
+  });
+
   it('admits at the exact limit (used + amount == limit) and denies one micro more', async () => {
     const { tenantId, apiKeyIds: [keyId] } = await tenant(300_000);
     const check = quotaCheck(stepDeps(redis, db));

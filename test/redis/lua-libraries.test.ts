@@ -87,6 +87,7 @@ describe('the quota scripts as assembled (M1.2)', () => {
     expect(assembleLuaSource(QuotaScriptName.apiKeyBudgetDeduct)).toBe(integers + settle + file('apikey_budget_deduct.lua'));
     expect(assembleLuaSource(QuotaScriptName.quotaCheck)).toBe(integers + file('quota_check.lua'));
     expect(assembleLuaSource(QuotaScriptName.cacheWarmup)).toBe(integers + file('cache_warmup.lua'));
+    expect(assembleLuaSource(QuotaScriptName.quotaRelease)).toBe(integers + file('quota_release.lua'));
     expect(assembleLuaSource('quota_limit_raise')).toBe(integers + file('quota_limit_raise.lua'));
   });
 
