@@ -87,6 +87,13 @@ export function openAIErrorBody(message: string, type: string, code: string | nu
   return { error: { message, type, code, param: null } };
 }
 
+/** What a completion and a chunk share around their choices. */
+const envelope = {
+  id: z.string().default(''),
+  created: z.number().default(0),
+  model: z.string().default(''),
+};
+
 const choiceBase = {
   index: z.number().int().nonnegative().default(0),
   finish_reason: z.string().nullable().optional().transform(toFinishReason),
@@ -94,9 +101,7 @@ const choiceBase = {
 
 const completionSchema = z
   .object({
-    id: z.string().default(''),
-    created: z.number().default(0),
-    model: z.string().default(''),
+    ...envelope,
     choices: z.array(
       z
         .object({
@@ -117,9 +122,7 @@ const completionSchema = z
 
 const chunkSchema = z
   .object({
-    id: z.string().default(''),
-    created: z.number().default(0),
-    model: z.string().default(''),
+    ...envelope,
     choices: z.array(
       z
         .object({
