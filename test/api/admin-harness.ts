@@ -7,7 +7,6 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Writable } from 'node:stream';
 import express from 'express';
-import IORedis from 'ioredis';
 import pino from 'pino';
 import { apiKeyAuthOf, createApiKeyAuthenticator } from '../../src/api/auth';
 import { errorMiddleware } from '../../src/api/errors';
@@ -110,24 +109,6 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
   };
 }
 
-/**
- * A client whose every command fails at once, as when Redis is down. Nothing listens
- * on port 1 and no reconnection is scheduled, so no timer outlives the test.
- */
-export function unreachableRedis(): Redis {
-  const redis = new IORedis({
-    host: '127.0.0.1',
-    port: 1,
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-    // disconnect() arms a timer to destroy a stream that never closes; this one never opened.
-    disconnectTimeout: 10,
-  });
-  redis.on('error', () => undefined);
-  return redis;
-}
 
 /** Creates a tenant through the admin API and returns its id. */
 export async function createTenant(h: AdminHarness, quotaLimitMicros: number, name = 'Acme Corp'): Promise<string> {

@@ -6,7 +6,8 @@ import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { QuotaLimitRaiseError, raiseCachedQuotaLimit } from '../../src/db/tenant-repository';
 import { uniqueId } from '../helpers/services';
-import { ADMIN_TOKEN, createTenant, startAdminHarness, unreachableRedis, type AdminHarness } from './admin-harness';
+import { ADMIN_TOKEN, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
+import { unreachableRedis } from '../helpers/services';
 
 let h: AdminHarness;
 

@@ -11,7 +11,8 @@ import { errorMiddleware } from '../../src/api/errors';
 import { createApiKeyRepository, type ApiKeyRepository } from '../../src/db/api-key-repository';
 import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
-import { createKey, createTenant, startAdminHarness, unreachableRedis, type AdminHarness } from './admin-harness';
+import { createKey, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
+import { unreachableRedis } from '../helpers/services';
 
 const INVALID_KEY = { error: { message: 'Invalid API key provided.', type: 'invalid_request_error', code: 'invalid_api_key' } };
 const NO_KEY = {

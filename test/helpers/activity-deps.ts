@@ -14,7 +14,7 @@ import { createBillingRepository, type BillingRepository } from '../../src/db/bi
 import { createTenantRepository } from '../../src/db/tenant-repository';
 import { createLogger, type Logger } from '../../src/log';
 import { createBillingMetrics, type BillingMetrics } from '../../src/observability/metrics';
-import { createRedis, type Redis } from '../../src/redis/client';
+import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
 import { createQuotaScripts, type QuotaScripts } from '../../src/redis/scripts';
@@ -64,15 +64,7 @@ export function stepDeps(redis: Redis, db: Knex): StepDeps {
   };
 }
 
-/**
- * A client on a port nothing listens on: every command fails at once (no offline
- * queue), as when Redis is down. disconnect() it in the test.
- */
-export function unreachableRedis(): Redis {
-  const redis = createRedis('redis://127.0.0.1:1');
-  redis.on('error', () => undefined); // connection errors are the point; keep them off the console
-  return redis;
-}
+export { unreachableRedis } from './services';
 
 export interface KeySeed {
   /** null = no budget of its own. */

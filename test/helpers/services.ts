@@ -3,6 +3,7 @@
  * REDIS_URL / DATABASE_URL / TEMPORAL_ADDRESS point at). Close what you open in afterAll.
  */
 import { loadConfig, type Config } from '../../src/config';
+import IORedis from 'ioredis';
 import { createRedis, type Redis } from '../../src/redis/client';
 import { createDb, type Knex } from '../../src/db/knex';
 
@@ -34,4 +35,23 @@ export function temporalAddress(): string {
 /** A unique id so tests never share a tenant, key or request. */
 export function uniqueId(prefix: string): string {
   return `${prefix}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/**
+ * A client whose every command fails at once, as when Redis is down. Nothing listens
+ * on port 1 and no reconnection is scheduled, so no timer outlives the test.
+ */
+export function unreachableRedis(): Redis {
+  const redis = new IORedis({
+    host: '127.0.0.1',
+    port: 1,
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    // disconnect() arms a timer to destroy a stream that never closes; this one never opened.
+    disconnectTimeout: 10,
+  });
+  redis.on('error', () => undefined);
+  return redis;
 }
