@@ -21,7 +21,7 @@ import type { RequestRelay } from '../relay/request-relay';
 import { LedgerStateError, type AdmissionPath, type LedgerEntry } from '../db/ledger-types';
 import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
 import type { QuotaWarmup } from './quota-warmup';
-import { hasOutput, INTERRUPTED_ERROR, outcomeFromRelay, terminalOf } from './relay-recovery';
+import { endRelayIfOpen, hasOutput, outcomeFromRelay, UPSTREAM_FAILED_ERROR } from './relay-recovery';
 
 export interface BillingStepDeps {
   ledger: Pick<BillingRepository, 'commitPendingTransaction' | 'voidPendingTransaction' | 'findByRequestId'>;
@@ -44,22 +44,16 @@ export class SettlementCounterMissingError extends Error {
   }
 }
 
-const UPSTREAM_FAILED = { status: 502, message: 'upstream call failed', type: 'upstream_error', code: 'upstream_error' } as const;
 
 export function createBillingStep(deps: BillingStepDeps) {
   /** The upstream step gave up: bill what the relay shows was delivered, else nothing, and end the client's stream. */
   async function outcomeAfterFailure(input: BilledRequestInput): Promise<UpstreamOutcome> {
     if (input.relayMode === 'redis') {
       const entries = await deps.relay.entries(input.tenantId, input.requestId);
-      const delivered = hasOutput(entries);
-      if (!terminalOf(entries)) {
-        const writer = deps.relay.writer(input.tenantId, input.requestId);
-        writer.push({ type: 'error', data: delivered ? { ...INTERRUPTED_ERROR } : { ...UPSTREAM_FAILED } });
-        await writer.flush();
-      }
-      if (delivered) return outcomeFromRelay(input, 'unknown', entries);
+      await endRelayIfOpen(deps.relay, input, entries);
+      if (hasOutput(entries)) return outcomeFromRelay(input, 'unknown', entries);
     }
-    return { status: 'failed_before_output', promptTokens: 0, completionTokens: 0, tokenSource: 'upstream', channel: 'unknown', error: { ...UPSTREAM_FAILED } };
+    return { status: 'failed_before_output', promptTokens: 0, completionTokens: 0, tokenSource: 'upstream', channel: 'unknown', error: { ...UPSTREAM_FAILED_ERROR } };
   }
 
   /**

@@ -4,13 +4,27 @@
  * it to bill exactly what reached the client, and to end the client's stream.
  */
 import { StreamTokenAccumulator, type FinalTokenUsage } from '../billing/stream-token-accumulator';
-import type { RelayEntry } from '../relay/request-relay';
+import type { RelayEntry, RequestRelay } from '../relay/request-relay';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
 
 /** The error relayed when the upstream call broke off after output reached the client. */
 export const INTERRUPTED_ERROR = { status: 502, message: 'upstream call was interrupted', type: 'upstream_error', code: 'upstream_error' } as const;
 /** The error relayed when the client went away; nobody reads it but duplicate readers. */
 export const CLIENT_CLOSED_ERROR = { status: 499, message: 'client closed the request', type: 'invalid_request_error', code: 'client_closed_request' } as const;
+
+/** The error relayed when the upstream call failed for good before any output. */
+export const UPSTREAM_FAILED_ERROR = { status: 502, message: 'upstream call failed', type: 'upstream_error', code: 'upstream_error' } as const;
+
+/**
+ * Ends the client's stream when nothing ended it yet: an interruption error after
+ * output, `UPSTREAM_FAILED_ERROR` before any.
+ */
+export async function endRelayIfOpen(relay: Pick<RequestRelay, 'writer'>, input: BilledRequestInput, entries: readonly RelayEntry[]): Promise<void> {
+  if (terminalOf(entries)) return;
+  const writer = relay.writer(input.tenantId, input.requestId);
+  writer.push({ type: 'error', data: hasOutput(entries) ? { ...INTERRUPTED_ERROR } : { ...UPSTREAM_FAILED_ERROR } });
+  await writer.flush();
+}
 
 export function hasOutput(entries: readonly RelayEntry[]): boolean {
   return entries.some((e) => e.type === 'chunk' || e.type === 'response');

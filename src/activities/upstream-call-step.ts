@@ -19,7 +19,7 @@ import type { RelayEntry, RequestRelay } from '../relay/request-relay';
 import { UpstreamHttpError, isUpstreamError } from '../upstream/errors';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, UpstreamProvider } from '../upstream/types';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
-import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, hasOutput, outcomeFromRelay, terminalOf, usageEstimate } from './relay-recovery';
+import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, usageEstimate } from './relay-recovery';
 
 export interface UpstreamCallDeps {
   providers: Readonly<Record<string, UpstreamProvider>>;
@@ -71,11 +71,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       const earlier = await deps.relay.entries(tenantId, requestId);
       if (hasOutput(earlier) || terminalOf(earlier)) {
         const outcome = outcomeFromRelay(input, channel, earlier);
-        if (!terminalOf(earlier)) {
-          const writer = deps.relay.writer(tenantId, requestId);
-          writer.push({ type: 'error', data: { ...INTERRUPTED_ERROR } });
-          await writer.flush();
-        }
+        await endRelayIfOpen(deps.relay, input, earlier);
         deps.log.warn({ requestId, tenantId, attempt: ctx.info.attempt, status: outcome.status }, 'upstream attempt resumed after output was delivered: not calling upstream again');
         return outcome;
       }
