@@ -96,7 +96,6 @@ function inputFor(scenario: Scenario): BilledRequestInput {
     includeUsage: true,
     relayMode: 'redis',
     body: { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 },
-    admittedAtMs: 1_700_000_000_000,
     ...scenario.input,
   };
 }

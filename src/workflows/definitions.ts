@@ -29,7 +29,6 @@ export interface BilledRequestInput {
   conversationId?: string;
   /** The OpenAI request body forwarded upstream (model and max tokens already set). */
   body: Record<string, unknown>;
-  admittedAtMs: number;
   /** SHA-256 of the client's request body: a reused Idempotency-Key with another body is refused. */
   requestHash?: string;
 }

@@ -116,7 +116,6 @@ export function billedInput(
     includeUsage: true,
     relayMode: 'redis',
     body: { model: TEST_PRICE.model, messages: [{ role: 'user', content: 'hello' }], max_tokens: TEST_PRICE.maxOutputTokens },
-    admittedAtMs: Date.now(),
     ...overrides,
   };
 }

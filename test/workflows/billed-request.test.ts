@@ -43,7 +43,6 @@ function billedInput(overrides: Partial<BilledRequestInput> = {}): BilledRequest
     includeUsage: true,
     relayMode: 'redis',
     body: { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
-    admittedAtMs: 1_700_000_000_000,
     ...overrides,
   };
 }

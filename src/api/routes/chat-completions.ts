@@ -145,7 +145,6 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',
       ...(conversationId ? { conversationId } : {}),
       body: upstreamBody(body, maxOutputTokens),
-      admittedAtMs: Date.now(),
       requestHash: createHash('sha256').update(JSON.stringify(body)).digest('hex'),
     };
 
