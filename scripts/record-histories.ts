@@ -17,8 +17,8 @@ import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } 
 import type { createActivities } from '../src/activities';
 import { billedRequestStart } from '../src/api/gateway';
 import { loadConfig } from '../src/config';
-import { freePort } from '../src/stack/child';
-import { startEmbeddedTemporal, type EmbeddedTemporal } from '../src/stack/temporal';
+import { freePort } from '../src/embedded/child';
+import { startEmbeddedTemporal, type EmbeddedTemporal } from '../src/embedded/temporal';
 import { billedRequest } from '../src/workflows/billed-request';
 import {
   ADMISSION_UPDATE_ID,

@@ -3,7 +3,7 @@
  * typed config and exits with a readable list of what is wrong.
  *
  * An unset TEMPORAL_ADDRESS / REDIS_URL / DATABASE_URL means "start the embedded
- * service" (see src/stack); a set one means "use that service, start nothing".
+ * service" (see src/embedded); a set one means "use that service, start nothing".
  */
 import path from 'node:path';
 import { z } from 'zod';

@@ -10,9 +10,10 @@
 import path from 'node:path';
 import { loadConfig, ConfigError, type Config } from './config';
 import { createLogger, type Logger } from './log';
-import { startStack, type StackEndpoints } from './stack';
-import { startServices } from './services';
-import { startMockUpstream } from './upstream/mock-server';
+import { startStack, type StackEndpoints } from './embedded';
+import { startRoles } from './roles';
+import { ShutdownList } from './shutdown';
+import { startMockUpstream } from './upstream/mock/server';
 
 type Role = 'all' | 'api' | 'worker';
 
@@ -27,14 +28,10 @@ function endpointsFromEnv(config: Readonly<Config>, role: Role): StackEndpoints 
   return { temporalAddress: config.TEMPORAL_ADDRESS!, redisUrl: config.REDIS_URL!, databaseUrl: config.DATABASE_URL! };
 }
 
-/** What this process started, stopped in reverse order on a signal or a failed start. */
-const stops: Array<() => Promise<void>> = [];
+let log: Logger | undefined;
+/** What this process started, stopped in reverse order on a signal or a failed start (given the logger once there is one). */
+let stops = new ShutdownList(undefined);
 let stopping = false;
-
-async function stopAll(log: Logger | undefined): Promise<void> {
-  for (const stop of stops.reverse()) await stop().catch((err: unknown) => log?.error({ err }, 'shutdown step failed'));
-  stops.length = 0;
-}
 
 async function main(config: Readonly<Config>, log: Logger): Promise<void> {
   const role = parseRole(process.argv[2]);
@@ -42,7 +39,7 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    await stopAll(log);
+    await stops.stopAll();
     log.info('stopped');
     process.exit(0);
   };
@@ -78,13 +75,13 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
     upstreamBaseUrl = mock.url;
     mockUrl = mock.url;
   }
-  const services = await startServices(config, endpoints, {
+  const roles = await startRoles(config, endpoints, {
     api: role !== 'worker',
     worker: role !== 'api',
     workerMetrics: role === 'worker',
     upstreamBaseUrl,
   }, log);
-  stops.push(services.stop);
+  stops.push(roles.stop);
 
   const lines = [
     `data directory      ${path.relative(process.cwd(), config.dataDir) || '.'}`,
@@ -93,15 +90,15 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
     `Redis               ${endpoints.redisUrl}`,
     `PostgreSQL          ${endpoints.databaseUrl.replace(/\/\/[^@/]*@/, '//')}`,
     mockUrl ? `mock upstream       ${mockUrl}` : `upstream            ${upstreamBaseUrl}`,
-    ...services.urls,
+    ...roles.urls,
   ].filter(Boolean);
   process.stdout.write(`\nDurable billing is ready (${role}):\n  ${lines.join('\n  ')}\n\n`);
 }
 
-let log: Logger | undefined;
 async function boot(): Promise<void> {
   const config = loadConfig();
   log = createLogger(config.LOG_LEVEL, 'billing');
+  stops = new ShutdownList(log);
   await main(config, log);
 }
 
@@ -113,6 +110,6 @@ boot().catch(async (err: unknown) => {
   } else {
     process.stderr.write(`failed to start: ${String(err)}\n`);
   }
-  await stopAll(log); // leave no child running
+  await stops.stopAll(); // leave no child running
   process.exit(1);
 });

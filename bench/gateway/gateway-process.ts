@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
-import { freePort } from '../../src/stack/child';
+import { freePort } from '../../src/embedded/child';
 
 /** Thrown when the benchmark cannot set itself up (the gateway does not start, an admin call fails). */
 export class BenchSetupError extends Error {

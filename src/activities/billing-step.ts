@@ -15,9 +15,9 @@
 import { costMicros } from '../billing/pricing';
 import type { BillingRepository } from '../db/billing-repository';
 import type { Logger } from '../log';
-import type { BillingMetrics } from '../observability/metrics';
+import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
-import type { RequestRelay } from '../relay/request-relay';
+import type { RequestRelay } from '../redis/request-relay';
 import { LedgerStateError, type AdmissionPath, type LedgerEntry } from '../db/ledger-types';
 import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
 import type { QuotaWarmup } from './quota-warmup';

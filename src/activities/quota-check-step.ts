@@ -7,7 +7,7 @@
  * Idempotent per request id on both paths: a retry returns the first decision.
  */
 import type { Logger } from '../log';
-import type { BillingMetrics } from '../observability/metrics';
+import type { BillingMetrics } from '../metrics';
 import type { BillingRepository } from '../db/billing-repository';
 import type { QuotaScripts, ReserveResult } from '../redis/scripts';
 import { InvalidMicrosError, QuotaScriptRejectedError, UnexpectedScriptReplyError } from '../redis/scripts';

@@ -4,7 +4,7 @@
  * it to bill exactly what reached the client, and to end the client's stream.
  */
 import { StreamTokenAccumulator, type FinalTokenUsage } from '../billing/stream-token-accumulator';
-import type { RelayEntry, RequestRelay } from '../relay/request-relay';
+import type { RelayEntry, RequestRelay } from '../redis/request-relay';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
 
 /** The error relayed when the upstream call broke off after output reached the client. */

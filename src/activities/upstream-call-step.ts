@@ -14,8 +14,8 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { StreamTokenAccumulator, type ChatCompletionChunkLike } from '../billing/stream-token-accumulator';
 import type { Logger } from '../log';
-import type { BillingMetrics } from '../observability/metrics';
-import type { RelayEntry, RequestRelay } from '../relay/request-relay';
+import type { BillingMetrics } from '../metrics';
+import type { RelayEntry, RequestRelay } from '../redis/request-relay';
 import { UpstreamHttpError, isUpstreamError } from '../upstream/errors';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, UpstreamProvider } from '../upstream/types';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';

@@ -7,7 +7,7 @@
  * close the HTTP request (the upstream stops generating tokens we would pay
  * for), not just stop waiting for it.
  */
-import { parseSseEvents, SSE_DONE } from './sse';
+import { parseSseEvents, SSE_DONE } from '../openai/sse';
 import {
   UpstreamCancelledError,
   UpstreamConnectionError,
@@ -16,7 +16,7 @@ import {
   UpstreamProtocolError,
   UpstreamTimeoutError,
 } from './errors';
-import { parseChatCompletion, parseChatCompletionChunk, parseErrorBody } from './openai-wire';
+import { parseChatCompletion, parseChatCompletionChunk, parseErrorBody } from '../openai/wire';
 import type {
   ChatCompletion,
   ChatCompletionChunk,

@@ -10,7 +10,7 @@ import type { Redis } from 'ioredis';
 import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { settled } from '../helpers/ledger';
 import { temporalAddress, testConfig, testDb, testRedis, uniqueId } from '../helpers/services';
-import { freePort } from '../../src/stack/child';
+import { freePort } from '../../src/embedded/child';
 import { readTenantQuota } from '../../src/redis/quota-cache';
 import { CacheKeys } from '../../src/redis/cache-keys';
 

@@ -11,8 +11,8 @@ import Redis from 'ioredis';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { ledgerUsage, settled } from '../helpers/ledger';
 import { testDb } from '../helpers/services';
-import { freePort } from '../../src/stack/child';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/stack/redis';
+import { freePort } from '../../src/embedded/child';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/embedded/redis';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
 
 async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

@@ -1,6 +1,6 @@
 /**
  * Real dependencies for the billed request's activities, wired as the worker's
- * buildActivities wires them (src/worker/worker.ts), on the Redis and PostgreSQL
+ * buildActivities wires them (src/roles/worker.ts), on the Redis and PostgreSQL
  * that the jest global setup started. Each test gets its own metrics Registry, so
  * counters read back exactly what that test did; tenants and keys are seeded with
  * unique ids, so test files can share one Redis and one database.
@@ -13,12 +13,12 @@ import { createApiKeyRepository } from '../../src/db/api-key-repository';
 import { createBillingRepository, type BillingRepository } from '../../src/db/billing-repository';
 import { createTenantRepository } from '../../src/db/tenant-repository';
 import { createLogger, type Logger } from '../../src/log';
-import { createBillingMetrics, type BillingMetrics } from '../../src/observability/metrics';
+import { createBillingMetrics, type BillingMetrics } from '../../src/metrics';
 import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
 import { createQuotaScripts, type QuotaScripts } from '../../src/redis/scripts';
-import { createRequestRelay, type RequestRelay } from '../../src/relay/request-relay';
+import { createRequestRelay, type RequestRelay } from '../../src/redis/request-relay';
 import type { BilledRequestInput } from '../../src/workflows/definitions';
 import { uniqueId } from './services';
 

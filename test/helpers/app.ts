@@ -5,8 +5,8 @@
  */
 import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/log';
-import { startServices, type RunningServices } from '../../src/services';
-import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock-server';
+import { startRoles, type RunningRoles } from '../../src/roles';
+import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/server';
 import { temporalAddress, testConfig, uniqueId } from './services';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
@@ -14,7 +14,7 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export interface TestApp {
   url: string;
   mock: MockUpstream;
-  services: RunningServices;
+  services: RunningRoles;
   admin<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
   /** A tenant with a key and the test model priced: 1 unit per Mtok in, 2 per Mtok out. */
   tenant(opts?: { quotaMicros?: number; budgetMicros?: number | null }): Promise<{ tenantId: string; apiKeyId: string; key: string }>;
@@ -45,7 +45,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     ? createLogger('info', 'e2e', { write: (line: string) => void lines.push(line) })
     : createLogger(config.LOG_LEVEL, 'e2e');
   const mock = await startMockUpstream({ port: 0 });
-  const services = await startServices(config, {
+  const services = await startRoles(config, {
     temporalAddress: temporalAddress(),
     redisUrl: opts.redisUrl ?? env.REDIS_URL!,
     databaseUrl: env.DATABASE_URL!,

@@ -10,7 +10,7 @@
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { temporalTestServerPath } from '../../src/stack/temporal';
+import { temporalTestServerPath } from '../../src/embedded/temporal';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
 import { temporalAddress, testConfig, uniqueId } from './services';
 

@@ -11,8 +11,8 @@ import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/log';
 import { createDb } from '../../src/db/knex';
 import { migrateLatest } from '../../src/db/migrate';
-import { freePort } from '../../src/stack/child';
-import { startStack, type RunningStack } from '../../src/stack';
+import { freePort } from '../../src/embedded/child';
+import { startStack, type RunningStack } from '../../src/embedded';
 
 declare global {
   var __BILLING_TEST_STACK__: { stack: RunningStack; dataDir: string } | undefined;

@@ -3,7 +3,7 @@
  * mock's own counting is checked, not reused), raw HTTP/SSE reading, polling.
  */
 import { get_encoding } from 'tiktoken';
-import { parseSseEvents } from '../../src/upstream/sse';
+import { parseSseEvents } from '../../src/openai/sse';
 
 const encoder = get_encoding('cl100k_base');
 afterAll(() => encoder.free());

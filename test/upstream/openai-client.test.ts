@@ -3,7 +3,7 @@
  * speaks the real protocol, so gateway tests can use stock clients.
  */
 import OpenAI from 'openai';
-import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock-server';
+import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/server';
 import { cl100k, expectedPromptTokens } from './helpers';
 
 let mock: MockUpstream;

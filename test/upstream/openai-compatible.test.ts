@@ -15,8 +15,8 @@ import {
   UpstreamStreamError,
   UpstreamTimeoutError,
 } from '../../src/upstream/errors';
-import { DEFAULT_MOCK_BEHAVIOUR } from '../../src/upstream/mock-behaviour';
-import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock-server';
+import { DEFAULT_MOCK_BEHAVIOUR } from '../../src/upstream/mock/behaviour';
+import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/server';
 import { createOpenAICompatibleProvider } from '../../src/upstream/openai-compatible';
 import type { ChatCompletionChunk, ChatCompletionRequest, UpstreamProvider } from '../../src/upstream/types';
 import { cl100k, expectedPromptTokens, userMessage, waitFor } from './helpers';

@@ -11,8 +11,8 @@ import { reservedCompletionTokens, worstCaseReservationMicros } from '../../bill
 import { countPromptTokens } from '../../billing/token-count';
 import type { StoredModelPrice } from '../../db/model-price-repository';
 import type { Logger } from '../../log';
-import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../../relay/request-relay';
-import { formatSseEvent, SSE_DONE } from '../../upstream/sse';
+import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../../redis/request-relay';
+import { formatSseEvent, SSE_DONE } from '../../openai/sse';
 import type { AdmissionDecision, BilledRequestInput } from '../../workflows/definitions';
 import { apiKeyAuthOf } from '../auth';
 import {

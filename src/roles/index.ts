@@ -6,19 +6,20 @@ import http, { type Server } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import { Registry, collectDefaultMetrics } from 'prom-client';
-import type { Config } from './config';
-import type { Logger } from './log';
-import type { StackEndpoints } from './stack';
-import { createApiApp } from './api/app';
-import { createBillingRepository } from './db/billing-repository';
-import { createDb } from './db/knex';
-import { createBillingMetrics } from './observability/metrics';
-import { migrateLatest } from './db/migrate';
-import { createRedis } from './redis/client';
-import { createRequestRelay } from './relay/request-relay';
-import { createBillingWorker } from './worker/worker';
+import type { Config } from '../config';
+import type { Logger } from '../log';
+import type { StackEndpoints } from '../embedded';
+import { createApiApp } from '../api/app';
+import { createBillingRepository } from '../db/billing-repository';
+import { createDb } from '../db/knex';
+import { createBillingMetrics } from '../metrics';
+import { migrateLatest } from '../db/migrate';
+import { createRedis } from '../redis/client';
+import { createRequestRelay } from '../redis/request-relay';
+import { createBillingWorker } from './worker';
+import { ShutdownList } from '../shutdown';
 
-export interface ServiceOptions {
+export interface RoleOptions {
   api: boolean;
   worker: boolean;
   /** Base URL (…/v1) of the default upstream channel. */
@@ -32,7 +33,7 @@ export interface ServiceOptions {
   pollIntervalMs?: number;
 }
 
-export interface RunningServices {
+export interface RunningRoles {
   urls: string[];
   apiUrl?: string;
   worker?: Worker;
@@ -51,18 +52,16 @@ function listen(server: Server, port: number, host: string, what: string): Promi
   });
 }
 
-export async function startServices(
+export async function startRoles(
   config: Readonly<Config>,
   endpoints: StackEndpoints,
-  opts: ServiceOptions,
+  opts: RoleOptions,
   log: Logger,
-): Promise<RunningServices> {
-  const stops: Array<() => Promise<void>> = [];
-  const stop = async (): Promise<void> => {
-    for (const s of stops.reverse()) await s().catch((err: unknown) => log.error({ err }, 'stop failed'));
-  };
+): Promise<RunningRoles> {
+  const stops = new ShutdownList(log);
+  const stop = (): Promise<void> => stops.stopAll();
   const urls: string[] = [];
-  const running: RunningServices = { urls, stop };
+  const running: RunningRoles = { urls, stop };
   try {
     const db = createDb(endpoints.databaseUrl, { max: 20 });
     stops.push(() => db.destroy());

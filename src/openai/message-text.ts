@@ -4,7 +4,7 @@
  * rule lives in one place: a string content as is, else its `text` parts joined
  * by newlines; image/audio parts contribute no text.
  */
-import { MessageRole, type ChatMessage } from './types';
+import { MessageRole, type ChatMessage } from '../upstream/types';
 
 /** The countable text of one message's content. */
 export function contentText(content: ChatMessage['content']): string {

@@ -7,7 +7,7 @@
  * chunk at all is an UpstreamProtocolError.
  */
 import { z } from 'zod';
-import { UpstreamProtocolError, UpstreamStreamError } from './errors';
+import { UpstreamProtocolError, UpstreamStreamError } from '../upstream/errors';
 import {
   FinishReason,
   MessageRole,
@@ -15,7 +15,7 @@ import {
   type ChatCompletionChunk,
   type ChatCompletionUsage,
   type OpenAIErrorBody,
-} from './types';
+} from '../upstream/types';
 
 const finishValues = new Set<string>(Object.values(FinishReason));
 const roleValues = Object.values(MessageRole) as [MessageRole, ...MessageRole[]];

@@ -10,7 +10,7 @@ import {
   SseLineTooLongError,
   type SseByteSource,
   type SseEvent,
-} from '../../src/upstream/sse';
+} from '../../src/openai/sse';
 
 const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
 

@@ -6,7 +6,7 @@
  * call the upstream again) and what to bill for it.
  */
 import type { Redis } from 'ioredis';
-import { CacheKeys } from '../redis/cache-keys';
+import { CacheKeys } from './cache-keys';
 
 /** One relayed event. `chunk`/`response` carry upstream JSON; `error` and `done` end the stream. */
 export type RelayEntry =

@@ -8,6 +8,7 @@ import type { Logger } from '../log';
 import { startEmbeddedPostgres } from './postgres';
 import { startEmbeddedRedis } from './redis';
 import { startEmbeddedTemporal } from './temporal';
+import { ShutdownList } from '../shutdown';
 
 export interface StackEndpoints {
   temporalAddress: string;
@@ -30,10 +31,8 @@ export interface StackOptions {
 }
 
 export async function startStack(config: Readonly<Config>, opts: StackOptions, log: Logger): Promise<RunningStack> {
-  const stops: Array<() => Promise<void>> = [];
-  const stopAll = async (): Promise<void> => {
-    for (const stop of stops.reverse()) await stop().catch((err: unknown) => log.error({ err }, 'stop failed'));
-  };
+  const stops = new ShutdownList(log);
+  const stopAll = (): Promise<void> => stops.stopAll();
   try {
     let databaseUrl = config.DATABASE_URL;
     if (!databaseUrl) {

@@ -9,13 +9,13 @@
  *
  * Prompt tokens follow OpenAI's documented approximation for chat messages:
  *   prompt_tokens = 3 + Σ over messages (4 + tokens(text of the message's content))
- * where the text of a content is defined in ./messages (text parts joined by
+ * where the text of a content is defined in src/openai/message-text.ts (text parts joined by
  * newlines), counted with cl100k_base, directives included (they are part of
  * what the client sent).
  */
 import { get_encoding, type Tiktoken } from 'tiktoken';
-import { contentText, lastUserMessageText } from './messages';
-import { stripMockDirectives, type MockBehaviour } from './mock-behaviour';
+import { contentText, lastUserMessageText } from '../../openai/message-text';
+import { stripMockDirectives, type MockBehaviour } from './behaviour';
 import {
   FinishReason,
   type ChatCompletion,
@@ -23,7 +23,7 @@ import {
   type ChatCompletionRequest,
   type ChatCompletionUsage,
   type ChatMessage,
-} from './types';
+} from '../types';
 
 export const MOCK_MODELS = ['gpt-4o-mini', 'gpt-4o', 'mock-small'] as const;
 

@@ -3,11 +3,11 @@
  * (the figures every billing test relies on, M6.2/M6.3), usage on/off, latency,
  * faults, cancellation and the directive/header precedence.
  */
-import { DEFAULT_MOCK_BEHAVIOUR } from '../../src/upstream/mock-behaviour';
-import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock-server';
-import { parseSseEvents } from '../../src/upstream/sse';
-import type { ChatCompletion, ChatCompletionChunk } from '../../src/upstream/types';
-import { cl100k, expectedPromptTokens, postChat, sseData, userMessage, waitFor } from './helpers';
+import { DEFAULT_MOCK_BEHAVIOUR } from '../../../src/upstream/mock/behaviour';
+import { startMockUpstream, type MockUpstream } from '../../../src/upstream/mock/server';
+import { parseSseEvents } from '../../../src/openai/sse';
+import type { ChatCompletion, ChatCompletionChunk } from '../../../src/upstream/types';
+import { cl100k, expectedPromptTokens, postChat, sseData, userMessage, waitFor } from '../helpers';
 
 let mock: MockUpstream;
 

@@ -4,8 +4,8 @@
  *
  * Endpoints: POST /v1/chat/completions (JSON or SSE), GET /v1/models,
  * GET /v1/models/:id (any id), GET /healthz, and for tests GET|PUT
- * /__mock/defaults and GET /__mock/stats. Behaviour switches: ./mock-behaviour;
- * reply content and token counts: ./mock-reply.
+ * /__mock/defaults and GET /__mock/stats. Behaviour switches: ./behaviour;
+ * reply content and token counts: ./reply.
  *
  * It notices a client that goes away (stats().cancelled) and stops writing:
  * that is what lets tests prove a cancelled UpstreamCallStep really closed the
@@ -15,7 +15,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ZodError } from 'zod';
-import { lastUserMessageText } from './messages';
+import { lastUserMessageText } from '../../openai/message-text';
 import {
   DEFAULT_MOCK_BEHAVIOUR,
   MockDirectiveError,
@@ -24,11 +24,11 @@ import {
   parseMockHeaders,
   resolveMockBehaviour,
   type MockBehaviour,
-} from './mock-behaviour';
-import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './mock-reply';
-import { openAIErrorBody } from './openai-wire';
-import { formatSseEvent, SSE_DONE } from './sse';
-import { chatCompletionRequestSchema, type ChatCompletionRequest } from './types';
+} from './behaviour';
+import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './reply';
+import { openAIErrorBody } from '../../openai/wire';
+import { formatSseEvent, SSE_DONE } from '../../openai/sse';
+import { chatCompletionRequestSchema, type ChatCompletionRequest } from '../types';
 
 export interface MockUpstreamOptions {
   /** @default 0 (any free port) */

@@ -8,7 +8,7 @@ import {
   parseChatCompletion,
   parseChatCompletionChunk,
   parseErrorBody,
-} from '../../src/upstream/openai-wire';
+} from '../../src/openai/wire';
 
 describe('normaliseUsage', () => {
   it('keeps OpenAI usage and its details', () => {

@@ -11,7 +11,7 @@ import {
   parseMockHeaders,
   resolveMockBehaviour,
   stripMockDirectives,
-} from '../../src/upstream/mock-behaviour';
+} from '../../../src/upstream/mock/behaviour';
 
 describe('parseMockDirectives', () => {
   it('reads every directive, several in one message', () => {

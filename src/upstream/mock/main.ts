@@ -1,11 +1,11 @@
 /**
- * Runs the mock upstream on its own: `tsx src/upstream/mock-main.ts`.
+ * Runs the mock upstream on its own: `tsx src/upstream/mock/main.ts`.
  * Listens on MOCK_UPSTREAM_PORT (API_HOST's interface) and stops cleanly on
  * SIGINT/SIGTERM, so hung test requests do not keep the process alive.
  */
-import { loadConfig } from '../config';
-import { createLogger } from '../log';
-import { startMockUpstream } from './mock-server';
+import { loadConfig } from '../../config';
+import { createLogger } from '../../log';
+import { startMockUpstream } from './server';
 
 async function main(): Promise<void> {
   const config = loadConfig();

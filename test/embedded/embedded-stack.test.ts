@@ -11,9 +11,9 @@ import path from 'node:path';
 import { Client } from 'pg';
 import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/log';
-import { startStack } from '../../src/stack';
-import { canConnect, freePort } from '../../src/stack/child';
-import { startEmbeddedRedis } from '../../src/stack/redis';
+import { startStack } from '../../src/embedded';
+import { canConnect, freePort } from '../../src/embedded/child';
+import { startEmbeddedRedis } from '../../src/embedded/redis';
 import { testConfig } from '../helpers/services';
 
 const root = testConfig().rootDir;

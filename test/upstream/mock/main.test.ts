@@ -1,12 +1,12 @@
 /**
- * `tsx src/upstream/mock-main.ts`: the standalone mock listens on
+ * `tsx src/upstream/mock/main.ts`: the standalone mock listens on
  * MOCK_UPSTREAM_PORT, logs its URL and exits cleanly on SIGTERM even with a
  * hung request open.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { userMessage } from './helpers';
+import { userMessage } from '../helpers';
 
 const rootDir = path.resolve(__dirname, '../..');
 
@@ -44,7 +44,7 @@ function logLine(child: ChildProcess, msg: string): Promise<Record<string, unkno
 
 it('serves on MOCK_UPSTREAM_PORT and stops on SIGTERM with a hung request open', async () => {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/upstream/mock-main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/upstream/mock/main.ts'], {
     cwd: rootDir,
     env: { ...process.env, MOCK_UPSTREAM_PORT: String(port), API_HOST: '127.0.0.1', LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'inherit'],

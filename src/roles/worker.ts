@@ -10,9 +10,9 @@ import { createQuotaWarmup } from '../activities/quota-warmup';
 import { createApiKeyRepository } from '../db/api-key-repository';
 import { createBillingRepository } from '../db/billing-repository';
 import { createTenantRepository } from '../db/tenant-repository';
-import { createBillingMetrics } from '../observability/metrics';
+import { createBillingMetrics } from '../metrics';
 import { createQuotaScripts } from '../redis/scripts';
-import type { RequestRelay } from '../relay/request-relay';
+import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
 
 export interface BillingWorkerOptions {
