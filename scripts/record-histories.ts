@@ -15,7 +15,7 @@ import { Client, Connection, WorkflowUpdateStage, type WorkflowHandle } from '@t
 import { ApplicationFailure } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { createActivities } from '../src/activities';
-import { billedRequestStart } from '../src/api/gateway';
+import { billedRequestStart } from '../src/workflows/client';
 import { loadConfig } from '../src/config';
 import { freePort } from '../src/embedded/child';
 import { startEmbeddedTemporal, type EmbeddedTemporal } from '../src/embedded/temporal';

@@ -45,10 +45,6 @@ const envSchema = z.object({
   RELAY_IDLE_TIMEOUT_SECONDS: positiveInt.default(120),
   /** How long a request's relayed output stays replayable for a repeated Idempotency-Key. */
   RELAY_TTL_SECONDS: positiveInt.default(3600),
-  QUOTA_SYNC_EVERY: z.string().default('5m'),
-  APIKEY_SYNC_EVERY: z.string().default('10m'),
-  CONSISTENCY_CHECK_EVERY: z.string().default('1h'),
-  CONSISTENCY_ALERT_THRESHOLD_MICROS: z.coerce.number().int().nonnegative().default(1_000_000),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

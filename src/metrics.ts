@@ -70,3 +70,17 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
 }
 
 export type BillingMetrics = ReturnType<typeof createBillingMetrics>;
+
+/** The quota scripts runner's metrics (src/redis/scripts.ts); every runner on one registry shares them. */
+export function createRedisScriptMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    duration: once(registry, 'billing_redis_script_duration_seconds', () => new Histogram({
+      name: 'billing_redis_script_duration_seconds', help: 'Latency of one quota Lua script call, NOSCRIPT reload included', labelNames: ['script'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5], registers,
+    })),
+    reloads: once(registry, 'billing_redis_script_reloads_total', () => new Counter({
+      name: 'billing_redis_script_reloads_total', help: 'Quota Lua scripts reloaded after a NOSCRIPT answer (script cache flushed or Redis restarted)', labelNames: ['script'], registers,
+    })),
+  };
+}

@@ -18,7 +18,7 @@ import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
-import { LedgerStateError, type AdmissionPath, type LedgerEntry } from '../db/ledger-types';
+import { LedgerStateError, type LedgerEntry } from '../db/ledger-types';
 import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
 import type { QuotaWarmup } from './quota-warmup';
 import { endRelayIfOpen, hasOutput, outcomeFromRelay, UPSTREAM_FAILED_ERROR } from './relay-recovery';
@@ -115,8 +115,7 @@ export function createBillingStep(deps: BillingStepDeps) {
     return tenant.status === 'tenant_missing' ? 0 : tenant.deltaMicros;
   }
 
-  // The admission path no longer decides the settlement (the request record does); kept for the workflow's call shape and its recorded histories.
-  return async function billingStep(input: BilledRequestInput, _path: AdmissionPath, upstream: UpstreamOutcome | null): Promise<SettlementResult> {
+  return async function billingStep(input: BilledRequestInput, upstream: UpstreamOutcome | null): Promise<SettlementResult> {
     const stopTimer = deps.metrics.settlementDuration.startTimer();
     const outcome = upstream ?? (await outcomeAfterFailure(input));
     const { requestId, tenantId } = input;

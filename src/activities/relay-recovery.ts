@@ -7,13 +7,18 @@ import { StreamTokenAccumulator, type FinalTokenUsage } from '../billing/stream-
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
 
+/** Every relayed upstream failure is a 502 `upstream_error`; only the message tells which. */
+export function upstreamFailure(message: string): { status: 502; message: string; type: 'upstream_error'; code: 'upstream_error' } {
+  return { status: 502, message, type: 'upstream_error', code: 'upstream_error' };
+}
+
 /** The error relayed when the upstream call broke off after output reached the client. */
-export const INTERRUPTED_ERROR = { status: 502, message: 'upstream call was interrupted', type: 'upstream_error', code: 'upstream_error' } as const;
+export const INTERRUPTED_ERROR = upstreamFailure('upstream call was interrupted');
 /** The error relayed when the client went away; nobody reads it but duplicate readers. */
 export const CLIENT_CLOSED_ERROR = { status: 499, message: 'client closed the request', type: 'invalid_request_error', code: 'client_closed_request' } as const;
 
 /** The error relayed when the upstream call failed for good before any output. */
-export const UPSTREAM_FAILED_ERROR = { status: 502, message: 'upstream call failed', type: 'upstream_error', code: 'upstream_error' } as const;
+export const UPSTREAM_FAILED_ERROR = upstreamFailure('upstream call failed');
 
 /**
  * Ends the client's stream when nothing ended it yet: an interruption error after

@@ -17,9 +17,12 @@ import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
 import { UpstreamHttpError, isUpstreamError } from '../upstream/errors';
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, UpstreamProvider } from '../upstream/types';
+import type { ChatCompletionRequest } from '../openai/chat-request';
+import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
+import type { UpstreamProvider } from '../upstream/provider';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
-import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, usageEstimate } from './relay-recovery';
+import { FailureType } from '../workflows/failure-types';
+import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, upstreamFailure, usageEstimate } from './relay-recovery';
 
 export interface UpstreamCallDeps {
   providers: Readonly<Record<string, UpstreamProvider>>;
@@ -28,11 +31,6 @@ export interface UpstreamCallDeps {
   log: Logger;
   /** How often to heartbeat and look for a client cancel. @default 250 */
   pollIntervalMs?: number;
-}
-
-/** Thrown (non-retryable) when the upstream refused the request itself. */
-export class UpstreamRejectedError extends Error {
-  override name = 'UpstreamRejectedError';
 }
 
 function isUsageOnly(chunk: ChatCompletionChunk): boolean {
@@ -45,14 +43,8 @@ function withoutUsage(chunk: ChatCompletionChunk): ChatCompletionChunk {
   return rest;
 }
 
-function upstreamErrorBody(err: unknown): { status: number; message: string; type: string; code: string } {
-  const status = err instanceof UpstreamHttpError ? err.status : undefined;
-  return {
-    status: 502,
-    message: status ? `upstream answered HTTP ${status}` : 'upstream call failed',
-    type: 'upstream_error',
-    code: 'upstream_error',
-  };
+function upstreamErrorBody(err: unknown): ReturnType<typeof upstreamFailure> {
+  return err instanceof UpstreamHttpError ? upstreamFailure(`upstream answered HTTP ${err.status}`) : { ...UPSTREAM_FAILED_ERROR };
 }
 
 function rejectedByUpstream(err: unknown): boolean {
@@ -173,7 +165,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
         return { ...usageOf(), status: 'failed_before_output', error, relayed: useRelay ? undefined : collected };
       }
       deps.log.warn({ requestId, tenantId, attempt: ctx.info.attempt, err: (err as Error).message }, 'upstream failed before output: retrying');
-      if (isUpstreamError(err) && !err.retryable) throw ApplicationFailure.nonRetryable(err.message, 'UpstreamRejectedError');
+      if (isUpstreamError(err) && !err.retryable) throw ApplicationFailure.nonRetryable(err.message, FailureType.upstreamRejected);
       throw err;
     } finally {
       clearInterval(ticker);

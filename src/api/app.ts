@@ -1,18 +1,21 @@
 /** The Express front: gateway routes, admin routes, health and metrics, one error middleware. */
 import { randomUUID } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import type { Client, Connection } from '@temporalio/client';
+import type { Connection } from '@temporalio/client';
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config';
+import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
-import { createModelPriceRepository } from '../db/model-price-repository';
 import { createBillingMetrics } from '../metrics';
 import type { RequestRelay } from '../redis/request-relay';
+import type { QuotaScripts } from '../redis/scripts';
+import { createBilledRequests } from '../services/billed-requests';
+import { createAccountServices } from '../services';
+import type { BilledRequestClient } from '../workflows/client';
 import { createApiKeyAuthenticator } from './auth';
 import { errorMiddleware } from './errors';
-import { createRequestGateway } from './gateway';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { chatCompletionsRouter } from './routes/chat-completions';
@@ -22,9 +25,12 @@ export interface ApiDeps {
   config: Readonly<Config>;
   db: Knex;
   redis: Redis;
-  temporal: Connection;
-  client: Client;
+  /** For /readyz. */
+  temporal: Pick<Connection, 'healthService'>;
+  workflows: BilledRequestClient;
   relay: RequestRelay;
+  repositories: Repositories;
+  scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
   registry: Registry;
   log: Logger;
   /** Largest accepted JSON body. @default '1mb' */
@@ -53,25 +59,27 @@ export function createApiApp(deps: ApiDeps): Express {
   });
   app.use(express.json({ limit: deps.bodyLimit ?? '1mb' }));
 
-  const authenticate = createApiKeyAuthenticator({ db: deps.db, redis: deps.redis, logger: deps.log });
-  const prices = createModelPriceRepository(deps.db);
-  app.use(healthRouter({ redis: deps.redis, db: deps.db, temporal: deps.temporal, registry: deps.registry }));
-  app.use(chatCompletionsRouter({
-    authenticate,
-    gateway: createRequestGateway(deps.client, deps.config.TEMPORAL_TASK_QUEUE),
+  const { repositories } = deps;
+  const accounts = createAccountServices(deps);
+  const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, redis: deps.redis, logger: deps.log });
+  const requests = createBilledRequests({
+    prices: repositories.modelPrices,
+    workflows: deps.workflows,
     relay: deps.relay,
     redis: deps.redis,
-    prices,
     log: deps.log,
     relayIdleTimeoutMs: deps.config.RELAY_IDLE_TIMEOUT_SECONDS * 1000,
-  }));
-  app.use(modelsRouter({ db: deps.db, authenticate }));
+  });
+  app.use(healthRouter({ redis: deps.redis, db: deps.db, temporal: deps.temporal, registry: deps.registry }));
+  app.use(chatCompletionsRouter({ authenticate, requests }));
+  app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.use(adminRouter({
-    db: deps.db,
-    redis: deps.redis,
+    tenants: accounts.tenants,
+    apiKeys: accounts.apiKeys,
+    repositories,
     logger: deps.log,
     adminToken: deps.config.ADMIN_TOKEN,
-    describeWorkflow: async (workflowId) => (await deps.client.workflow.getHandle(workflowId).describe()).status.name,
+    describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
   }));
   app.use(errorMiddleware(deps.log));
   return app;

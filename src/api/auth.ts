@@ -2,38 +2,23 @@
  * Authentication at the HTTP edge: tenants' API keys for the gateway routes and the
  * admin token for /admin. Keys and tokens are compared or hashed, never logged.
  *
- * API keys are resolved by their SHA-256 through a short-lived Redis cache entry, so
- * the hot path costs one GET; PostgreSQL answers on a miss and whenever Redis fails
+ * API keys are resolved by their SHA-256 through the lookup cache (src/redis/api-key-cache.ts),
+ * so the hot path costs one GET; PostgreSQL answers on a miss and whenever Redis fails
  * (M2.3: Redis being down degrades, it does not lock tenants out).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler, Response } from 'express';
-import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
 import type { Logger } from '../log';
-import { ApiKeyStatus, createApiKeyRepository, hashApiKey, type ApiKeyRepository } from '../db/api-key-repository';
-import { CacheKeys } from '../redis/cache-keys';
+import { ApiKeyStatus, hashApiKey, type ApiKeyRepository } from '../db/api-key-repository';
+import { API_KEY_LOOKUP_TTL_SECONDS, readApiKeyLookup, writeApiKeyLookup, type ApiKeyLookupEntry } from '../redis/api-key-cache';
 import { AppError, ErrorCode, ErrorType, InvalidApiKeyError, ServiceUnavailableError } from './errors';
-
-export { hashApiKey };
-
-/** How long a resolved key stays cached; bounds how stale a lookup can be if a revocation's cache write failed. */
-export const API_KEY_LOOKUP_TTL_SECONDS = 60;
 
 /** Who the request is billed to; set on `res.locals.auth` by the authenticator. */
 export interface ApiKeyAuth {
   apiKeyId: string;
   tenantId: string;
 }
-
-/** The cached lookup entry at CacheKeys.apiKeyLookup(hash): JSON, never the key. */
-const lookupEntrySchema = z.object({
-  id: z.string().min(1),
-  tenant_id: z.string().min(1),
-  status: z.enum([ApiKeyStatus.active, ApiKeyStatus.revoked]),
-});
-export type ApiKeyLookupEntry = z.infer<typeof lookupEntrySchema>;
 
 /** Thrown when an admin endpoint is called without the admin token, or with a wrong one (401). */
 export class AdminUnauthorizedError extends AppError {
@@ -67,29 +52,12 @@ export function apiKeyAuthOf(res: Response): ApiKeyAuth {
   throw new MissingAuthError();
 }
 
-/** Writes the lookup entry of a key; revocation uses it too (see the admin API-key routes). */
-export async function writeApiKeyLookup(
-  redis: Pick<Redis, 'set'>,
-  keyHash: string,
-  entry: ApiKeyLookupEntry,
-  options: { ttlSeconds: number; onlyIfAbsent: boolean },
-): Promise<boolean> {
-  const key = CacheKeys.apiKeyLookup(keyHash);
-  const value = JSON.stringify(entry);
-  const reply = options.onlyIfAbsent
-    ? await redis.set(key, value, 'EX', options.ttlSeconds, 'NX')
-    : await redis.set(key, value, 'EX', options.ttlSeconds);
-  return reply === 'OK';
-}
-
 export interface ApiKeyAuthenticatorDeps {
-  db: Knex;
+  apiKeys: Pick<ApiKeyRepository, 'findByHash'>;
   redis: Pick<Redis, 'get' | 'set'>;
   logger: Pick<Logger, 'warn'>;
   /** @default API_KEY_LOOKUP_TTL_SECONDS */
   cacheTtlSeconds?: number;
-  /** @default createApiKeyRepository(db) */
-  apiKeys?: Pick<ApiKeyRepository, 'findByHash'>;
 }
 
 /**
@@ -97,22 +65,14 @@ export interface ApiKeyAuthenticatorDeps {
  * answers 401 invalid_api_key for a missing, unknown or revoked key.
  */
 export function createApiKeyAuthenticator(deps: ApiKeyAuthenticatorDeps): RequestHandler {
-  const apiKeys = deps.apiKeys ?? createApiKeyRepository(deps.db);
+  const { apiKeys } = deps;
   const ttlSeconds = deps.cacheTtlSeconds ?? API_KEY_LOOKUP_TTL_SECONDS;
 
   /** undefined = not cached or unreadable; throws only when Redis itself fails. */
   async function cachedLookup(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {
-    const raw = await deps.redis.get(CacheKeys.apiKeyLookup(keyHash));
-    if (raw === null) return undefined;
-    let json: unknown;
-    try {
-      json = JSON.parse(raw);
-    } catch {
-      json = undefined;
-    }
-    const parsed = lookupEntrySchema.safeParse(json);
-    if (!parsed.success) deps.logger.warn('unreadable API key lookup cache entry; reading PostgreSQL');
-    return parsed.success ? parsed.data : undefined;
+    const cached = await readApiKeyLookup(deps.redis, keyHash);
+    if (cached === 'unreadable') deps.logger.warn('unreadable API key lookup cache entry; reading PostgreSQL');
+    return cached === 'unreadable' || cached === null ? undefined : cached;
   }
 
   async function databaseLookup(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {

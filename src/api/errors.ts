@@ -9,11 +9,11 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../log';
+import { fromDomainError } from './domain-errors';
 
 /** OpenAI's error `type` values used by this gateway. */
 export const ErrorType = {
   invalidRequest: 'invalid_request_error',
-  permission: 'permission_error',
   insufficientQuota: 'insufficient_quota',
   server: 'server_error',
 } as const;
@@ -23,7 +23,6 @@ export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
 export const ErrorCode = {
   invalidRequest: 'invalid_request_error',
   invalidApiKey: 'invalid_api_key',
-  forbidden: 'forbidden',
   modelNotFound: 'model_not_found',
   notFound: 'not_found',
   conflict: 'conflict',
@@ -93,14 +92,6 @@ export class InvalidApiKeyError extends AppError {
   override readonly name = 'InvalidApiKeyError';
   constructor(message = 'Invalid API key provided.') {
     super({ status: 401, type: ErrorType.invalidRequest, code: ErrorCode.invalidApiKey, message });
-  }
-}
-
-/** Thrown when an admin endpoint is called without the admin token (403). */
-export class AdminForbiddenError extends AppError {
-  override readonly name = 'AdminForbiddenError';
-  constructor(message = 'This endpoint requires the admin token.') {
-    super({ status: 403, type: ErrorType.permission, code: ErrorCode.forbidden, message });
   }
 }
 
@@ -196,6 +187,8 @@ export function formatParamPath(path: ReadonlyArray<string | number>): string {
 /** Turns any thrown value into the AppError to render; unknown errors become a bare 500. */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
+  const domain = fromDomainError(err);
+  if (domain) return domain;
   if (err instanceof ZodError) {
     const issue = err.issues[0];
     if (!issue) return new InvalidRequestError('Invalid request.', undefined, err);

@@ -1,82 +1,21 @@
 /**
- * zod schemas for every HTTP body and query at the edge. A parse failure throws
- * a ZodError that `errorMiddleware` renders as a 400 naming the first bad field.
+ * zod schemas for the admin HTTP bodies and queries. A parse failure throws a
+ * ZodError that `errorMiddleware` renders as a 400 naming the first bad field.
+ * The OpenAI request (`POST /v1/chat/completions`) has its schema with the rest
+ * of the wire format, in src/openai/chat-request.ts.
  *
- * Money fields are strict: JSON numbers only (a string "10" is rejected, not
- * coerced), integers only (a float is never rounded into a charge), within
- * Number.MAX_SAFE_INTEGER so they survive the trip to BIGINT and Lua exactly.
- * Admin bodies reject unknown keys so a typo ("quota_limit") is a 400, not a
- * silently ignored field.
+ * Money fields are strict (src/safe-int.ts): JSON numbers only, integers only,
+ * within Number.MAX_SAFE_INTEGER. Admin bodies reject unknown keys so a typo
+ * ("quota_limit") is a 400, not a silently ignored field.
  */
 import { z } from 'zod';
-
-/** A JSON integer in 0..MAX_SAFE_INTEGER (amounts in micros, prices). */
-export const nonNegativeSafeInt = z.number().int().nonnegative().safe();
-/** A JSON integer in 1..MAX_SAFE_INTEGER. */
-export const positiveSafeInt = z.number().int().positive().safe();
-
-export const MessageRole = {
-  system: 'system',
-  developer: 'developer',
-  user: 'user',
-  assistant: 'assistant',
-  tool: 'tool',
-} as const;
-export type MessageRole = (typeof MessageRole)[keyof typeof MessageRole];
-
-const roleSchema = z.enum([MessageRole.system, MessageRole.developer, MessageRole.user, MessageRole.assistant, MessageRole.tool]);
-
-/** A content part: text parts need their text; other kinds (image_url, input_audio, file) pass through. */
-const contentPartSchema = z
-  .object({ type: z.string().min(1), text: z.unknown().optional() })
-  .passthrough()
-  .superRefine((part, ctx) => {
-    if (part.type === 'text' && typeof part.text !== 'string') {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['text'], message: 'a text part needs a string text' });
-    }
-  });
-
-export const chatMessageSchema = z
-  .object({
-    role: roleSchema,
-    content: z.union([z.string(), z.array(contentPartSchema).min(1), z.null()]).optional(),
-    name: z.string().min(1).optional(),
-  })
-  .passthrough()
-  .superRefine((message, ctx) => {
-    // Only an assistant turn (e.g. one carrying tool_calls) may come without content.
-    if (message.role !== MessageRole.assistant && (message.content === undefined || message.content === null)) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['content'], message: `a ${message.role} message needs content` });
-    }
-  });
-export type ChatMessage = z.infer<typeof chatMessageSchema>;
-
-/**
- * `POST /v1/chat/completions`. Fields we bill on are validated; every other
- * OpenAI field (temperature, tools, n, ...) passes through to the upstream.
- */
-export const chatCompletionRequestSchema = z
-  .object({
-    model: z.string().min(1),
-    messages: z.array(chatMessageSchema).min(1),
-    stream: z.boolean().optional(),
-    stream_options: z.object({ include_usage: z.boolean().optional() }).passthrough().nullable().optional(),
-    max_tokens: positiveSafeInt.nullable().optional(),
-    max_completion_tokens: positiveSafeInt.nullable().optional(),
-  })
-  .passthrough();
-export type ChatCompletionRequest = z.infer<typeof chatCompletionRequestSchema>;
-
-/**
- * The output cap the caller asked for: `max_completion_tokens` (current name)
- * wins over the deprecated `max_tokens`; undefined when neither is set.
- */
-export function requestedMaxTokens(request: Pick<ChatCompletionRequest, 'max_tokens' | 'max_completion_tokens'>): number | undefined {
-  return request.max_completion_tokens ?? request.max_tokens ?? undefined;
-}
+import { nonNegativeSafeInt, positiveSafeInt } from '../safe-int';
 
 /** Tenant ids appear in Redis hash tags and URLs: keep them to a safe alphabet. */
 export const tenantIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z, a-z, 0-9, _ or -');
+
+/** The `:id` path segment of the tenant routes. */
+export const tenantParamsSchema = z.object({ id: tenantIdSchema });
 
 /** `POST /admin/tenants` */
 export const createTenantBodySchema = z

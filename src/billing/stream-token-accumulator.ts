@@ -14,15 +14,12 @@
  * 3. `estimate`: the caller's estimate, used exactly when no usage was reported
  *    and the text cannot be counted honestly:
  *    - the text is unavailable: constructed with `{ textUnavailable: true }`, or
- *      `markTextUnavailable()` was called (e.g. an activity resumed from a
- *      heartbeat snapshot and the chunks after that heartbeat are lost), or
+ *      `markTextUnavailable()` was called (part of the stream was not observed), or
  *    - tiktoken threw while counting the prompt (at construction) or the completion.
  *
  * The accumulator holds completion text, never prompt text: only the prompt's
- * token count is kept, so a snapshot stored in Temporal heartbeat details
- * carries no prompt. Nothing here logs text.
+ * token count is kept. Nothing here logs text.
  */
-import { z } from 'zod';
 import { InvalidBillingQuantityError, type TokenUsage } from './pricing';
 import { countPromptTokens, countTextTokens, type ChatMessageForCount } from './token-count';
 
@@ -63,34 +60,6 @@ export type StreamTokenAccumulatorOptions = {
   textUnavailable?: boolean;
 } & ({ messages: readonly ChatMessageForCount[] } | { promptTokens: number });
 
-const safeCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
-
-const toolCallSnapshot = z.object({ index: z.number().int().nonnegative(), name: z.string(), arguments: z.string() });
-const choiceSnapshot = z.object({
-  index: z.number().int().nonnegative(),
-  content: z.string(),
-  toolCalls: z.array(toolCallSnapshot),
-});
-const snapshotSchema = z.object({
-  version: z.literal(1),
-  model: z.string().min(1),
-  promptTokens: safeCount.nullable(),
-  textUnavailable: z.boolean(),
-  usage: z.object({ promptTokens: safeCount, completionTokens: safeCount }).nullable(),
-  choices: z.array(choiceSnapshot),
-});
-
-/** A JSON-safe picture of an accumulator, for heartbeat details. Contains completion text. */
-export type StreamTokenSnapshot = z.infer<typeof snapshotSchema>;
-
-/** Thrown when data given to `StreamTokenAccumulator.fromJSON` is not a valid snapshot. */
-export class InvalidTokenSnapshotError extends Error {
-  override readonly name = 'InvalidTokenSnapshotError';
-  constructor(detail: string) {
-    super(`invalid stream token snapshot: ${detail}`);
-  }
-}
-
 interface ChoiceText {
   content: string;
   toolCalls: Map<number, { name: string; arguments: string }>;
@@ -102,8 +71,8 @@ function isSafeCount(value: unknown): value is number {
 
 export class StreamTokenAccumulator {
   readonly model: string;
-  /** Prompt tokens by tiktoken, or null when counting them failed. Reassigned only by fromJSON. */
-  private promptTokens: number | null;
+  /** Prompt tokens by tiktoken, or null when counting them failed. */
+  private readonly promptTokens: number | null;
   private textUnavailable: boolean;
   private usage: TokenUsage | null = null;
   private readonly choices = new Map<number, ChoiceText>();
@@ -125,29 +94,6 @@ export class StreamTokenAccumulator {
     } catch {
       return null; // level 3 (estimate) will be used; see the module comment.
     }
-  }
-
-  /** Rebuilds an accumulator from `toJSON()` output (e.g. heartbeat details after a crash). */
-  static fromJSON(data: unknown): StreamTokenAccumulator {
-    const parsed = snapshotSchema.safeParse(data);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new InvalidTokenSnapshotError(issue ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'unknown');
-    }
-    const snapshot = parsed.data;
-    const restored = new StreamTokenAccumulator({
-      model: snapshot.model,
-      promptTokens: snapshot.promptTokens ?? 0,
-      textUnavailable: snapshot.textUnavailable,
-    });
-    // A prompt that could not be counted stays uncounted after a resume.
-    restored.promptTokens = snapshot.promptTokens;
-    restored.usage = snapshot.usage;
-    for (const choice of snapshot.choices) {
-      const toolCalls = new Map(choice.toolCalls.map((call) => [call.index, { name: call.name, arguments: call.arguments }]));
-      restored.choices.set(choice.index, { content: choice.content, toolCalls });
-    }
-    return restored;
   }
 
   private choice(index: number): ChoiceText {
@@ -230,21 +176,5 @@ export class StreamTokenAccumulator {
       }
     }
     return { promptTokens: estimate.promptTokens, completionTokens: estimate.completionTokens, source: TokenSource.estimate };
-  }
-
-  /** A JSON-safe snapshot; `fromJSON(toJSON())` resumes exactly where this one is. */
-  toJSON(): StreamTokenSnapshot {
-    return {
-      version: 1,
-      model: this.model,
-      promptTokens: this.promptTokens,
-      textUnavailable: this.textUnavailable,
-      usage: this.usage === null ? null : { ...this.usage },
-      choices: [...this.choices.entries()].map(([index, choice]) => ({
-        index,
-        content: choice.content,
-        toolCalls: [...choice.toolCalls.entries()].map(([callIndex, call]) => ({ index: callIndex, ...call })),
-      })),
-    };
   }
 }

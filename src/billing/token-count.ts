@@ -1,11 +1,13 @@
 /**
  * Token counting with tiktoken (M6.2), used for the admission estimate (prompt
- * tokens) and as the second priority level of the StreamTokenAccumulator.
+ * tokens), as the second priority level of the StreamTokenAccumulator, and for
+ * the prompt usage the mock upstream reports.
  *
  * Text passed here is customer data: this module never logs it, and callers
  * must not put it into error messages either.
  */
 import { get_encoding, type Tiktoken } from 'tiktoken';
+import { contentText, type MessageContent } from '../openai/message-text';
 
 /** Encodings this gateway knows how to count with. */
 export const TokenEncoding = {
@@ -36,13 +38,6 @@ const TOKENS_PER_NAME = 1;
 /** Every reply is primed with <|start|>assistant<|message|>. */
 const REPLY_PRIMING_TOKENS = 3;
 
-/** A content part as sent in `messages[].content` arrays. */
-export interface ContentPartForCount {
-  type: string;
-  text?: unknown;
-  refusal?: unknown;
-}
-
 /** A tool call as found on assistant messages. */
 export interface ToolCallForCount {
   function?: { name?: unknown; arguments?: unknown } | null;
@@ -51,7 +46,7 @@ export interface ToolCallForCount {
 /** The slice of a chat message that costs prompt tokens. */
 export interface ChatMessageForCount {
   role: string;
-  content?: string | readonly ContentPartForCount[] | null;
+  content?: MessageContent;
   name?: string | null;
   tool_call_id?: string | null;
   tool_calls?: readonly ToolCallForCount[] | null;
@@ -102,16 +97,10 @@ export function countTextTokens(text: string, model: string): number {
   }
 }
 
-function countContentTokens(content: ChatMessageForCount['content'], model: string): number {
-  if (content === undefined || content === null) return 0;
-  if (typeof content === 'string') return countTextTokens(content, model);
-  let tokens = 0;
-  for (const part of content) {
-    if (part.type === 'text' && typeof part.text === 'string') tokens += countTextTokens(part.text, model);
-    else if (part.type === 'refusal' && typeof part.refusal === 'string') tokens += countTextTokens(part.refusal, model);
-    else tokens += NON_TEXT_PART_TOKENS;
-  }
-  return tokens;
+/** The content's text (src/openai/message-text.ts decides what that is) plus the fixed cost of each non-text part. */
+function countContentTokens(content: MessageContent, model: string): number {
+  const { text, nonTextParts } = contentText(content);
+  return countTextTokens(text, model) + nonTextParts * NON_TEXT_PART_TOKENS;
 }
 
 function countToolCallTokens(toolCalls: ChatMessageForCount['tool_calls'], model: string): number {
@@ -130,10 +119,14 @@ function countToolCallTokens(toolCalls: ChatMessageForCount['tool_calls'], model
  * Prompt tokens of a chat request, by OpenAI's documented formula
  * ("How to count tokens with tiktoken", cookbook): 3 tokens per message, plus
  * the tokens of its role, content and name (+1 when a name is present), plus 3
- * tokens priming the reply. Beyond the cookbook, `tool_call_id` and the name and
- * arguments of assistant tool calls are counted as text (an approximation: the
- * upstream's exact tool formatting is not public), and non-text content parts
- * count {@link NON_TEXT_PART_TOKENS} each.
+ * tokens priming the reply. Beyond the cookbook, a parts array counts as the one
+ * text it carries (its text and refusal parts joined by newlines), `tool_call_id`
+ * and the name and arguments of assistant tool calls are counted as text (an
+ * approximation: the upstream's exact tool formatting is not public), and
+ * non-text content parts count {@link NON_TEXT_PART_TOKENS} each.
+ *
+ * This is the only prompt formula in the project: the mock upstream reports its
+ * prompt usage with it too.
  */
 export function countPromptTokens(messages: readonly ChatMessageForCount[], model: string): number {
   let tokens = REPLY_PRIMING_TOKENS;

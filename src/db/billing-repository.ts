@@ -27,11 +27,10 @@ import {
   type FallbackReservationInput,
   type LedgerEntry,
   type LedgerPage,
-  type PendingReservation,
   type PendingTransactionInput,
   type RecordTransactionInput,
-  type RemainingBalance,
 } from './ledger-types';
+import type { RemainingBalance } from '../billing/money';
 
 export type {
   CommitTransactionInput,
@@ -39,10 +38,8 @@ export type {
   FallbackReservationInput,
   LedgerEntry,
   LedgerPage,
-  PendingReservation,
   PendingTransactionInput,
   RecordTransactionInput,
-  RemainingBalance,
 } from './ledger-types';
 
 const LEDGER = 'billing_transaction';
@@ -264,39 +261,12 @@ export const createBillingRepository = (db: Knex) => {
     /** An API key's ledger spend and the pending reservations it includes, read in one snapshot. */
     apiKeyUsageSnapshot: (apiKeyId: string, trx?: Knex.Transaction): Promise<LedgerUsageSnapshot> => usageSnapshot('api_key_id', apiKeyId, trx),
 
-    /** Open reservations of a tenant (pending usage rows), oldest first. */
     /** How many rows are pending and how old the oldest is: the pending-reservation gauges. */
     async pendingSummary(trx?: Knex.Transaction): Promise<{ count: number; oldestSeconds: number }> {
       const row = await (trx ?? db)(LEDGER)
         .where('status', 'pending')
         .first<{ count: number; oldest: number } | undefined>(db.raw('count(*)::int AS count'), db.raw('COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest'));
       return { count: row?.count ?? 0, oldestSeconds: row?.oldest ?? 0 };
-    },
-
-    async pendingReservations(tenantId: string, trx?: Knex.Transaction): Promise<PendingReservation[]> {
-      const rows = await (trx ?? db)<BillingTransactionRow>(LEDGER)
-        .where({ tenant_id: tenantId, status: TransactionStatus.pending, kind: TransactionKind.usage })
-        .orderBy('id', 'asc');
-      return rows.map(toLedgerEntry).map((e) => ({
-        requestId: e.requestId,
-        apiKeyId: e.apiKeyId,
-        reservedMicros: e.reservedMicros,
-        admissionPath: e.admissionPath,
-        createdAt: e.createdAt,
-      }));
-    },
-
-    /** Rows pending for longer than olderThanMs, oldest first: sweeps commit or void them (nothing stays pending forever). */
-    async stalePendingTransactions(olderThanMs: number, limit: number, trx?: Knex.Transaction): Promise<LedgerEntry[]> {
-      assertNonNegativeInteger('olderThanMs', olderThanMs);
-      if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidPageSizeError(limit);
-      const q = trx ?? db;
-      const rows = await q<BillingTransactionRow>(LEDGER)
-        .where('status', TransactionStatus.pending)
-        .andWhere('created_at', '<', q.raw(`now() - (? * interval '1 millisecond')`, [olderThanMs]))
-        .orderBy([{ column: 'created_at', order: 'asc' }, { column: 'id', order: 'asc' }])
-        .limit(limit);
-      return rows.map(toLedgerEntry);
     },
 
     /**

@@ -4,6 +4,7 @@
  * text; money must stay exact, so every BIGINT is converted with a safe-integer
  * check instead of a silent Number() that could round.
  */
+import { exactInteger, type RemainingBalance } from '../billing/money';
 import { TokenSource as LedgerTokenSource } from '../billing/stream-token-accumulator';
 
 /** What a ledger row records: a billed request, or credit added to a tenant. */
@@ -93,11 +94,6 @@ export interface RecordTransactionInput {
 
 export type FallbackReservationInput = Omit<PendingTransactionInput, 'admissionPath'>;
 
-/** What a new reservation could still take (never below 0); keyRemainingMicros null = the key has no budget. */
-export interface RemainingBalance {
-  tenantRemainingMicros: number;
-  keyRemainingMicros: number | null;
-}
 
 /**
  * The fallback admission's answer, shaped like quota_check.lua's so QuotaCheckStep can
@@ -108,14 +104,6 @@ export type FallbackAdmission =
   | ({ status: 'reserved' | 'duplicate'; reservedMicros: number; entry: LedgerEntry } & RemainingBalance)
   | ({ status: 'insufficient_quota' | 'budget_exceeded' } & RemainingBalance)
   | { status: 'tenant_missing' | 'key_missing' };
-
-export interface PendingReservation {
-  requestId: string;
-  apiKeyId: string | null;
-  reservedMicros: number;
-  admissionPath: AdmissionPath | null;
-  createdAt: Date;
-}
 
 export interface LedgerPage {
   data: LedgerEntry[];
@@ -228,13 +216,10 @@ export class InvalidPageSizeError extends Error {
   }
 }
 
-const CANONICAL_INTEGER = /^(0|-?[1-9]\d*)$/;
-
 /** Converts a pg integer (BIGINT text or int4 number) to a number, refusing anything that is not exact. */
 export function safeInteger(column: string, value: unknown): number {
-  const n =
-    typeof value === 'number' ? value : typeof value === 'string' && CANONICAL_INTEGER.test(value) ? Number(value) : Number.NaN;
-  if (!Number.isSafeInteger(n)) throw new UnsafeLedgerIntegerError(column, value);
+  const n = exactInteger(value);
+  if (Number.isNaN(n)) throw new UnsafeLedgerIntegerError(column, value);
   return n;
 }
 

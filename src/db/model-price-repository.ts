@@ -34,8 +34,8 @@ export class InvalidModelPriceError extends Error {
   }
 }
 
-/** max_output_tokens is an int4 column. */
-const MAX_INT4 = 2_147_483_647;
+/** The largest output cap the price list holds: max_output_tokens is an int4 column. */
+export const MAX_OUTPUT_TOKENS = 2_147_483_647;
 
 function checkPrice(price: ModelPrice): void {
   for (const field of ['inputPriceMicrosPerMtok', 'outputPriceMicrosPerMtok'] as const) {
@@ -43,7 +43,7 @@ function checkPrice(price: ModelPrice): void {
     if (!Number.isSafeInteger(value) || value < 0) throw new InvalidModelPriceError(field, value);
   }
   const cap = price.maxOutputTokens;
-  if (!Number.isSafeInteger(cap) || cap <= 0 || cap > MAX_INT4) throw new InvalidModelPriceError('maxOutputTokens', cap);
+  if (!Number.isSafeInteger(cap) || cap <= 0 || cap > MAX_OUTPUT_TOKENS) throw new InvalidModelPriceError('maxOutputTokens', cap);
   if (price.model.length === 0) throw new InvalidModelPriceError('model', price.model);
 }
 

@@ -1,15 +1,12 @@
 /**
- * Tenants and their quota limits (tenant_quota, M1.1), plus the one Redis write the
- * limit needs: carrying a raised limit into the cached quota hash (quota_limit_raise.lua).
+ * Tenants and their quota limits (tenant_quota, M1.1). The cached copy of a raised
+ * limit is Redis' business (QuotaScripts.raiseTenantLimit, called by the tenant service).
  *
  * PostgreSQL owns the limit. It only ever grows here (top-ups), and every raise is a
  * single `UPDATE ... SET quota_limit_micros = quota_limit_micros + amount`, so
  * concurrent top-ups serialise on the row lock and none is lost.
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
-import { CacheKeys } from '../redis/cache-keys';
-import { luaScript } from '../redis/scripts';
 import { safeInteger } from './ledger-types';
 
 /** A tenant as the application sees it; money in integer micros. */
@@ -144,51 +141,3 @@ export function createTenantRepository(db: Knex) {
 }
 
 export type TenantRepository = ReturnType<typeof createTenantRepository>;
-
-/** quota_limit_raise.lua's answer, see the script header. */
-export type CachedLimitRaise = { status: 'raised' | 'kept'; limitMicros: number } | { status: 'tenant_missing' };
-
-/** Thrown when quota_limit_raise.lua answers with an error or a reply its header does not promise. */
-export class QuotaLimitRaiseError extends Error {
-  override name = 'QuotaLimitRaiseError';
-}
-
-const RAISE_SCRIPT = 'quota_limit_raise';
-function parseRaiseReply(reply: unknown): CachedLimitRaise {
-  if (Array.isArray(reply)) {
-    const [status, limit] = reply as unknown[];
-    if (reply.length === 1 && status === 'tenant_missing') return { status };
-    if (reply.length === 2 && (status === 'raised' || status === 'kept') && Number.isSafeInteger(limit)) {
-      return { status, limitMicros: limit as number };
-    }
-  }
-  throw new QuotaLimitRaiseError(`${RAISE_SCRIPT} returned an unexpected reply: ${JSON.stringify(reply)}`);
-}
-
-/**
- * Raises the cached limit of a tenant to max(cached, limitMicros) by EVALSHA, reloading
- * the script once on NOSCRIPT (after SCRIPT FLUSH or a Redis restart). Connection errors
- * pass through unchanged: the caller decides whether Redis being down matters.
- */
-export async function raiseCachedQuotaLimit(redis: Redis, tenantId: string, limitMicros: number): Promise<CachedLimitRaise> {
-  if (!Number.isSafeInteger(limitMicros) || limitMicros < 0) {
-    throw new InvalidQuotaAmountError('limitMicros', limitMicros, 'a non-negative safe integer');
-  }
-  // Assembled with its lua/lib helpers and hashed once per process, like the quota scripts.
-  const { sha, source } = luaScript(RAISE_SCRIPT);
-  const key = CacheKeys.tenantQuota(tenantId);
-  let reply: unknown;
-  try {
-    try {
-      reply = await redis.evalsha(sha, 1, key, String(limitMicros));
-    } catch (err) {
-      if (!(err instanceof Error && err.message.startsWith('NOSCRIPT'))) throw err;
-      await redis.script('LOAD', source);
-      reply = await redis.evalsha(sha, 1, key, String(limitMicros));
-    }
-  } catch (err) {
-    if (err instanceof Error && err.name === 'ReplyError') throw new QuotaLimitRaiseError(`${RAISE_SCRIPT}: ${err.message}`, { cause: err });
-    throw err;
-  }
-  return parseRaiseReply(reply);
-}

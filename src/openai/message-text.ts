@@ -1,27 +1,66 @@
 /**
- * Reading the text out of chat messages. Token estimates (admission) and the
- * mock's prompt counting must agree on what "the text of a message" is, so the
- * rule lives in one place: a string content as is, else its `text` parts joined
- * by newlines; image/audio parts contribute no text.
+ * The one rule for "the text of a message". Token counting (admission estimate,
+ * the StreamTokenAccumulator's prompt, the mock's reported usage) and the mock's
+ * directives and reply seed all read message content through here, so they can
+ * never disagree on what text a prompt carries:
+ *
+ * - a string content is its own text;
+ * - in a parts array, a `text` part contributes its `text` and a `refusal` part
+ *   (an earlier assistant turn replayed) its `refusal`, joined in order by
+ *   newlines, which is how OpenAI-compatible servers such as vLLM hand
+ *   multi-part text to the model;
+ * - every other part (image_url, input_audio, file, ...) contributes no text and
+ *   is only counted, because its token cost is not a function of any text.
+ *
+ * The types are structural so that both a parsed request and a loosely typed
+ * message (a stored body, a test literal) can be read.
  */
-import { MessageRole, type ChatMessage } from '../upstream/types';
+import { MessageRole } from './chat-request';
 
-/** The countable text of one message's content. */
-export function contentText(content: ChatMessage['content']): string {
-  if (content === undefined || content === null) return '';
-  if (typeof content === 'string') return content;
+/** The slice of a content part that decides what text it carries. */
+export interface ContentPartLike {
+  readonly type: string;
+  readonly text?: unknown;
+  readonly refusal?: unknown;
+}
+
+/** A message's `content` as it may appear on the wire. */
+export type MessageContent = string | readonly ContentPartLike[] | null | undefined;
+
+/** What one message's content carries. */
+export interface ContentText {
+  /** The text, by the rule of this module's header ('' for null or absent content). */
+  text: string;
+  /** How many parts carry no text. */
+  nonTextParts: number;
+}
+
+/** The text a part carries, or undefined when it is not a text-bearing part. */
+function partText(part: ContentPartLike): string | undefined {
+  if (part.type === 'text' && typeof part.text === 'string') return part.text;
+  if (part.type === 'refusal' && typeof part.refusal === 'string') return part.refusal;
+  return undefined;
+}
+
+/** The text of one message's content and the number of its parts that carry none. */
+export function contentText(content: MessageContent): ContentText {
+  if (content === undefined || content === null) return { text: '', nonTextParts: 0 };
+  if (typeof content === 'string') return { text: content, nonTextParts: 0 };
   const texts: string[] = [];
+  let nonTextParts = 0;
   for (const part of content) {
-    if (part.type === 'text' && typeof part.text === 'string') texts.push(part.text);
+    const text = partText(part);
+    if (text === undefined) nonTextParts += 1;
+    else texts.push(text);
   }
-  return texts.join('\n');
+  return { text: texts.join('\n'), nonTextParts };
 }
 
 /** The text of the last `user` message, or '' when there is none. */
-export function lastUserMessageText(messages: readonly ChatMessage[]): string {
+export function lastUserMessageText(messages: readonly { role: string; content?: MessageContent }[]): string {
   for (let i = messages.length - 1; i >= 0; i -= 1) {
     const message = messages[i];
-    if (message?.role === MessageRole.User) return contentText(message.content);
+    if (message?.role === MessageRole.user) return contentText(message.content).text;
   }
   return '';
 }

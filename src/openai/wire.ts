@@ -8,22 +8,21 @@
  */
 import { z } from 'zod';
 import { UpstreamProtocolError, UpstreamStreamError } from '../upstream/errors';
+import { messageRoleSchema } from './chat-request';
 import {
   FinishReason,
-  MessageRole,
   type ChatCompletion,
   type ChatCompletionChunk,
   type ChatCompletionUsage,
   type OpenAIErrorBody,
-} from '../upstream/types';
+} from './chat-response';
 
 const finishValues = new Set<string>(Object.values(FinishReason));
-const roleValues = Object.values(MessageRole) as [MessageRole, ...MessageRole[]];
 
 /** Known reasons as they are; other strings (`eos`, `abort`, ...) count as a normal stop. */
 function toFinishReason(value: string | null | undefined): FinishReason | null {
   if (value === null || value === undefined) return null;
-  return finishValues.has(value) ? (value as FinishReason) : FinishReason.Stop;
+  return finishValues.has(value) ? (value as FinishReason) : FinishReason.stop;
 }
 
 const tokenCount = z.number().int().nonnegative();
@@ -129,7 +128,7 @@ const chunkSchema = z
           ...choiceBase,
           delta: z
             .object({
-              role: z.enum(roleValues).optional().catch(undefined),
+              role: messageRoleSchema.optional().catch(undefined),
               content: z.string().nullable().optional(),
             })
             .passthrough()

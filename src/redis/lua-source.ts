@@ -15,6 +15,7 @@ export const QuotaScriptName = {
   apiKeyBudgetDeduct: 'apikey_budget_deduct',
   cacheWarmup: 'cache_warmup',
   quotaRelease: 'quota_release',
+  quotaLimitRaise: 'quota_limit_raise',
 } as const;
 export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
 

@@ -4,6 +4,7 @@
  * scripts in src/redis/scripts.ts, which keep them atomic and idempotent.
  */
 import type { Redis } from 'ioredis';
+import { exactInteger } from '../billing/money';
 import { CacheKeys } from './cache-keys';
 import type { KeyCounters, TenantCounters } from './scripts';
 
@@ -20,13 +21,11 @@ export class CorruptQuotaCounterError extends Error {
   }
 }
 
-const CANONICAL_INTEGER = /^(0|-?[1-9]\d*)$/;
-
 function integerField(key: string, hash: Record<string, string>, field: string, fallback?: number): number {
   const raw = hash[field];
   if (raw === undefined && fallback !== undefined) return fallback;
-  const value = raw !== undefined && CANONICAL_INTEGER.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(value)) throw new CorruptQuotaCounterError(key, field, raw);
+  const value = exactInteger(raw);
+  if (Number.isNaN(value)) throw new CorruptQuotaCounterError(key, field, raw);
   return value;
 }
 

@@ -2,14 +2,9 @@
  * What the quota scripts answer, parsed into discriminated unions on `status`.
  * Each parser checks the reply against the shape the script header promises.
  */
+import type { RemainingBalance } from '../billing/money';
 import { QuotaScriptName } from './lua-source';
 
-/** Remaining amounts a new reservation could still take (never below 0). */
-export interface RemainingBalance {
-  tenantRemainingMicros: number;
-  /** null = the key is unlimited. */
-  keyRemainingMicros: number | null;
-}
 
 /** quota_check.lua's statuses, see the script header for each. */
 export const ReserveStatus = {
@@ -106,4 +101,13 @@ export type ReleaseResult = { status: 'released' | 'absent' | 'kept'; releasedMi
 export function parseReleaseReply(reply: unknown): ReleaseResult {
   const [status, released] = replyFields(QuotaScriptName.quotaRelease, reply, { released: 1, absent: 1, kept: 1 });
   return { status: status as ReleaseResult['status'], releasedMicros: released ?? 0 };
+}
+
+/** quota_limit_raise.lua's answer: the cached limit after the call, or no cached quota to raise. */
+export type LimitRaiseResult = { status: 'raised' | 'kept'; limitMicros: number } | { status: 'tenant_missing' };
+
+export function parseLimitRaiseReply(reply: unknown): LimitRaiseResult {
+  const [status, limit = 0] = replyFields(QuotaScriptName.quotaLimitRaise, reply, { raised: 1, kept: 1, tenant_missing: 0 });
+  if (status === 'raised' || status === 'kept') return { status, limitMicros: limit };
+  return { status: 'tenant_missing' };
 }

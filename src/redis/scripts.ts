@@ -11,14 +11,17 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
-import { Counter, Histogram, register as defaultRegistry, type Registry } from 'prom-client';
+import { register as defaultRegistry, type Registry } from 'prom-client';
+import { createRedisScriptMetrics } from '../metrics';
 import { CacheKeys } from './cache-keys';
 import { QuotaScriptName, luaScript } from './lua-source';
 import {
+  parseLimitRaiseReply,
   parseReleaseReply,
   parseReserveReply,
   parseSettleKeyReply,
   parseSettleTenantReply,
+  type LimitRaiseResult,
   type ReleaseResult,
   type ReserveResult,
   type SettleKeyResult,
@@ -60,39 +63,6 @@ function isNoScript(err: unknown): boolean {
 /** ioredis' ReplyError is typed `any`; its name identifies an error answered by Redis itself. */
 function isReplyError(err: unknown): err is Error {
   return err instanceof Error && err.name === 'ReplyError';
-}
-
-interface ScriptMetrics {
-  duration: Histogram<'script'>;
-  reloads: Counter<'script'>;
-}
-
-/** One set of metrics per registry, shared by every runner (a second runner must not re-register). */
-function scriptMetrics(registry: Registry): ScriptMetrics {
-  const durationName = 'billing_redis_script_duration_seconds';
-  const reloadsName = 'billing_redis_script_reloads_total';
-  const existingDuration = registry.getSingleMetric(durationName);
-  const existingReloads = registry.getSingleMetric(reloadsName);
-  const duration =
-    existingDuration instanceof Histogram
-      ? (existingDuration as Histogram<'script'>)
-      : new Histogram({
-          name: durationName,
-          help: 'Latency of one quota Lua script call, NOSCRIPT reload included',
-          labelNames: ['script'] as const,
-          buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
-          registers: [registry],
-        });
-  const reloads =
-    existingReloads instanceof Counter
-      ? (existingReloads as Counter<'script'>)
-      : new Counter({
-          name: reloadsName,
-          help: 'Quota Lua scripts reloaded after a NOSCRIPT answer (script cache flushed or Redis restarted)',
-          labelNames: ['script'] as const,
-          registers: [registry],
-        });
-  return { duration, reloads };
 }
 
 export interface QuotaScriptsOptions {
@@ -154,7 +124,7 @@ export interface KeyCounters {
 
 export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
   const ttl = micros('ttlSeconds', options.ttlSeconds, { min: 1 });
-  const metrics = scriptMetrics(options.registry ?? defaultRegistry);
+  const metrics = createRedisScriptMetrics(options.registry ?? defaultRegistry);
 
   async function run(name: QuotaScriptName, keys: readonly string[], args: readonly string[]): Promise<unknown> {
     const { sha, source } = luaScript(name);
@@ -249,6 +219,15 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
     async release(args: { tenantId: string; apiKeyId: string; requestId: string }): Promise<ReleaseResult> {
       const keys = [CacheKeys.tenantQuota(args.tenantId), CacheKeys.apiKeyBudget(args.tenantId, args.apiKeyId), CacheKeys.request(args.tenantId, args.requestId)];
       return parseReleaseReply(await run(QuotaScriptName.quotaRelease, keys, [args.apiKeyId]));
+    },
+
+    /**
+     * Carries a raised quota limit (a committed top-up) into the cached tenant quota with
+     * max() semantics, so top-ups whose calls arrive out of order still end at the latest limit.
+     */
+    async raiseTenantLimit(tenantId: string, limitMicros: number): Promise<LimitRaiseResult> {
+      const reply = await run(QuotaScriptName.quotaLimitRaise, [CacheKeys.tenantQuota(tenantId)], [micros('limitMicros', limitMicros, { min: 0 })]);
+      return parseLimitRaiseReply(reply);
     },
 
     /**

@@ -10,12 +10,14 @@ import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { StackEndpoints } from '../embedded';
 import { createApiApp } from '../api/app';
-import { createBillingRepository } from '../db/billing-repository';
 import { createDb } from '../db/knex';
-import { createBillingMetrics } from '../metrics';
 import { migrateLatest } from '../db/migrate';
+import { createRepositories } from '../db/repositories';
+import { createBillingMetrics } from '../metrics';
 import { createRedis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
+import { createQuotaScripts } from '../redis/scripts';
+import { createBilledRequestClient } from '../workflows/client';
 import { createBillingWorker } from './worker';
 import { ShutdownList } from '../shutdown';
 
@@ -78,12 +80,14 @@ export async function startRoles(
     stops.push(() => relay.close());
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
-    const ledger = createBillingRepository(db);
-    createBillingMetrics(registry, { pending: () => ledger.pendingSummary() });
+    // Built once and shared by both roles of this process.
+    const repositories = createRepositories(db);
+    const scripts = createQuotaScripts(redis, { ttlSeconds: config.RESERVATION_TTL_SECONDS, registry });
+    const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary() });
 
     if (opts.worker) {
       const { worker, connection } = await createBillingWorker({
-        config, temporalAddress: endpoints.temporalAddress, db, redis, relay, registry, log,
+        config, temporalAddress: endpoints.temporalAddress, repositories, scripts, relay, metrics, log,
         upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue: opts.taskQueue, pollIntervalMs: opts.pollIntervalMs,
       });
       const run = worker.run();
@@ -112,7 +116,8 @@ export async function startRoles(
       const temporal = await Connection.connect({ address: endpoints.temporalAddress });
       stops.push(() => temporal.close());
       const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE });
-      const app = createApiApp({ config: opts.taskQueue ? { ...config, TEMPORAL_TASK_QUEUE: opts.taskQueue } : config, db, redis, temporal, client, relay, registry, log });
+      const workflows = createBilledRequestClient(client, opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE);
+      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, registry, log });
       const server = http.createServer(app);
       server.keepAliveTimeout = 65_000;
       const port = await listen(server, opts.apiPort ?? config.API_PORT, config.API_HOST, 'API');

@@ -1,27 +1,22 @@
 /** The Temporal worker: the billed-request workflow and its activities on one task queue. */
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
-import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
-import type { Registry } from 'prom-client';
 import type { Config } from '../config';
+import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
 import { createQuotaWarmup } from '../activities/quota-warmup';
-import { createApiKeyRepository } from '../db/api-key-repository';
-import { createBillingRepository } from '../db/billing-repository';
-import { createTenantRepository } from '../db/tenant-repository';
-import { createBillingMetrics } from '../metrics';
-import { createQuotaScripts } from '../redis/scripts';
+import type { BillingMetrics } from '../metrics';
+import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
   temporalAddress: string;
-  db: Knex;
-  redis: Redis;
+  repositories: Repositories;
+  scripts: QuotaScripts;
   relay: RequestRelay;
-  registry: Registry;
+  metrics: BillingMetrics;
   log: Logger;
   /** Base URL of the default upstream channel (…/v1). */
   upstreamBaseUrl: string;
@@ -32,15 +27,15 @@ export interface BillingWorkerOptions {
 
 /** The activities with real dependencies, as the worker registers them. */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'>) {
-  const scripts = createQuotaScripts(opts.redis, { ttlSeconds: opts.config.RESERVATION_TTL_SECONDS, registry: opts.registry });
-  const ledger = createBillingRepository(opts.db);
-  const warmup = createQuotaWarmup({ scripts, tenants: createTenantRepository(opts.db), apiKeys: createApiKeyRepository(opts.db), ledger });
+  const { scripts } = opts;
+  const { tenants, apiKeys, billing: ledger } = opts.repositories;
+  const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
   return createActivities({
     scripts,
     ledger,
     warmup,
     relay: opts.relay,
-    metrics: createBillingMetrics(opts.registry),
+    metrics: opts.metrics,
     log: opts.log,
     channels: { '*': 'default' },
     providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },

@@ -17,13 +17,9 @@ import {
   UpstreamTimeoutError,
 } from './errors';
 import { parseChatCompletion, parseChatCompletionChunk, parseErrorBody } from '../openai/wire';
-import type {
-  ChatCompletion,
-  ChatCompletionChunk,
-  ChatCompletionRequest,
-  UpstreamCallOptions,
-  UpstreamProvider,
-} from './types';
+import type { ChatCompletionRequest } from '../openai/chat-request';
+import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
+import type { UpstreamCallOptions, UpstreamProvider } from './provider';
 
 export interface OpenAICompatibleProviderOptions {
   /** Base URL including the version segment, e.g. `https://api.openai.com/v1`. */

@@ -16,6 +16,7 @@ import {
   log,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
+import { FailureType } from './failure-types';
 import { SearchKeys } from './search-attributes';
 import {
   admissionUpdate,
@@ -59,7 +60,7 @@ const upstream = proxyActivities<Activities>({
     backoffCoefficient: 2,
     maximumInterval: '5 seconds',
     maximumAttempts: 6,
-    nonRetryableErrorTypes: ['UpstreamRejectedError'],
+    nonRetryableErrorTypes: [FailureType.upstreamRejected],
   },
 });
 
@@ -92,7 +93,7 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
     setStatus(admission.reason === 'unavailable' ? RequestStatus.failed : RequestStatus.denied);
     await condition(allHandlersFinished);
     // A failed run may be started again (reuse policy ALLOW_DUPLICATE_FAILED_ONLY): a retry can succeed.
-    if (admission.reason === 'unavailable') throw ApplicationFailure.nonRetryable('admission unavailable', 'AdmissionUnavailable');
+    if (admission.reason === 'unavailable') throw ApplicationFailure.nonRetryable('admission unavailable', FailureType.admissionUnavailable);
     return { requestId: input.requestId, status: RequestStatus.denied, admission };
   }
   setStatus(RequestStatus.streaming);
@@ -111,9 +112,9 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
 
   let settlement: SettlementResult;
   try {
-    settlement = await steps.billingStep(input, admission.path, outcome ?? null);
+    settlement = await steps.billingStep(input, outcome ?? null);
   } catch {
-    settlement = await durableBilling.billingStep(input, admission.path, outcome ?? null);
+    settlement = await durableBilling.billingStep(input, outcome ?? null);
   }
   setStatus(settlement.status === 'voided' ? RequestStatus.voided : RequestStatus.settled);
   await condition(allHandlersFinished);

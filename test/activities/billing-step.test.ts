@@ -85,10 +85,10 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   it('commits a completed request at its priced cost (21 in, 16 out: 212.5 -> 213) and moves used/spent from the reservation to the cost', async () => {
     const seed = await tenant(10_000_000, [{ budgetMicros: 50_000 }]);
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: RESERVED, spent: RESERVED });
 
-    const result = await steps(deps).billing(input, path, outcome('completed', 21, 16));
+    const result = await steps(deps).billing(input, outcome('completed', 21, 16));
 
     expect(result).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
     expect(await row(input.requestId)).toMatchObject({
@@ -103,9 +103,9 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   it('voids a request that failed before any output: full refund in Redis, amount 0 in the ledger', async () => {
     const seed = await tenant(10_000_000, [{ budgetMicros: 50_000 }]);
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
 
-    const result = await steps(deps).billing(input, path, outcome('failed_before_output', 21, 0));
+    const result = await steps(deps).billing(input, outcome('failed_before_output', 21, 0));
 
     expect(result).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
     expect(await row(input.requestId)).toMatchObject({ status: 'voided', amount_micros: '0', failure_reason: 'test failed_before_output', committed_at: null });
@@ -117,9 +117,9 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   it('commits a client-cancelled request for the delivered tokens only (21 in, 5 out by tiktoken: 102.5 -> 103)', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
 
-    const result = await steps(deps).billing(input, path, outcome('client_cancelled', 21, 5, 'tiktoken'));
+    const result = await steps(deps).billing(input, outcome('client_cancelled', 21, 5, 'tiktoken'));
 
     expect(result).toEqual({ status: 'committed', costMicros: 103, deltaMicros: 103 - RESERVED });
     expect(await row(input.requestId)).toMatchObject({ status: 'committed', amount_micros: '103', completion_tokens: 5, token_source: 'tiktoken' });
@@ -129,11 +129,11 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   it('a replayed settlement (activity retry) answers the same and adjusts nothing a second time (M3.5)', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
     const billing = steps(deps).billing;
 
-    const first = await billing(input, path, outcome('completed', 21, 16));
-    const second = await billing(input, path, outcome('completed', 21, 16));
+    const first = await billing(input, outcome('completed', 21, 16));
+    const second = await billing(input, outcome('completed', 21, 16));
 
     expect(second).toEqual(first);
     expect(second).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
@@ -145,17 +145,17 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   it('a second settlement with DIFFERENT numbers keeps the first commit\'s figures in the ledger, the result and Redis', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
     const billing = steps(deps).billing;
-    await billing(input, path, outcome('completed', 21, 16));
+    await billing(input, outcome('completed', 21, 16));
 
-    const again = await billing(input, path, outcome('completed', 30, 900, 'tiktoken'));
+    const again = await billing(input, outcome('completed', 30, 900, 'tiktoken'));
 
     expect(again).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
     expect(await row(input.requestId)).toMatchObject({ amount_micros: '213', prompt_tokens: 21, completion_tokens: 16, token_source: 'upstream' });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 213, spent: 213 });
     // A void arriving after the commit does not undo it either.
-    expect(await billing(input, path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
+    expect(await billing(input, outcome('failed_before_output', 0, 0))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
     expect(await row(input.requestId)).toMatchObject({ status: 'committed', amount_micros: '213' });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 213, spent: 213 });
   });
@@ -163,11 +163,11 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
   it('a commit arriving after a void keeps the void (no LedgerStateError retried forever, no charge)', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
     const billing = steps(deps).billing;
-    await billing(input, path, outcome('failed_before_output', 21, 0));
+    await billing(input, outcome('failed_before_output', 21, 0));
 
-    expect(await billing(input, path, outcome('failed_after_output', 21, 3, 'tiktoken'))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
+    expect(await billing(input, outcome('failed_after_output', 21, 3, 'tiktoken'))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
     expect(await row(input.requestId)).toMatchObject({ status: 'voided', amount_micros: '0', completion_tokens: null });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 0, spent: 0 });
     expect(await metricValue(deps.registry, 'billing_cost_micros_total', { model: 'mock-small' })).toBeUndefined();
@@ -177,9 +177,9 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
     const seed = await tenant(10_000_000, [{ budgetMicros: 5_000 }]);
     const deps = stepDeps(redis, db);
     // 21 prompt tokens + a 100-token cap: 52.5 + 1,000 -> 1,053. The upstream counted 400 prompt tokens (e.g. images).
-    const { input, path } = await admitted(deps, seed, { maxOutputTokens: 100, reservedMicros: 1_053 });
+    const { input } = await admitted(deps, seed, { maxOutputTokens: 100, reservedMicros: 1_053 });
 
-    const result = await steps(deps).billing(input, path, outcome('completed', 400, 100));
+    const result = await steps(deps).billing(input, outcome('completed', 400, 100));
 
     // 400 x 2.5 + 100 x 10 = 2,000.
     expect(result).toEqual({ status: 'committed', costMicros: 2_000, deltaMicros: 947 });
@@ -203,13 +203,13 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
       expect(path).toBe('postgres');
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 0, spent: 0 });
 
-      const result = await steps(deps).billing(input, path, outcome('completed', 21, 16));
+      const result = await steps(deps).billing(input, outcome('completed', 21, 16));
 
       expect(result).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 });
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 213, spent: 213 });
       expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(213);
       // Replayed: still charged once.
-      await steps(deps).billing(input, path, outcome('completed', 21, 16));
+      await steps(deps).billing(input, outcome('completed', 21, 16));
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 213, spent: 213 });
     } finally {
       down.disconnect();
@@ -221,10 +221,10 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
     const deps = stepDeps(redis, db);
     const down = unreachableRedis();
     try {
-      const { input, path } = await admitted(stepDeps(down, db), seed);
+      const { input } = await admitted(stepDeps(down, db), seed);
 
       // The warm-up read the committed 213: nothing is left to apply.
-      expect(await steps(deps).billing(input, path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 0 });
+      expect(await steps(deps).billing(input, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 0 });
 
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toEqual({ limit: 1_000_000, used: 213, budget: 100_000, spent: 213 });
       // The settlement's own warm-ups marked the settled cost, so a retry that no longer knows it warmed still applies 0.
@@ -248,9 +248,9 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
     await deps.warmup.warmKey(seed.tenantId, seed.apiKeyIds[0]!);
     const down = unreachableRedis();
     try {
-      const { input, path } = await admitted(stepDeps(down, db), seed);
+      const { input } = await admitted(stepDeps(down, db), seed);
 
-      expect(await steps(deps).billing(input, path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: 0 });
+      expect(await steps(deps).billing(input, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: 0 });
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 0, spent: 0 });
     } finally {
       down.disconnect();
@@ -271,7 +271,7 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
       expect(next.path).toBe('redis');
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 2 * RESERVED });
 
-      expect(await steps(deps).billing(fallback.input, fallback.path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
+      expect(await steps(deps).billing(fallback.input, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
 
       // Ledger: 213 committed + 10,053 pending = 10,266; Redis agrees (it held 20,319 before the fix).
       expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(10_266);
@@ -289,12 +289,12 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
     await redis.del(CacheKeys.tenantQuota(seed.tenantId), CacheKeys.apiKeyBudget(seed.tenantId, seed.apiKeyIds[0]!));
 
     // Warmed after the commit: the counters already hold the 213, nothing is applied.
-    expect(await steps(deps).billing(first.input, first.path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 0 });
+    expect(await steps(deps).billing(first.input, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 0 });
     // Warmed from the ledger: 213 committed + 10,053 still pending.
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toEqual({ limit: 1_000_000, used: 10_266, budget: 100_000, spent: 10_266 });
 
     // The warm-up counted the second one's reservation pending: settled against it.
-    expect(await steps(deps).billing(second.input, second.path, outcome('client_cancelled', 21, 5, 'tiktoken'))).toEqual({ status: 'committed', costMicros: 103, deltaMicros: 103 - RESERVED });
+    expect(await steps(deps).billing(second.input, outcome('client_cancelled', 21, 5, 'tiktoken'))).toEqual({ status: 'committed', costMicros: 103, deltaMicros: 103 - RESERVED });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 316, spent: 316 });
     expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(316);
     expect(await deps.ledger.apiKeyLedgerSpend(seed.apiKeyIds[0]!)).toBe(316);
@@ -316,8 +316,8 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
       const next = await admitted(deps, seed);
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 3 * RESERVED, spent: 3 * RESERVED });
 
-      expect(await steps(deps).billing(viaFallback.input, viaFallback.path, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
-      expect(await steps(deps).billing(viaRedis.input, viaRedis.path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
+      expect(await steps(deps).billing(viaFallback.input, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
+      expect(await steps(deps).billing(viaRedis.input, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
 
       // Ledger: 213 committed + the next one's 10,053 pending = 10,266.
       expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(10_266);
@@ -344,7 +344,7 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
       const decision = await steps(stepDeps(down, db)).quotaCheck(input);
       expect(decision).toEqual({ admitted: true, reservedMicros: RESERVED, path: 'postgres', duplicate: false });
 
-      expect(await steps(deps).billing(input, 'postgres', outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
+      expect(await steps(deps).billing(input, outcome('completed', 21, 16))).toEqual({ status: 'committed', costMicros: 213, deltaMicros: 213 - RESERVED });
 
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 213, spent: 213 });
       expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(213);
@@ -363,8 +363,8 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
       const uncounted = await admitted(stepDeps(down, db), seed); // the live counters never see this one
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 2 * RESERVED, spent: 2 * RESERVED });
 
-      expect(await steps(deps).billing(counted.input, counted.path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
-      expect(await steps(deps).billing(uncounted.input, uncounted.path, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: 0 });
+      expect(await steps(deps).billing(counted.input, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
+      expect(await steps(deps).billing(uncounted.input, outcome('failed_before_output', 0, 0))).toEqual({ status: 'voided', costMicros: 0, deltaMicros: 0 });
 
       // Left: the Redis admission's 10,053, pending in both.
       expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: RESERVED, spent: RESERVED });
@@ -379,14 +379,14 @@ describe('BillingStep: the upstream step gave up (outcome null): the relay tells
   it('bills the chunks the relay delivered by tiktoken and ends the client\'s stream with an error entry', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
     const pieces = ['ledger', ' quota', ' tenant', ' token'];
     expect(cl100k.encode(pieces.join('')).length).toBe(4); // counted independently of the code under test
     const writer = deps.relay.writer(seed.tenantId, input.requestId);
     for (const piece of pieces) writer.push(chunk(piece));
     await writer.flush();
 
-    const result = await steps(deps).billing(input, path, null);
+    const result = await steps(deps).billing(input, null);
 
     // 21 x 2.5 + 4 x 10 = 92.5 -> 93.
     expect(result).toEqual({ status: 'committed', costMicros: 93, deltaMicros: 93 - RESERVED });
@@ -400,9 +400,9 @@ describe('BillingStep: the upstream step gave up (outcome null): the relay tells
   it('voids when the relay is empty and writes a terminal error entry for the client', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
 
-    const result = await steps(deps).billing(input, path, null);
+    const result = await steps(deps).billing(input, null);
 
     expect(result).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
     expect(await deps.relay.entries(seed.tenantId, input.requestId)).toEqual([
@@ -411,21 +411,21 @@ describe('BillingStep: the upstream step gave up (outcome null): the relay tells
     expect(await row(input.requestId)).toMatchObject({ status: 'voided', amount_micros: '0', failure_reason: 'upstream call failed' });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 0, spent: 0 });
     // A retry of the settlement sees its own terminal entry: same answer, nothing appended.
-    expect(await steps(deps).billing(input, path, null)).toEqual(result);
+    expect(await steps(deps).billing(input, null)).toEqual(result);
     expect(await deps.relay.entries(seed.tenantId, input.requestId)).toHaveLength(1);
   });
 
   it('a relay that already ended (done) is billed by its relayed usage and gets no second terminal entry', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed);
+    const { input } = await admitted(deps, seed);
     const writer = deps.relay.writer(seed.tenantId, input.requestId);
     writer.push(chunk('ledger'));
     writer.push({ type: 'usage', data: { prompt_tokens: 30, completion_tokens: 7, total_tokens: 37 } });
     writer.push({ type: 'done' });
     await writer.flush();
 
-    const result = await steps(deps).billing(input, path, null);
+    const result = await steps(deps).billing(input, null);
 
     // The relayed usage wins over counting the text (M6.3): 30 x 2.5 + 7 x 10 = 145.
     expect(result).toEqual({ status: 'committed', costMicros: 145, deltaMicros: 145 - RESERVED });
@@ -436,9 +436,9 @@ describe('BillingStep: the upstream step gave up (outcome null): the relay tells
   it('relay mode "result" (Redis was down at admission): voids without touching any relay stream', async () => {
     const seed = await tenant();
     const deps = stepDeps(redis, db);
-    const { input, path } = await admitted(deps, seed, { relayMode: 'result' });
+    const { input } = await admitted(deps, seed, { relayMode: 'result' });
 
-    expect(await steps(deps).billing(input, path, null)).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
+    expect(await steps(deps).billing(input, null)).toEqual({ status: 'voided', costMicros: 0, deltaMicros: -RESERVED });
     expect(await redis.exists(CacheKeys.requestStream(seed.tenantId, input.requestId))).toBe(0);
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 0, spent: 0 });
   });
@@ -464,10 +464,10 @@ describe('BillingStep: convergence (M4.4, M12)', () => {
     const requests = await Promise.all(plan.map(([keyIndex]) => admit(keyIndex)));
     const open = await admit(0); // stays pending: 1,050 reserved on key 0
 
-    const results = await Promise.all(plan.map(([, upstream], i) => billing(requests[i]!.input, requests[i]!.path, upstream)));
+    const results = await Promise.all(plan.map(([, upstream], i) => billing(requests[i]!.input, upstream)));
     expect(results.map((r) => r.costMicros)).toEqual(plan.map(([, , cost]) => cost));
-    await billing(requests[7]!.input, requests[7]!.path, outcome('completed', 20, 50));
-    await billing(requests[0]!.input, requests[0]!.path, outcome('completed', 20, 16));
+    await billing(requests[7]!.input, outcome('completed', 20, 50));
+    await billing(requests[0]!.input, outcome('completed', 20, 16));
 
     // Tenant: 210 + 100 + 1,750 + 1,050 + 213 + 60 + 1,050 pending = 4,433.
     expect(await deps.ledger.tenantLedgerUsage(seed.tenantId)).toBe(4_433);
@@ -475,6 +475,6 @@ describe('BillingStep: convergence (M4.4, M12)', () => {
     expect(await deps.ledger.apiKeyLedgerSpend(seed.apiKeyIds[1]!)).toBe(2_063);
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toEqual({ limit: 1_000_000, used: 4_433, budget: 500_000, spent: 2_370 });
     expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[1]!)).toEqual({ limit: 1_000_000, used: 4_433, budget: null, spent: 2_063 });
-    expect((await deps.ledger.pendingReservations(seed.tenantId)).map((p) => p.requestId)).toEqual([open.input.requestId]);
+    expect((await deps.ledger.tenantUsageSnapshot(seed.tenantId)).pending.map((p) => p.requestId)).toEqual([open.input.requestId]);
   });
 });

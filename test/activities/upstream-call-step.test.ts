@@ -67,9 +67,12 @@ function request(prompt: string, overrides: Partial<BilledRequestInput> = {}): B
   });
 }
 
-/** The mock's documented prompt formula, counted here: 3 + (4 + tokens of the one message). */
+/**
+ * The mock's prompt usage (the gateway's chat formula), counted here for the one
+ * user message of request(): reply priming 3, then 3 per message + role + content.
+ */
 function mockPromptTokens(prompt: string): number {
-  return 3 + 4 + cl100k.encode(prompt).length;
+  return 3 + 3 + cl100k.encode('user').length + cl100k.encode(prompt).length;
 }
 
 function relayed(input: BilledRequestInput): Promise<RelayEntry[]> {

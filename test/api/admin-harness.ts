@@ -13,7 +13,11 @@ import { errorMiddleware } from '../../src/api/errors';
 import { adminRouter } from '../../src/api/routes/admin';
 import { modelsRouter } from '../../src/api/routes/models';
 import type { Knex } from '../../src/db/knex';
+import { createRepositories } from '../../src/db/repositories';
 import type { Redis } from '../../src/redis/client';
+import { createQuotaScripts } from '../../src/redis/scripts';
+import { createAccountServices } from '../../src/services';
+import { Registry } from 'prom-client';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
@@ -69,11 +73,14 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
   });
   const logger = pino({ level: 'trace' }, sink);
 
-  const authenticate = createApiKeyAuthenticator({ db, redis, logger });
+  const repositories = createRepositories(db);
+  const scripts = createQuotaScripts(redis, { ttlSeconds: 3600, registry: new Registry() });
+  const { tenants, apiKeys } = createAccountServices({ db, redis, repositories, scripts, log: logger });
+  const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, redis, logger });
   const app = express();
   app.use(express.json({ limit: '1mb' }));
-  app.use(adminRouter({ db, redis, logger, adminToken: ADMIN_TOKEN }));
-  app.use(modelsRouter({ db, authenticate }));
+  app.use(adminRouter({ tenants, apiKeys, repositories, logger, adminToken: ADMIN_TOKEN }));
+  app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.get('/v1/whoami', authenticate, (_req, res) => {
     res.json(apiKeyAuthOf(res));
   });

@@ -1,10 +1,9 @@
 /**
  * Top-ups: idempotent on reference (M3.5, M12 idempotency 100%), exact under
- * concurrency in PostgreSQL and in the cached Redis limit, and quota_limit_raise.lua.
+ * concurrency in PostgreSQL and in the cached Redis limit (the script itself: test/redis/quota-limit-raise.test.ts).
  */
 import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
-import { QuotaLimitRaiseError, raiseCachedQuotaLimit } from '../../src/db/tenant-repository';
 import { uniqueId } from '../helpers/services';
 import { ADMIN_TOKEN, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
 import { unreachableRedis } from '../helpers/services';
@@ -235,51 +234,5 @@ describe('M12 top-ups while Redis is unreachable', () => {
     expect(retry.status).toBe(200);
     expect(await h.testRedis.hgetall(CacheKeys.tenantQuota(id))).toEqual({ limit_micros: '5000000', used_micros: '250000' });
     expect(await ledgerRows(id)).toHaveLength(1);
-  });
-});
-
-describe('quota_limit_raise.lua', () => {
-  it('raises a lower cached limit, keeps a higher one, and never touches used_micros', async () => {
-    const tenant = uniqueId('lua');
-    const key = CacheKeys.tenantQuota(tenant);
-    await h.testRedis.hset(key, { limit_micros: '100', used_micros: '70' });
-
-    expect(await raiseCachedQuotaLimit(h.testRedis, tenant, 250)).toEqual({ status: 'raised', limitMicros: 250 });
-    expect(await raiseCachedQuotaLimit(h.testRedis, tenant, 200)).toEqual({ status: 'kept', limitMicros: 250 });
-    expect(await raiseCachedQuotaLimit(h.testRedis, tenant, 250)).toEqual({ status: 'kept', limitMicros: 250 });
-    expect(await h.testRedis.hgetall(key)).toEqual({ limit_micros: '250', used_micros: '70' });
-  });
-
-  it('leaves a tenant that is not cached alone', async () => {
-    const tenant = uniqueId('lua');
-    expect(await raiseCachedQuotaLimit(h.testRedis, tenant, 10)).toEqual({ status: 'tenant_missing' });
-    expect(await h.testRedis.exists(CacheKeys.tenantQuota(tenant))).toBe(0);
-  });
-
-  it('handles limits up to 2^53 - 1 exactly', async () => {
-    const tenant = uniqueId('lua');
-    await h.testRedis.hset(CacheKeys.tenantQuota(tenant), { limit_micros: String(Number.MAX_SAFE_INTEGER - 1), used_micros: '0' });
-
-    expect(await raiseCachedQuotaLimit(h.testRedis, tenant, Number.MAX_SAFE_INTEGER)).toEqual({ status: 'raised', limitMicros: Number.MAX_SAFE_INTEGER });
-    expect(await h.testRedis.hget(CacheKeys.tenantQuota(tenant), 'limit_micros')).toBe('9007199254740991');
-  });
-
-  it('refuses a corrupt cached limit and malformed arguments without writing', async () => {
-    const tenant = uniqueId('lua');
-    const key = CacheKeys.tenantQuota(tenant);
-    await h.testRedis.hset(key, { limit_micros: '12.5', used_micros: '0' });
-
-    await expect(raiseCachedQuotaLimit(h.testRedis, tenant, 100)).rejects.toBeInstanceOf(QuotaLimitRaiseError);
-    expect(await h.testRedis.hget(key, 'limit_micros')).toBe('12.5');
-    await expect(raiseCachedQuotaLimit(h.testRedis, tenant, 1.5)).rejects.toThrow('limitMicros must be a non-negative safe integer');
-    await expect(raiseCachedQuotaLimit(h.testRedis, tenant, -1)).rejects.toThrow('limitMicros must be a non-negative safe integer');
-  });
-
-  it('M1.2 reloads itself after SCRIPT FLUSH (NOSCRIPT)', async () => {
-    const tenant = uniqueId('lua');
-    await h.testRedis.hset(CacheKeys.tenantQuota(tenant), { limit_micros: '1', used_micros: '0' });
-    await h.testRedis.script('FLUSH');
-
-    expect(await raiseCachedQuotaLimit(h.testRedis, tenant, 2)).toEqual({ status: 'raised', limitMicros: 2 });
   });
 });

@@ -6,7 +6,8 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
-import { apiKeyAuthOf, bearerCredential, createApiKeyAuthenticator, hashApiKey, MissingAuthError } from '../../src/api/auth';
+import { apiKeyAuthOf, bearerCredential, createApiKeyAuthenticator, MissingAuthError } from '../../src/api/auth';
+import { hashApiKey } from '../../src/db/api-key-repository';
 import { errorMiddleware } from '../../src/api/errors';
 import { createApiKeyRepository, type ApiKeyRepository } from '../../src/db/api-key-repository';
 import type { Redis } from '../../src/redis/client';
@@ -32,7 +33,7 @@ afterAll(async () => {
 /** An app whose authenticator uses the given key lookup, on the real test Redis. */
 async function startProbe(apiKeys: Pick<ApiKeyRepository, 'findByHash'>): Promise<{ url: string; close(): Promise<void> }> {
   const app = express();
-  app.get('/probe', createApiKeyAuthenticator({ db: h.db, redis: h.testRedis, logger: { warn: jest.fn() }, apiKeys }), (_req, res) => {
+  app.get('/probe', createApiKeyAuthenticator({ redis: h.testRedis, logger: { warn: jest.fn() }, apiKeys }), (_req, res) => {
     res.json(apiKeyAuthOf(res));
   });
   app.use(errorMiddleware({ warn: jest.fn(), error: jest.fn() }));

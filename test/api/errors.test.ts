@@ -2,7 +2,6 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
 import {
-  AdminForbiddenError,
   AppError,
   BudgetExceededError,
   ConflictError,
@@ -17,8 +16,8 @@ import {
   errorMiddleware,
   formatParamPath,
 } from '../../src/api/errors';
-import { chatCompletionRequestSchema } from '../../src/api/schemas';
 import type { Logger } from '../../src/log';
+import { chatCompletionRequestSchema } from '../../src/openai/chat-request';
 
 const DB_TEXT = 'duplicate key value violates unique constraint "tenant_quota_pkey" Key (id)=(acme)';
 const PROMPT = 'my very secret prompt';
@@ -187,7 +186,6 @@ describe('AppError subclasses (the HTTP contract)', () => {
   const contract: Array<{ error: AppError; status: number; type: string; code: string }> = [
     { error: new InvalidRequestError('bad', 'model'), status: 400, type: 'invalid_request_error', code: 'invalid_request_error' },
     { error: new InvalidApiKeyError(), status: 401, type: 'invalid_request_error', code: 'invalid_api_key' },
-    { error: new AdminForbiddenError(), status: 403, type: 'permission_error', code: 'forbidden' },
     { error: new ModelNotFoundError('m'), status: 404, type: 'invalid_request_error', code: 'model_not_found' },
     { error: new NotFoundError('tenant'), status: 404, type: 'invalid_request_error', code: 'not_found' },
     { error: new ConflictError('exists'), status: 409, type: 'invalid_request_error', code: 'conflict' },

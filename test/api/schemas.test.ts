@@ -1,13 +1,16 @@
+/**
+ * The schemas of every body and query at the HTTP edge: the OpenAI request the
+ * gateway accepts (src/openai/chat-request.ts) and the admin bodies (src/api/schemas.ts).
+ */
 import {
-  chatCompletionRequestSchema,
   createApiKeyBodySchema,
   createTenantBodySchema,
   modelPriceBodySchema,
-  requestedMaxTokens,
   topUpBodySchema,
   transactionsQuerySchema,
 } from '../../src/api/schemas';
 import { countPromptTokens } from '../../src/billing/token-count';
+import { chatCompletionRequestSchema, requestedMaxTokens } from '../../src/openai/chat-request';
 
 const user = { role: 'user', content: 'hi' };
 

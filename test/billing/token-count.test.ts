@@ -88,18 +88,29 @@ describe('countPromptTokens (OpenAI chat formula)', () => {
     expect(countPromptTokens([{ role: 'user', name: 'bob', content: 'hello world' }], 'gpt-4')).toBe(11);
   });
 
-  it('counts text parts like string content and non-text parts at the fixed amount', () => {
+  it('counts the text parts as the one text they carry, joined by newlines', () => {
     const asParts = countPromptTokens(
       [{ role: 'user', content: [{ type: 'text', text: 'hello' }, { type: 'text', text: ' world' }] }],
       'gpt-4',
     );
-    expect(asParts).toBe(9);
+    // 3 + "user"(1) + "hello" "\n" " world"(3) + 3: the newline joining the parts is a token
+    expect(asParts).toBe(10);
+    expect(asParts).toBe(countPromptTokens([{ role: 'user', content: 'hello\n world' }], 'gpt-4'));
+  });
+
+  it('counts refusal parts as text and every other part at the fixed amount', () => {
     const withImage = countPromptTokens(
       [{ role: 'user', content: [{ type: 'text', text: 'hello world' }, { type: 'image_url' }] }],
       'gpt-4',
     );
     expect(withImage).toBe(9 + NON_TEXT_PART_TOKENS);
     expect(NON_TEXT_PART_TOKENS).toBe(85);
+    // 3 + "assistant"(1) + "hello world"(2) + 3
+    expect(countPromptTokens([{ role: 'assistant', content: [{ type: 'refusal', refusal: 'hello world' }] }], 'gpt-4')).toBe(9);
+    // A text part without string text carries no text: it costs like media.
+    expect(countPromptTokens([{ role: 'user', content: [{ type: 'text' }, { type: 'input_audio' }] }], 'gpt-4')).toBe(
+      7 + 2 * NON_TEXT_PART_TOKENS,
+    );
   });
 
   it('counts null content as nothing and an empty conversation as the priming only', () => {

@@ -199,9 +199,7 @@ describe('ledger usage and spend (usage = committed amounts + pending reservatio
     expect(await repo.apiKeyLedgerSpend(keyA)).toBe(400_000 + 123_457);
     expect(await repo.apiKeyLedgerSpend(keyB)).toBe(260_003 + 11);
     expect(await repo.tenantLedgerUsage(uniqueId('nobody'))).toBe(0);
-    expect(await repo.pendingReservations(tenantId)).toEqual([
-      { requestId: a1.requestId, apiKeyId: keyA, reservedMicros: 400_000, admissionPath: 'redis', createdAt: expect.any(Date) },
-    ]);
+    expect((await repo.tenantUsageSnapshot(tenantId)).pending).toEqual([{ requestId: a1.requestId, reservedMicros: 400_000 }]);
     await repo.voidPendingTransaction({ requestId: a1.requestId, reason: 'test cleanup' });
   });
 });
@@ -248,27 +246,5 @@ describe('listTenantTransactions', () => {
     for (const cursor of forged) await expect(repo.listTenantTransactions(tenantId, { limit: 10, cursor })).rejects.toBeInstanceOf(InvalidCursorError);
     for (const limit of [0, -1, 1.5, 501]) await expect(repo.listTenantTransactions(tenantId, { limit })).rejects.toBeInstanceOf(InvalidPageSizeError);
     expect(await repo.listTenantTransactions(tenantId, { limit: 10, cursor: Buffer.from('12').toString('base64url') })).toEqual({ data: [], nextCursor: null });
-  });
-});
-
-describe('stalePendingTransactions (nothing stays pending forever)', () => {
-  it('returns only rows pending longer than the threshold, oldest first, up to the limit', async () => {
-    const { tenantId, keyIds } = await seedTenant(10_000_000);
-    const [oldest, older, fresh, settled] = [0, 1, 2, 3].map(() => pending(tenantId, keyIds[0]!, 1_000)) as [PendingTransactionInput, PendingTransactionInput, PendingTransactionInput, PendingTransactionInput];
-    for (const p of [oldest, older, fresh, settled]) await repo.createPendingTransaction(p);
-    await db('billing_transaction').where('request_id', oldest.requestId).update({ created_at: db.raw("now() - interval '2 hours'") });
-    await db('billing_transaction').where('request_id', older.requestId).update({ created_at: db.raw("now() - interval '90 minutes'") });
-    await db('billing_transaction').where('request_id', settled.requestId).update({ created_at: db.raw("now() - interval '3 hours'") });
-    await repo.commitPendingTransaction({ requestId: settled.requestId, amountMicros: 900, promptTokens: 1, completionTokens: 1, tokenSource: 'upstream' });
-
-    const stale = (await repo.stalePendingTransactions(60 * 60_000, 10_000)).filter((e) => e.tenantId === tenantId);
-    const stalerThan100Min = (await repo.stalePendingTransactions(100 * 60_000, 10_000)).filter((e) => e.tenantId === tenantId);
-
-    expect(stale.map((e) => e.requestId)).toEqual([oldest.requestId, older.requestId]);
-    expect(stale.every((e) => e.status === 'pending')).toBe(true);
-    expect(stalerThan100Min.map((e) => e.requestId)).toEqual([oldest.requestId]);
-    expect(await repo.stalePendingTransactions(60 * 60_000, 1)).toHaveLength(1);
-    for (const p of [oldest, older, fresh]) await repo.voidPendingTransaction({ requestId: p.requestId, reason: 'test cleanup' });
-    expect((await repo.stalePendingTransactions(0, 10_000)).filter((e) => e.tenantId === tenantId)).toEqual([]);
   });
 });

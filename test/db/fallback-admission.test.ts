@@ -44,7 +44,7 @@ async function rowsOfTenant(tenantId: string): Promise<number> {
 
 /** Voids what a test left pending so sweeps in other test files never meet it. */
 async function voidOpenReservations(tenantId: string): Promise<void> {
-  for (const r of await repo.pendingReservations(tenantId)) await repo.voidPendingTransaction({ requestId: r.requestId, reason: 'test cleanup' });
+  for (const r of (await repo.tenantUsageSnapshot(tenantId)).pending) await repo.voidPendingTransaction({ requestId: r.requestId, reason: 'test cleanup' });
 }
 
 describe('reserveInLedger: PostgreSQL fallback admission (M2.3)', () => {

@@ -158,7 +158,7 @@ export async function metricValue(registry: Registry, name: string, labels: Reco
  * counters are dropped with them, so Redis and the ledger still agree.
  */
 export async function closeTenant(redis: Redis, ledger: BillingRepository, seed: TenantSeed): Promise<void> {
-  for (const open of await ledger.pendingReservations(seed.tenantId)) {
+  for (const open of (await ledger.tenantUsageSnapshot(seed.tenantId)).pending) {
     await ledger.voidPendingTransaction({ requestId: open.requestId, reason: 'test cleanup' });
   }
   await redis.del(CacheKeys.tenantQuota(seed.tenantId), ...seed.apiKeyIds.map((id) => CacheKeys.apiKeyBudget(seed.tenantId, id)));

@@ -5,7 +5,7 @@
  * decided synchronously), M3 (settled exactly once, voided when nothing was
  * delivered) and M12 (idempotency 100%).
  */
-import { billedRequestStart } from '../../src/api/gateway';
+import { billedRequestStart } from '../../src/workflows/client';
 import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowUpdateStage, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -21,6 +21,7 @@ import {
   type SettlementResult,
   type UpstreamOutcome,
 } from '../../src/workflows/definitions';
+import { FailureType } from '../../src/workflows/failure-types';
 import { SearchKeys } from '../../src/workflows/search-attributes';
 import { devServerEnv, timeSkippingEnv, withWorker } from '../helpers/temporal';
 import { uniqueId } from '../helpers/services';
@@ -139,7 +140,7 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
     expect(steps.quotaCheckStep.mock.calls).toEqual([[input]]);
     expect(steps.routingStep.mock.calls).toEqual([[input]]);
     expect(steps.upstreamCallStep.mock.calls).toEqual([[input, 'mock']]);
-    expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', COMPLETED]]);
+    expect(steps.billingStep.mock.calls).toEqual([[input, COMPLETED]]);
   });
 
   it('M2: denied -> the update returns the denial, upstream and billing never run, RequestStatus is denied', async () => {
@@ -219,7 +220,7 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
   it('M3: upstream fails for good -> billing gets a null outcome and the request is voided; the output update returns null', async () => {
     const upstreamGate = gate();
     const steps = fakeSteps({
-      upstreamCallStep: upstreamGate.pass(() => Promise.reject(ApplicationFailure.nonRetryable('upstream answered HTTP 400', 'UpstreamRejectedError'))),
+      upstreamCallStep: upstreamGate.pass(() => Promise.reject(ApplicationFailure.nonRetryable('upstream answered HTTP 400', FailureType.upstreamRejected))),
       billingStep: () => Promise.resolve(VOIDED),
     });
     const input = billedInput({ relayMode: 'result' });
@@ -232,7 +233,7 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
       expect((await handle.describe()).typedSearchAttributes.get(SearchKeys.requestStatus)).toBe('voided');
     });
     expect(steps.upstreamCallStep).toHaveBeenCalledTimes(1); // non-retryable: one attempt
-    expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', null]]);
+    expect(steps.billingStep.mock.calls).toEqual([[input, null]]);
   });
 
   it('M12: no channel for the model -> the upstream is never called and the reservation is voided, not left pending', async () => {
@@ -247,7 +248,7 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
       expect(result).toEqual({ requestId: input.requestId, status: 'voided', admission: ADMITTED, settlement: VOIDED });
     });
     expect(steps.upstreamCallStep).not.toHaveBeenCalled();
-    expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', null]]);
+    expect(steps.billingStep.mock.calls).toEqual([[input, null]]);
   });
 
   it('M3/M12: a billing step failing twice is retried until it succeeds, with exactly one successful settlement', async () => {
@@ -269,7 +270,7 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
       expect(result.settlement).toEqual(COMMITTED);
     });
     expect(steps.billingStep).toHaveBeenCalledTimes(3);
-    expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', COMPLETED], [input, 'redis', COMPLETED], [input, 'redis', COMPLETED]]);
+    expect(steps.billingStep.mock.calls).toEqual([[input, COMPLETED], [input, COMPLETED], [input, COMPLETED]]);
     expect(settlements).toBe(1);
   });
 });
@@ -299,6 +300,6 @@ describe('billedRequest workflow under time skipping (issue 3)', () => {
     });
     // 200 + 400 + 800 + 1600 + 3200 ms of backoff between the attempts, skipped.
     expect(steps.upstreamCallStep).toHaveBeenCalledTimes(6);
-    expect(steps.billingStep.mock.calls).toEqual([[input, 'redis', null]]);
+    expect(steps.billingStep.mock.calls).toEqual([[input, null]]);
   });
 });

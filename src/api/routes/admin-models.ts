@@ -5,9 +5,8 @@
  */
 import { Router } from 'express';
 import { z } from 'zod';
-import type { StoredModelPrice } from '../../db/model-price-repository';
+import { MAX_OUTPUT_TOKENS, type ModelPriceRepository, type StoredModelPrice } from '../../db/model-price-repository';
 import { modelNameSchema, modelPriceBodySchema } from '../schemas';
-import type { AdminContext } from './admin';
 
 /** The answer of `PUT /admin/models/:model`. */
 export interface ModelPriceView {
@@ -17,12 +16,11 @@ export interface ModelPriceView {
   max_output_tokens: number;
 }
 
-/** max_output_tokens is an int4 column: refuse what it cannot hold with a 400, not a database error. */
-const MAX_INT4 = 2_147_483_647;
 
 const modelParamsSchema = z.object({ model: modelNameSchema });
-const storableModelPriceSchema = modelPriceBodySchema.refine((body) => body.max_output_tokens <= MAX_INT4, {
-  message: `must be at most ${MAX_INT4}`,
+// Refuse what the price list cannot hold with a 400, not a database error.
+const storableModelPriceSchema = modelPriceBodySchema.refine((body) => body.max_output_tokens <= MAX_OUTPUT_TOKENS, {
+  message: `must be at most ${MAX_OUTPUT_TOKENS}`,
   path: ['max_output_tokens'],
 });
 
@@ -35,13 +33,13 @@ export function toModelPriceView(price: StoredModelPrice): ModelPriceView {
   };
 }
 
-export function adminModelRoutes(ctx: AdminContext): Router {
+export function adminModelRoutes(modelPrices: Pick<ModelPriceRepository, 'upsert'>): Router {
   const router = Router();
 
   router.put('/models/:model', async (req, res) => {
     const { model } = modelParamsSchema.parse(req.params);
     const body = storableModelPriceSchema.parse(req.body);
-    const stored = await ctx.modelPrices.upsert({
+    const stored = await modelPrices.upsert({
       model,
       inputPriceMicrosPerMtok: body.input_price_micros_per_mtok,
       outputPriceMicrosPerMtok: body.output_price_micros_per_mtok,

@@ -6,7 +6,8 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { NotFoundError } from '../errors';
-import type { AdminContext } from './admin';
+import type { BillingRepository } from '../../db/billing-repository';
+import type { Logger } from '../../log';
 import { toTransactionView, type TransactionView } from './admin-tenants';
 
 export interface RequestView extends TransactionView {
@@ -29,12 +30,19 @@ const alertSchema = z.object({
   alerts: z.array(z.object({ status: z.string(), labels: z.record(z.string()).default({}) }).passthrough()).default([]),
 }).passthrough();
 
-export function adminRequestRoutes(ctx: AdminContext & { describeWorkflow?: DescribeWorkflow }): Router {
+export interface AdminRequestDeps {
+  ledger: Pick<BillingRepository, 'findByRequestId'>;
+  logger: Pick<Logger, 'warn'>;
+  /** Without it the workflow status is null. */
+  describeWorkflow?: DescribeWorkflow;
+}
+
+export function adminRequestRoutes(ctx: AdminRequestDeps): Router {
   const router = Router();
 
   router.get('/requests/:requestId', async (req, res) => {
     const requestId = requestIdSchema.parse(req.params.requestId);
-    const entry = await ctx.billing.findByRequestId(requestId);
+    const entry = await ctx.ledger.findByRequestId(requestId);
     if (!entry) throw new NotFoundError(`request ${requestId}`);
     let workflowStatus: string | null = null;
     if (entry.workflowId && ctx.describeWorkflow) {

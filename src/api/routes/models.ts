@@ -3,8 +3,7 @@
  * a priced model can be billed. Needs an API key like every gateway route.
  */
 import { Router, type RequestHandler } from 'express';
-import type { Knex } from 'knex';
-import { createModelPriceRepository } from '../../db/model-price-repository';
+import type { ModelPriceRepository } from '../../db/model-price-repository';
 
 /** The `owned_by` of every listed model: this gateway serves (and bills) them. */
 export const MODEL_OWNER = 'durable-billing';
@@ -24,7 +23,7 @@ export interface ModelListView {
 }
 
 export interface ModelsRouterDeps {
-  db: Knex;
+  modelPrices: Pick<ModelPriceRepository, 'list'>;
   /**
    * The API-key authenticator (createApiKeyAuthenticator). When given, the route runs
    * it itself; leave it out only if the app authenticates /v1 before this router.
@@ -33,7 +32,7 @@ export interface ModelsRouterDeps {
 }
 
 export function modelsRouter(deps: ModelsRouterDeps): Router {
-  const modelPrices = createModelPriceRepository(deps.db);
+  const { modelPrices } = deps;
   const router = Router();
   const guards: RequestHandler[] = deps.authenticate ? [deps.authenticate] : [];
 

@@ -4,26 +4,22 @@
  * Billing tests need to know the exact usage in advance, so the reply is built
  * token by token: every word of REPLY_WORDS is one cl100k_base token both alone
  * and after a space, and the cl100k pre-tokeniser splits text at " word"
- * boundaries, so a reply of N words is exactly N tokens, and tiktoken's count of
- * the accumulated stream text equals the reported usage (M6.2).
+ * boundaries, so a reply of N words is exactly N completion tokens, and
+ * tiktoken's count of the accumulated stream text equals the reported usage
+ * (M6.2) for every model counted with cl100k_base.
  *
- * Prompt tokens follow OpenAI's documented approximation for chat messages:
- *   prompt_tokens = 3 + Σ over messages (4 + tokens(text of the message's content))
- * where the text of a content is defined in src/openai/message-text.ts (text parts joined by
- * newlines), counted with cl100k_base, directives included (they are part of
- * what the client sent).
+ * Prompt tokens are the gateway's own count (`countPromptTokens` of
+ * src/billing/token-count.ts, with the request's model), directives included
+ * (they are part of what the client sent). The mock is an upstream like any
+ * other; one reporting exactly our estimate keeps the figures of billing tests
+ * predictable, and there is no second prompt formula to keep in step.
  */
-import { get_encoding, type Tiktoken } from 'tiktoken';
-import { contentText, lastUserMessageText } from '../../openai/message-text';
+import { get_encoding } from 'tiktoken';
+import { countPromptTokens } from '../../billing/token-count';
+import type { ChatCompletionRequest } from '../../openai/chat-request';
+import { FinishReason, type ChatCompletion, type ChatCompletionChunk, type ChatCompletionUsage } from '../../openai/chat-response';
+import { lastUserMessageText } from '../../openai/message-text';
 import { stripMockDirectives, type MockBehaviour } from './behaviour';
-import {
-  FinishReason,
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  type ChatCompletionRequest,
-  type ChatCompletionUsage,
-  type ChatMessage,
-} from '../types';
 
 export const MOCK_MODELS = ['gpt-4o-mini', 'gpt-4o', 'mock-small'] as const;
 
@@ -34,35 +30,24 @@ const REPLY_WORDS = [
   'channel', 'record', 'commit', 'pending', 'batch', 'sync', 'lock', 'route',
 ] as const;
 
-/** Tokens added per message and per reply priming in the prompt formula above. */
-export const TOKENS_PER_MESSAGE = 4;
-export const TOKENS_REPLY_PRIMING = 3;
-
-// One encoder for the process: creating one costs milliseconds and WASM memory,
-// and the mock lives as long as the process, so it is cached, never freed.
-let encoder: Tiktoken | undefined;
-function cl100k(): Tiktoken {
-  if (!encoder) {
-    encoder = get_encoding('cl100k_base');
+let wordsChecked = false;
+/**
+ * Proves once per process that every reply word is a single cl100k token, alone
+ * and after a space: the N-words-are-N-tokens guarantee rests on it.
+ */
+function checkReplyWords(): void {
+  if (wordsChecked) return;
+  const encoder = get_encoding('cl100k_base');
+  try {
     for (const word of REPLY_WORDS) {
       if (encoder.encode(word).length !== 1 || encoder.encode(` ${word}`).length !== 1) {
         throw new Error(`mock reply word '${word}' is not a single cl100k token`);
       }
     }
+  } finally {
+    encoder.free();
   }
-  return encoder;
-}
-
-/** cl100k_base token count of `text`. */
-export function countTokens(text: string): number {
-  return text === '' ? 0 : cl100k().encode(text).length;
-}
-
-/** Prompt tokens by the formula in this file's header. */
-export function countPromptTokens(messages: readonly ChatMessage[]): number {
-  let total = TOKENS_REPLY_PRIMING;
-  for (const message of messages) total += TOKENS_PER_MESSAGE + countTokens(contentText(message.content));
-  return total;
+  wordsChecked = true;
 }
 
 /** FNV-1a: a stable 32-bit seed from the prompt, the same in every process. */
@@ -80,7 +65,7 @@ function fnv1a(text: string): number {
  * by a small PRNG (mulberry32) seeded from `seedText`.
  */
 export function replyPieces(seedText: string, count: number): string[] {
-  cl100k(); // validates REPLY_WORDS once
+  checkReplyWords();
   let state = fnv1a(seedText);
   const pieces: string[] = [];
   for (let i = 0; i < count; i += 1) {
@@ -111,13 +96,13 @@ export function planMockReply(req: ChatCompletionRequest, behaviour: MockBehavio
   const caps = [req.max_completion_tokens, req.max_tokens].filter((c): c is number => typeof c === 'number');
   const cap = caps.length > 0 ? Math.min(...caps) : Number.POSITIVE_INFINITY;
   const completionTokens = Math.min(behaviour.completionTokens, cap);
-  const promptTokens = countPromptTokens(req.messages);
+  const promptTokens = countPromptTokens(req.messages, req.model);
   return {
     id,
     created: Math.floor(Date.now() / 1000),
     model: req.model,
     pieces: replyPieces(stripMockDirectives(lastUserMessageText(req.messages)), completionTokens),
-    finishReason: completionTokens < behaviour.completionTokens ? FinishReason.Length : FinishReason.Stop,
+    finishReason: completionTokens < behaviour.completionTokens ? FinishReason.length : FinishReason.stop,
     usage: {
       prompt_tokens: promptTokens,
       completion_tokens: completionTokens,

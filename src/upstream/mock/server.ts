@@ -15,6 +15,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ZodError } from 'zod';
+import { chatCompletionRequestSchema, type ChatCompletionRequest } from '../../openai/chat-request';
 import { lastUserMessageText } from '../../openai/message-text';
 import {
   DEFAULT_MOCK_BEHAVIOUR,
@@ -28,7 +29,6 @@ import {
 import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './reply';
 import { openAIErrorBody } from '../../openai/wire';
 import { formatSseEvent, SSE_DONE } from '../../openai/sse';
-import { chatCompletionRequestSchema, type ChatCompletionRequest } from '../types';
 
 export interface MockUpstreamOptions {
   /** @default 0 (any free port) */

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { userMessage } from '../helpers';
 
-const rootDir = path.resolve(__dirname, '../..');
+const rootDir = path.resolve(__dirname, '../../..');
 
 async function freePort(): Promise<number> {
   const server = net.createServer();

@@ -1,34 +1,23 @@
 /**
- * The API's side of a billed request's workflow: start it and learn admission
- * in one round trip (update-with-start), and, while Redis is down, wait for the
- * upstream output through an update instead of the Redis Stream relay.
+ * The Temporal client's side of a billed request's workflow (used by the API): start
+ * it and learn admission in one round trip (update-with-start), and, while Redis is
+ * down, wait for the upstream output through an update instead of the Redis Stream
+ * relay. Not workflow code: it never enters the workflow bundle.
  */
-import { createHash, randomUUID } from 'node:crypto';
 import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { billedRequest } from '../workflows/billed-request';
+import { billedRequest } from './billed-request';
 import {
   ADMISSION_UPDATE_ID,
   admissionUpdate,
   billedRequestWorkflowId,
+  RequestStatus,
   upstreamOutputUpdate,
   type AdmissionReply,
   type BilledRequestInput,
   type BilledRequestResult,
   type UpstreamOutcome,
-} from '../workflows/definitions';
-import { SearchKeys } from '../workflows/search-attributes';
-
-/** Idempotency-Key: what clients may send (the OpenAI SDKs send UUID-like strings). */
-export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
-
-/**
- * The request id: derived from the tenant and its Idempotency-Key (so two tenants
- * never collide and a retry maps to the same workflow), else random.
- */
-export function requestIdFor(tenantId: string, idempotencyKey: string | undefined): string {
-  if (idempotencyKey === undefined) return `req_${randomUUID().replace(/-/g, '')}`;
-  return `idem_${createHash('sha256').update(`${tenantId}\n${idempotencyKey}`).digest('hex').slice(0, 40)}`;
-}
+} from './definitions';
+import { SearchKeys } from './search-attributes';
 
 /**
  * How a billed request's workflow is started: one id per request id; a running
@@ -46,7 +35,7 @@ export function billedRequestStart(input: BilledRequestInput, taskQueue: string)
       { key: SearchKeys.tenantId, value: input.tenantId },
       { key: SearchKeys.apiKeyId, value: input.apiKeyId },
       { key: SearchKeys.model, value: input.model },
-      { key: SearchKeys.requestStatus, value: 'admitted' },
+      { key: SearchKeys.requestStatus, value: RequestStatus.admitted },
     ],
   });
 }
@@ -56,7 +45,10 @@ export type AdmitResult =
   /** The request id already ran to completion: the first run's result. */
   | { kind: 'finished'; result: BilledRequestResult };
 
-export function createRequestGateway(client: Client, taskQueue: string) {
+export function createBilledRequestClient(client: Client, taskQueue: string) {
+  /** A workflow's status name (RUNNING, COMPLETED, FAILED, ...), as ops see it in the Web UI. */
+  const status = async (workflowId: string): Promise<string> => (await client.workflow.getHandle(workflowId).describe()).status.name;
+
   return {
     async admit(input: BilledRequestInput): Promise<AdmitResult> {
       const workflowId = billedRequestWorkflowId(input.requestId);
@@ -90,10 +82,11 @@ export function createRequestGateway(client: Client, taskQueue: string) {
 
     /** True once the request's workflow has closed (its relay may have expired). */
     async isFinished(requestId: string): Promise<boolean> {
-      const description = await client.workflow.getHandle(billedRequestWorkflowId(requestId)).describe();
-      return description.status.name !== 'RUNNING';
+      return (await status(billedRequestWorkflowId(requestId))) !== 'RUNNING';
     },
+
+    status,
   };
 }
 
-export type RequestGateway = ReturnType<typeof createRequestGateway>;
+export type BilledRequestClient = ReturnType<typeof createBilledRequestClient>;

@@ -1,0 +1,70 @@
+/**
+ * The one place where the billing domain's errors become answers of the HTTP
+ * contract. Services and repositories throw what happened (a tenant is unknown, a
+ * top-up reference is taken, admission denied); this maps each to its status, code
+ * and message, so routes carry no try/catch of their own.
+ */
+import { InvalidCursorError } from '../db/ledger-types';
+import { QuotaLimitOverflowError, TenantAlreadyExistsError, TenantNotFoundError } from '../db/tenant-repository';
+import { ApiKeyNotFoundError, RevocationNotCachedError } from '../services/api-key-service';
+import {
+  AdmissionDeniedError,
+  AdmissionUnavailableError,
+  IdempotencyConflictError,
+  InvalidIdempotencyKeyError,
+  ModelNotPricedError,
+  UpstreamFailedError,
+} from '../services/request-errors';
+import { TopUpReferenceConflictError } from '../services/tenant-service';
+import {
+  type AppError,
+  BudgetExceededError,
+  ConflictError,
+  InsufficientQuotaError,
+  InvalidApiKeyError,
+  InvalidRequestError,
+  ModelNotFoundError,
+  NotFoundError,
+  ServiceUnavailableError,
+  UpstreamError,
+} from './errors';
+
+function admissionDenial(err: AdmissionDeniedError): AppError {
+  switch (err.reason) {
+    case 'insufficient_quota':
+      return new InsufficientQuotaError();
+    case 'budget_exceeded':
+      return new BudgetExceededError();
+    default:
+      // The key or its tenant vanished between authentication and admission.
+      return new InvalidApiKeyError();
+  }
+}
+
+/** The AppError for a known domain error, else undefined. */
+export function fromDomainError(err: unknown): AppError | undefined {
+  if (err instanceof InvalidIdempotencyKeyError) return new InvalidRequestError(err.message, 'Idempotency-Key');
+  if (err instanceof ModelNotPricedError) return new ModelNotFoundError(err.model);
+  if (err instanceof AdmissionDeniedError) return admissionDenial(err);
+  if (err instanceof AdmissionUnavailableError) return new ServiceUnavailableError(err.message, 1);
+  if (err instanceof IdempotencyConflictError) return new ConflictError(err.message);
+  if (err instanceof UpstreamFailedError) return new UpstreamError(err.message);
+  if (err instanceof TenantNotFoundError) return new NotFoundError(`Tenant '${err.tenantId}'`);
+  if (err instanceof TenantAlreadyExistsError) return new ConflictError(`Tenant '${err.tenantId}' already exists.`);
+  if (err instanceof QuotaLimitOverflowError) {
+    return new InvalidRequestError('This top-up would raise the quota limit beyond the largest exact amount.', 'amount_micros', err);
+  }
+  if (err instanceof TopUpReferenceConflictError) {
+    return new ConflictError(
+      err.creditedMicros === undefined
+        ? `Reference '${err.reference}' is already used.`
+        : `Reference '${err.reference}' was already used for a top-up of ${String(err.creditedMicros)} micros.`,
+    );
+  }
+  if (err instanceof InvalidCursorError) return new InvalidRequestError('Invalid cursor: use the next_cursor of a previous page.', 'cursor', err);
+  if (err instanceof ApiKeyNotFoundError) return new NotFoundError(`API key '${err.apiKeyId}'`);
+  if (err instanceof RevocationNotCachedError) {
+    return new ServiceUnavailableError('The key is revoked, but the key cache could not be updated yet; retry to make revocation immediate.', 1, err);
+  }
+  return undefined;
+}

@@ -1,0 +1,60 @@
+/**
+ * Writes a billed request's relayed output to the HTTP client: one JSON body for a
+ * plain request, server-sent events for a stream (ending with `data: [DONE]`). The
+ * usage chunk is the gateway's own (the billed figures), sent only when the client
+ * asked for it with `stream_options.include_usage`.
+ */
+import type { Response } from 'express';
+import { formatSseEvent, SSE_DONE } from '../openai/sse';
+import type { RelayEntry } from '../redis/request-relay';
+import type { BilledRequestInput } from '../workflows/definitions';
+import { UpstreamError } from './errors';
+
+/** Relays `entries` until a terminal entry; an upstream failure before any output throws (502 through errorMiddleware). */
+export async function writeRelayedResponse(
+  res: Response,
+  input: Pick<BilledRequestInput, 'model' | 'includeUsage'>,
+  entries: AsyncIterable<RelayEntry> | Iterable<RelayEntry>,
+): Promise<void> {
+  let streaming = false;
+  let last: { id?: unknown; created?: unknown; model?: unknown } = {};
+  const startStream = (): void => {
+    if (streaming) return;
+    streaming = true;
+    res.status(200);
+    res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
+    res.setHeader('Cache-Control', 'no-cache');
+    res.setHeader('Connection', 'keep-alive');
+    res.flushHeaders();
+  };
+  for await (const entry of entries) {
+    if (res.destroyed) return;
+    switch (entry.type) {
+      case 'response':
+        res.status(200).json(entry.data);
+        return;
+      case 'chunk':
+        startStream();
+        last = entry.data as typeof last;
+        res.write(formatSseEvent(entry.data));
+        break;
+      case 'usage':
+        if (input.includeUsage) {
+          startStream();
+          res.write(formatSseEvent({ id: last.id, object: 'chat.completion.chunk', created: last.created, model: last.model ?? input.model, choices: [], usage: entry.data }));
+        }
+        break;
+      case 'error':
+        if (!streaming) throw new UpstreamError(entry.data.message);
+        res.write(formatSseEvent({ error: { message: entry.data.message, type: entry.data.type, code: entry.data.code } }));
+        res.end(formatSseEvent(SSE_DONE));
+        return;
+      case 'done':
+        startStream();
+        res.end(formatSseEvent(SSE_DONE));
+        return;
+    }
+  }
+  if (!res.headersSent) throw new UpstreamError('The upstream call ended without output.');
+  res.end();
+}

@@ -1,0 +1,160 @@
+/**
+ * The gateway's side of one billed request, between the HTTP route and the request's
+ * workflow: build its workflow input (price, tiktoken estimate, upstream body, request
+ * hash, relay mode), learn admission synchronously, and hand back the upstream output
+ * to relay, whether it comes through the Redis Stream or, while Redis is down, through
+ * the workflow itself. Refusals are domain errors (./request-errors) the API maps to
+ * HTTP answers in one place.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
+import { countPromptTokens } from '../billing/token-count';
+import type { ModelPriceRepository } from '../db/model-price-repository';
+import type { Logger } from '../log';
+import { requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
+import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
+import type { BilledRequestClient } from '../workflows/client';
+import type { AdmissionDecision, BilledRequestInput } from '../workflows/definitions';
+import {
+  AdmissionDeniedError,
+  AdmissionUnavailableError,
+  IdempotencyConflictError,
+  InvalidIdempotencyKeyError,
+  ModelNotPricedError,
+  UpstreamFailedError,
+} from './request-errors';
+
+/** Idempotency-Key: what clients may send (the OpenAI SDKs send UUID-like strings). */
+export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
+
+/**
+ * The request id: derived from the tenant and its Idempotency-Key (so two tenants
+ * never collide and a retry maps to the same workflow), else random.
+ */
+export function requestIdFor(tenantId: string, idempotencyKey: string | undefined): string {
+  if (idempotencyKey === undefined) return `req_${randomUUID().replace(/-/g, '')}`;
+  return `idem_${createHash('sha256').update(`${tenantId}\n${idempotencyKey}`).digest('hex').slice(0, 40)}`;
+}
+
+/** The upstream body: our output cap replaces the client's, stream options are ours. */
+function upstreamBody(req: ChatCompletionRequest, maxOutputTokens: number): Record<string, unknown> {
+  const { stream: _stream, stream_options: _options, max_completion_tokens, max_tokens: _max, ...rest } = req;
+  return max_completion_tokens !== undefined
+    ? { ...rest, max_completion_tokens: maxOutputTokens }
+    : { ...rest, max_tokens: maxOutputTokens };
+}
+
+/** Who the request is billed to, and the headers that shape it. */
+export interface BilledRequestOrigin {
+  tenantId: string;
+  apiKeyId: string;
+  idempotencyKey?: string;
+  conversationId?: string;
+}
+
+export interface BilledRequestsDeps {
+  prices: Pick<ModelPriceRepository, 'find'>;
+  workflows: Pick<BilledRequestClient, 'admit' | 'awaitOutput' | 'isFinished'>;
+  relay: Pick<RequestRelay, 'entries' | 'read' | 'requestCancel'>;
+  /** Admission uses the Redis relay only while Redis answers. */
+  redis: Pick<Redis, 'status'>;
+  log: Pick<Logger, 'warn' | 'error'>;
+  /** How long to wait for the next relayed output before giving up (502). @default 120000 */
+  relayIdleTimeoutMs?: number;
+}
+
+function denial(decision: Extract<AdmissionDecision, { admitted: false }>): Error {
+  return decision.reason === 'unavailable' ? new AdmissionUnavailableError() : new AdmissionDeniedError(decision.reason);
+}
+
+export function createBilledRequests(deps: BilledRequestsDeps) {
+  /** Stops the upstream call of a request nobody reads any more (billed for what it delivered). */
+  function cancel(input: BilledRequestInput): void {
+    if (input.relayMode !== 'redis') return;
+    deps.relay.requestCancel(input.tenantId, input.requestId).catch((err: unknown) => deps.log.warn({ requestId: input.requestId, err }, 'could not relay the client cancel'));
+  }
+
+  /** The live relay of an admitted request; silence past the idle timeout cancels the call and fails with a 502. */
+  async function* relayed(input: BilledRequestInput, signal: AbortSignal): AsyncGenerator<RelayEntry> {
+    const onMissing = async (): Promise<void> => {
+      // A repeated Idempotency-Key of a request that finished long ago: its relay has expired, nothing will come.
+      if (await deps.workflows.isFinished(input.requestId)) throw new IdempotencyConflictError('expired');
+    };
+    try {
+      yield* deps.relay.read(input.tenantId, input.requestId, { signal, idleTimeoutMs: deps.relayIdleTimeoutMs, onMissing });
+    } catch (err) {
+      if (!(err instanceof RelayTimeoutError)) throw err;
+      await deps.relay.requestCancel(input.tenantId, input.requestId).catch(() => undefined);
+      throw new UpstreamFailedError('The upstream call produced no output in time.');
+    }
+  }
+
+  return {
+    /** The request id of a request from `origin` (known before anything else, so every answer can carry it). */
+    requestId(origin: BilledRequestOrigin): string {
+      if (origin.idempotencyKey !== undefined && !IDEMPOTENCY_KEY_PATTERN.test(origin.idempotencyKey)) throw new InvalidIdempotencyKeyError();
+      return requestIdFor(origin.tenantId, origin.idempotencyKey);
+    },
+
+    /** The workflow input of a chat completion; an unpriced model is a ModelNotPricedError. */
+    async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest): Promise<BilledRequestInput> {
+      const price = await deps.prices.find(body.model);
+      if (!price) throw new ModelNotPricedError(body.model);
+      const promptTokens = countPromptTokens(body.messages, body.model);
+      const requestedMax = requestedMaxTokens(body);
+      const maxOutputTokens = reservedCompletionTokens(price, requestedMax);
+      return {
+        requestId,
+        tenantId: origin.tenantId,
+        apiKeyId: origin.apiKeyId,
+        model: body.model,
+        price: { model: price.model, inputPriceMicrosPerMtok: price.inputPriceMicrosPerMtok, outputPriceMicrosPerMtok: price.outputPriceMicrosPerMtok, maxOutputTokens: price.maxOutputTokens },
+        promptTokens,
+        maxOutputTokens,
+        reservedMicros: worstCaseReservationMicros(price, promptTokens, requestedMax),
+        stream: body.stream === true,
+        includeUsage: body.stream === true && body.stream_options?.include_usage === true,
+        relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',
+        ...(origin.conversationId ? { conversationId: origin.conversationId } : {}),
+        body: upstreamBody(body, maxOutputTokens),
+        requestHash: createHash('sha256').update(JSON.stringify(body)).digest('hex'),
+      };
+    },
+
+    cancel,
+
+    /**
+     * Starts (or attaches to) the request's workflow and learns admission; a refusal
+     * throws. Returns the output to relay to the client: live entries for an admitted
+     * request, the stored ones for a finished duplicate (never run twice).
+     */
+    async admit(input: BilledRequestInput, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
+      let admitted;
+      try {
+        admitted = await deps.workflows.admit(input);
+      } catch (err) {
+        deps.log.error({ requestId: input.requestId, tenantId: input.tenantId, err: (err as Error).message }, 'admission failed');
+        throw new AdmissionUnavailableError();
+      }
+      if (admitted.kind === 'finished') {
+        // A finished request id: replay its output if the relay still has it, never run it again.
+        const { result } = admitted;
+        if (!result.admission.admitted) throw denial(result.admission);
+        const entries = input.relayMode === 'redis' ? await deps.relay.entries(input.tenantId, input.requestId) : [];
+        if (entries.length === 0) throw new IdempotencyConflictError('expired');
+        return entries;
+      }
+      const { decision } = admitted;
+      // The same Idempotency-Key must mean the same request: another body is refused, nothing billed.
+      if (decision.requestHash !== undefined && decision.requestHash !== input.requestHash) throw new IdempotencyConflictError('different_body');
+      if (!decision.admitted) throw denial(decision);
+      if (input.relayMode === 'redis') return relayed(input, signal);
+      const outcome = await deps.workflows.awaitOutput(input.requestId);
+      if (!outcome?.relayed) throw new UpstreamFailedError();
+      return outcome.relayed as RelayEntry[];
+    },
+  };
+}
+
+export type BilledRequests = ReturnType<typeof createBilledRequests>;

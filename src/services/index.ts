@@ -1,0 +1,32 @@
+/**
+ * The account services behind the admin routes, built once on the shared repositories
+ * and Redis client. (The billed-request service also needs Temporal and the relay:
+ * src/api/app.ts builds it beside these.)
+ */
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import type { Repositories } from '../db/repositories';
+import type { Logger } from '../log';
+import type { QuotaScripts } from '../redis/scripts';
+import { createApiKeyService } from './api-key-service';
+import { createBalances } from './balances';
+import { createTenantService } from './tenant-service';
+
+export interface AccountServicesDeps {
+  db: Knex;
+  redis: Redis;
+  repositories: Repositories;
+  scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
+  log: Pick<Logger, 'warn'>;
+}
+
+export function createAccountServices(deps: AccountServicesDeps) {
+  const balances = createBalances({ redis: deps.redis, ledger: deps.repositories.billing, log: deps.log });
+  return {
+    balances,
+    tenants: createTenantService({ db: deps.db, repositories: deps.repositories, scripts: deps.scripts, balances, log: deps.log }),
+    apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, redis: deps.redis, balances }),
+  };
+}
+
+export type AccountServices = ReturnType<typeof createAccountServices>;

@@ -1,0 +1,13 @@
+/**
+ * The ApplicationFailure types that cross the activity/workflow boundary. Temporal
+ * matches failures by this string (retry policies' nonRetryableErrorTypes, a failed
+ * run's type), never by `instanceof`, so each has one constant, used on both sides.
+ * Sandbox-safe. The strings are in recorded histories: never rename one.
+ */
+export const FailureType = {
+  /** The upstream refused the request for good (e.g. a 4xx): another attempt would fail the same way. */
+  upstreamRejected: 'UpstreamRejectedError',
+  /** Neither Redis nor PostgreSQL could admit: the run fails so the same request id may be started again. */
+  admissionUnavailable: 'AdmissionUnavailable',
+} as const;
+export type FailureType = (typeof FailureType)[keyof typeof FailureType];
