@@ -31,7 +31,7 @@ export const messageRoleSchema = z.enum(Object.values(MessageRole) as [MessageRo
  * input_audio, file, refusal) pass through. What text a part carries is decided
  * in ./message-text.
  */
-export const contentPartSchema = z
+const contentPartSchema = z
   .object({ type: z.string().min(1), text: z.unknown().optional() })
   .passthrough()
   .superRefine((part, ctx) => {
@@ -39,7 +39,6 @@ export const contentPartSchema = z
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['text'], message: 'a text part needs a string text' });
     }
   });
-export type ContentPart = z.infer<typeof contentPartSchema>;
 
 export const chatMessageSchema = z
   .object({

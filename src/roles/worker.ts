@@ -45,18 +45,24 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
 
-/** The SDK's own logging follows LOG_LEVEL; the Runtime can be installed once per process. */
-function installRuntime(level: string): void {
+/**
+ * The SDK's own logging (workflow and activity logs, and the native core's, which are
+ * forwarded to it) follows LOG_LEVEL; `silent` drops all of it. The Runtime can be
+ * installed once per process: later calls keep the first one.
+ */
+export function installTemporalRuntime(level: string): void {
+  const sdkLevel = SDK_LOG_LEVELS[level] ?? 'INFO';
+  const logger = level === 'silent' ? new DefaultLogger('ERROR', () => undefined) : new DefaultLogger(sdkLevel);
   try {
     // shutdownSignals: [] — src/main.ts owns SIGINT/SIGTERM and stops the worker in order with the rest.
-    Runtime.install({ logger: new DefaultLogger(SDK_LOG_LEVELS[level] ?? 'INFO'), shutdownSignals: [] });
+    Runtime.install({ logger, shutdownSignals: [], telemetryOptions: { logging: { filter: { core: sdkLevel, other: sdkLevel }, forward: {} } } });
   } catch {
     // already installed (a second worker in this process)
   }
 }
 
 export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
-  installRuntime(opts.config.LOG_LEVEL);
+  installTemporalRuntime(opts.config.LOG_LEVEL);
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
   const worker = await Worker.create({
     connection,

@@ -39,7 +39,7 @@ export interface TestAppOptions {
 
 export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const env = testConfig();
-  const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', ...opts.env });
+  const config = loadConfig({ ...process.env, ADMIN_TOKEN, LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent', ...opts.env });
   const lines = opts.logLines;
   const log = lines
     ? createLogger('info', 'e2e', { write: (line: string) => void lines.push(line) })

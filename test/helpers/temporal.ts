@@ -9,17 +9,14 @@
  */
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { installTemporalRuntime } from '../../src/roles/worker';
 import { temporalTestServerPath } from '../../src/embedded/temporal';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
 import { temporalAddress, testConfig, uniqueId } from './services';
 
-// Worker state changes at INFO drown test output; warnings and errors still show.
-try {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
-} catch {
-  // already installed in this process
-}
+// A passing run prints its summary only: the SDK logs at TEST_LOG_LEVEL, silent by default (test/setup/global-setup.ts).
+installTemporalRuntime(testConfig().LOG_LEVEL);
 
 /** An environment on the real dev server started by global setup (Schedules, visibility, search attributes). */
 export function devServerEnv(): Promise<TestWorkflowEnvironment> {

@@ -34,7 +34,8 @@ export default async function globalSetup(): Promise<void> {
   process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
   process.env.REDIS_URL = stack.redisUrl;
   process.env.DATABASE_URL = stack.databaseUrl;
-  process.env.LOG_LEVEL ??= 'warn';
+  // A passing run prints its summary, not log lines: TEST_LOG_LEVEL=info (or debug, ...) shows them.
+  process.env.LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
 
   const db = createDb(stack.databaseUrl);
   try {
