@@ -16,7 +16,7 @@ import { StreamTokenAccumulator, type ChatCompletionChunkLike } from '../billing
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
-import { UpstreamHttpError, isUpstreamError } from '../upstream/errors';
+import { UpstreamHttpError, isUpstreamCallError } from '../upstream/errors';
 import type { ChatCompletionRequest } from '../openai/chat-request';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
 import type { UpstreamProvider } from '../upstream/provider';
@@ -165,7 +165,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
         return { ...usageOf(), status: 'failed_before_output', error, relayed: useRelay ? undefined : collected };
       }
       deps.log.warn({ requestId, tenantId, attempt: ctx.info.attempt, err: (err as Error).message }, 'upstream failed before output: retrying');
-      if (isUpstreamError(err) && !err.retryable) throw ApplicationFailure.nonRetryable(err.message, FailureType.upstreamRejected);
+      if (isUpstreamCallError(err) && !err.retryable) throw ApplicationFailure.nonRetryable(err.message, FailureType.upstreamRejected);
       throw err;
     } finally {
       clearInterval(ticker);

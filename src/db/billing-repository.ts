@@ -1,6 +1,6 @@
 /**
- * BillingRepository: the ledger (billing_transaction) and the PostgreSQL fallback
- * admission (M2.3, M3.4, M3.5). Every admission, through Redis or through the
+ * BillingRepository: the ledger (billing_transaction), with the PostgreSQL fallback
+ * admission of ./fallback-admission.ts (M2.3, M3.4, M3.5). Every admission, through Redis or through the
  * fallback, leaves a pending row holding its worst-case reservation, so the ledger
  * alone knows a tenant's true usage:
  *   usage = SUM(amount of committed usage rows) + SUM(reserved of pending usage rows)
@@ -8,29 +8,26 @@
  * ON CONFLICT DO NOTHING, and transitions are conditional UPDATEs on status.
  */
 import type { Knex } from 'knex';
+import { createFallbackAdmission } from './fallback-admission';
 import {
-  AdmissionPath,
   InvalidCursorError,
   InvalidPageSizeError,
   LedgerEntryNotFoundError,
-  LedgerRequestConflictError,
   LedgerStateError,
   MAX_PAGE_SIZE,
   TransactionKind,
   TransactionStatus,
   assertNonNegativeInteger,
+  assertSameOwner,
   safeInteger,
   toLedgerEntry,
   type BillingTransactionRow,
   type CommitTransactionInput,
-  type FallbackAdmission,
-  type FallbackReservationInput,
   type LedgerEntry,
   type LedgerPage,
   type PendingTransactionInput,
   type RecordTransactionInput,
 } from './ledger-types';
-import type { RemainingBalance } from '../billing/money';
 
 export type {
   CommitTransactionInput,
@@ -54,14 +51,6 @@ function decodeCursor(cursor: string): number {
   if (!Number.isSafeInteger(id) || encodeCursor(id) !== cursor) throw new InvalidCursorError(cursor);
   return id;
 }
-
-/** Refuses to answer with (or overwrite) an entry that another tenant or another kind already owns. */
-function assertSameOwner(entry: LedgerEntry, tenantId: string, kind: TransactionKind): LedgerEntry {
-  if (entry.tenantId !== tenantId || entry.kind !== kind) throw new LedgerRequestConflictError(entry.requestId, entry);
-  return entry;
-}
-
-const nonNegative = (micros: number): number => Math.max(0, micros);
 
 /** Usage (committed amounts + pending reservations) and the pending reservations it counts, from one snapshot. */
 export interface LedgerUsageSnapshot {
@@ -147,21 +136,29 @@ export const createBillingRepository = (db: Knex) => {
     );
   };
 
-  /** Remaining balance read from the ledger (no locks): used to describe a duplicate reservation. */
-  const ledgerBalance = async (tenantId: string, apiKeyId: string | null, trx: Knex.Transaction): Promise<RemainingBalance> => {
-    const tenant = await trx<{ quota_limit_micros: string }>('tenant_quota').where('tenant_id', tenantId).first('quota_limit_micros');
-    const key = apiKeyId === null ? undefined : await trx<{ budget_micros: string | null }>('api_key_quota').where('id', apiKeyId).first('budget_micros');
-    const limit = tenant === undefined ? 0 : safeInteger('quota_limit_micros', tenant.quota_limit_micros);
-    const budget = key?.budget_micros == null ? null : safeInteger('budget_micros', key.budget_micros);
-    return {
-      tenantRemainingMicros: nonNegative(limit - (await tenantLedgerUsage(tenantId, trx))),
-      keyRemainingMicros: budget === null || apiKeyId === null ? null : nonNegative(budget - (await apiKeyLedgerSpend(apiKeyId, trx))),
-    };
-  };
+  const core = { findRow, createPendingTransaction, tenantLedgerUsage, apiKeyLedgerSpend };
 
-  const duplicateOf = async (entry: LedgerEntry, tenantId: string, trx: Knex.Transaction): Promise<FallbackAdmission> => {
-    assertSameOwner(entry, tenantId, TransactionKind.usage);
-    return { status: 'duplicate', reservedMicros: entry.reservedMicros, entry, ...(await ledgerBalance(tenantId, entry.apiKeyId, trx)) };
+  /**
+   * Moves a pending row to its final status with a conditional UPDATE (only a pending
+   * row changes). A row already in that status is a replay: unchanged, answered as it
+   * is; a row settled the other way is a LedgerStateError.
+   */
+  const settlePending = async (
+    requestId: string,
+    attempted: 'commit' | 'void',
+    values: Record<string, unknown> & { status: TransactionStatus },
+    trx?: Knex.Transaction,
+  ): Promise<{ changed: boolean; entry: LedgerEntry }> => {
+    const q = trx ?? db;
+    const updated = await q(LEDGER)
+      .where({ request_id: requestId, status: TransactionStatus.pending })
+      .update({ ...values, updated_at: q.fn.now() })
+      .returning<BillingTransactionRow[]>('*');
+    const row = updated[0];
+    if (row !== undefined) return { changed: true, entry: toLedgerEntry(row) };
+    const entry = await requireRow(requestId, trx);
+    if (entry.status !== values.status) throw new LedgerStateError(requestId, entry.status, attempted);
+    return { changed: false, entry };
   };
 
   return {
@@ -173,43 +170,27 @@ export const createBillingRepository = (db: Knex) => {
       assertNonNegativeInteger('promptTokens', input.promptTokens);
       assertNonNegativeInteger('completionTokens', input.completionTokens);
       const q = trx ?? db;
-      const updated = await q(LEDGER)
-        .where({ request_id: input.requestId, status: TransactionStatus.pending })
-        .update({
-          status: TransactionStatus.committed,
-          amount_micros: input.amountMicros,
-          prompt_tokens: input.promptTokens,
-          completion_tokens: input.completionTokens,
-          token_source: input.tokenSource,
-          committed_at: q.fn.now(),
-          updated_at: q.fn.now(),
-        })
-        .returning<BillingTransactionRow[]>('*');
-      const row = updated[0];
-      if (row !== undefined) return { committed: true, entry: toLedgerEntry(row) };
-      const entry = await requireRow(input.requestId, trx);
-      if (entry.status !== TransactionStatus.committed) throw new LedgerStateError(input.requestId, entry.status, 'commit');
-      return { committed: false, entry };
+      const { changed, entry } = await settlePending(input.requestId, 'commit', {
+        status: TransactionStatus.committed,
+        amount_micros: input.amountMicros,
+        prompt_tokens: input.promptTokens,
+        completion_tokens: input.completionTokens,
+        token_source: input.tokenSource,
+        committed_at: q.fn.now(),
+      }, trx);
+      return { committed: changed, entry };
     },
 
     /** pending -> voided (amount 0: a full refund of the reservation); idempotent. */
     async voidPendingTransaction(input: { requestId: string; reason: string }, trx?: Knex.Transaction): Promise<{ voided: boolean; entry: LedgerEntry }> {
       const q = trx ?? db;
-      const updated = await q(LEDGER)
-        .where({ request_id: input.requestId, status: TransactionStatus.pending })
-        .update({
-          status: TransactionStatus.voided,
-          amount_micros: 0,
-          failure_reason: input.reason,
-          voided_at: q.fn.now(),
-          updated_at: q.fn.now(),
-        })
-        .returning<BillingTransactionRow[]>('*');
-      const row = updated[0];
-      if (row !== undefined) return { voided: true, entry: toLedgerEntry(row) };
-      const entry = await requireRow(input.requestId, trx);
-      if (entry.status !== TransactionStatus.voided) throw new LedgerStateError(input.requestId, entry.status, 'void');
-      return { voided: false, entry };
+      const { changed, entry } = await settlePending(input.requestId, 'void', {
+        status: TransactionStatus.voided,
+        amount_micros: 0,
+        failure_reason: input.reason,
+        voided_at: q.fn.now(),
+      }, trx);
+      return { voided: changed, entry };
     },
 
     /** A one-step committed entry: a top-up, or a usage that never had a pending row (M3.5). Idempotent by requestId. */
@@ -269,55 +250,17 @@ export const createBillingRepository = (db: Knex) => {
       return { count: row?.count ?? 0, oldestSeconds: row?.oldest ?? 0 };
     },
 
-    /**
-     * The PostgreSQL fallback admission (M2.3) while Redis is unreachable. One transaction
-     * locks the tenant row, then the key row (always in that order: no deadlock), so
-     * concurrent fallback admissions of a tenant run one after another and each sees the
-     * previous one's pending row in the ledger sum: no overspend by races.
-     */
-    async reserveInLedger(input: FallbackReservationInput, trx?: Knex.Transaction): Promise<FallbackAdmission> {
-      assertNonNegativeInteger('reservedMicros', input.reservedMicros);
-      const amount = input.reservedMicros;
-      const admit = async (t: Knex.Transaction): Promise<FallbackAdmission> => {
-        // A retry of an admitted request answers as before, even if the key was revoked since.
-        const earlier = await findRow(input.requestId, t);
-        if (earlier !== undefined) return duplicateOf(earlier, input.tenantId, t);
-
-        const tenant = await t<{ quota_limit_micros: string }>('tenant_quota')
-          .where('tenant_id', input.tenantId)
-          .forUpdate()
-          .first('quota_limit_micros');
-        if (tenant === undefined) return { status: 'tenant_missing' };
-        // Filtering on tenant_id too: a key of another tenant is never locked nor charged.
-        const key = await t<{ id: string; tenant_id: string; status: string; budget_micros: string | null }>('api_key_quota')
-          .where({ id: input.apiKeyId, tenant_id: input.tenantId, status: 'active' })
-          .forUpdate()
-          .first('budget_micros');
-        if (key === undefined) return { status: 'key_missing' };
-
-        // The same request may have been admitted while this one waited for the lock.
-        const raced = await findRow(input.requestId, t);
-        if (raced !== undefined) return duplicateOf(raced, input.tenantId, t);
-
-        const limit = safeInteger('quota_limit_micros', tenant.quota_limit_micros);
-        const budget = key.budget_micros === null ? null : safeInteger('budget_micros', key.budget_micros);
-        const used = await tenantLedgerUsage(input.tenantId, t);
-        const spent = await apiKeyLedgerSpend(input.apiKeyId, t);
-        const balance = (taken: number): RemainingBalance => ({
-          tenantRemainingMicros: nonNegative(limit - used - taken),
-          keyRemainingMicros: budget === null ? null : nonNegative(budget - spent - taken),
-        });
-        // BigInt keeps the comparison exact even past 2^53.
-        if (BigInt(used) + BigInt(amount) > BigInt(limit)) return { status: 'insufficient_quota', ...balance(0) };
-        if (budget !== null && BigInt(spent) + BigInt(amount) > BigInt(budget)) return { status: 'budget_exceeded', ...balance(0) };
-
-        const { created, entry } = await createPendingTransaction({ ...input, admissionPath: AdmissionPath.postgres }, t);
-        if (!created) return duplicateOf(entry, input.tenantId, t);
-        return { status: 'reserved', reservedMicros: amount, entry, ...balance(amount) };
-      };
-      return trx ? trx.transaction(admit) : db.transaction(admit);
-    },
+    /** The PostgreSQL fallback admission (M2.3): see ./fallback-admission.ts. */
+    reserveInLedger: createFallbackAdmission(db, core),
   };
 };
 
 export type BillingRepository = ReturnType<typeof createBillingRepository>;
+
+/** What the fallback admission builds on: the ledger's own reads and its pending insert. */
+export interface BillingRepositoryCore {
+  findRow(requestId: string, trx?: Knex.Transaction): Promise<LedgerEntry | undefined>;
+  createPendingTransaction(input: PendingTransactionInput, trx?: Knex.Transaction): Promise<{ created: boolean; entry: LedgerEntry }>;
+  tenantLedgerUsage(tenantId: string, trx?: Knex.Transaction): Promise<number>;
+  apiKeyLedgerSpend(apiKeyId: string, trx?: Knex.Transaction): Promise<number>;
+}

@@ -278,3 +278,9 @@ export function toLedgerEntry(row: BillingTransactionRow): LedgerEntry {
     voidedAt: row.voided_at,
   };
 }
+
+/** Refuses to answer with (or overwrite) an entry that another tenant or another kind already owns. */
+export function assertSameOwner(entry: LedgerEntry, tenantId: string, kind: TransactionKind): LedgerEntry {
+  if (entry.tenantId !== tenantId || entry.kind !== kind) throw new LedgerRequestConflictError(entry.requestId, entry);
+  return entry;
+}

@@ -3,8 +3,7 @@
  *
  * Every key of one tenant carries the hash tag `{t:<tenantId>}`, so a Lua call that
  * touches the tenant quota, an API key budget and a request record stays inside one
- * Redis Cluster slot (a cross-slot script would be refused by the cluster). Keys of
- * one conversation share `{c:<conversationId>}` for the same reason.
+ * Redis Cluster slot (a cross-slot script would be refused by the cluster).
  *
  * Nobody else builds key strings: a typo in a hand-built key would silently read an
  * empty counter and admit a request against a quota that does not exist.
@@ -51,10 +50,6 @@ function tenantTag(tenantId: string): string {
   return `{t:${checkedId('tenant id', tenantId)}}`;
 }
 
-function conversationTag(conversationId: string): string {
-  return `{c:${checkedId('conversation id', conversationId)}}`;
-}
-
 export const CacheKeys = {
   /** The Redis Cluster hash tag shared by every key of one tenant. */
   hashTag(tenantId: string): string {
@@ -84,17 +79,7 @@ export const CacheKeys = {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:stream:${checkedId('request id', requestId)}`;
   },
 
-  /** STRING: the distributed lock guarding appends to one conversation (M7). */
-  conversationLock(conversationId: string): string {
-    return `${CACHE_KEY_PREFIX}:${conversationTag(conversationId)}:lock`;
-  },
-
-  /** HASH: the routing affinity binding one conversation to an upstream channel (M8). */
-  affinity(conversationId: string): string {
-    return `${CACHE_KEY_PREFIX}:${conversationTag(conversationId)}:affinity`;
-  },
-
-  /** HASH: cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
+  /** STRING (JSON): cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;
   },

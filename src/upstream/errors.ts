@@ -5,7 +5,7 @@
  *
  * `retryable` says whether the same request may be sent again. It is advice
  * about the upstream only: once bytes reached our client, the caller must not
- * retry whatever this says (ARCHITECTURE, UpstreamCallStep).
+ * retry whatever this says (docs/architecture.md, UpstreamCallStep).
  */
 
 /** The error names, for `nonRetryableErrorTypes` lists and ApplicationFailure.type matching. */
@@ -20,12 +20,12 @@ export const UpstreamErrorName = {
 export type UpstreamErrorName = (typeof UpstreamErrorName)[keyof typeof UpstreamErrorName];
 
 /** The base of every upstream error: `retryable` is set by each subclass. */
-export abstract class UpstreamError extends Error {
+export abstract class UpstreamCallError extends Error {
   abstract readonly retryable: boolean;
 }
 
 /** Thrown when the upstream answers with a non-2xx HTTP status. */
-export class UpstreamHttpError extends UpstreamError {
+export class UpstreamHttpError extends UpstreamCallError {
   override name = UpstreamErrorName.Http;
   /** 5xx and 429 are worth another try; other 4xx will fail the same way again. */
   readonly retryable: boolean;
@@ -43,7 +43,7 @@ export class UpstreamHttpError extends UpstreamError {
 }
 
 /** Thrown when the upstream did not answer (or went silent mid-stream) within the time limit. */
-export class UpstreamTimeoutError extends UpstreamError {
+export class UpstreamTimeoutError extends UpstreamCallError {
   override name = UpstreamErrorName.Timeout;
   readonly retryable = true;
   constructor(
@@ -59,19 +59,19 @@ export class UpstreamTimeoutError extends UpstreamError {
 }
 
 /** Thrown when the upstream's answer is not valid OpenAI protocol (bad JSON, wrong content type, no [DONE]). */
-export class UpstreamProtocolError extends UpstreamError {
+export class UpstreamProtocolError extends UpstreamCallError {
   override name = UpstreamErrorName.Protocol;
   readonly retryable = false;
 }
 
 /** Thrown when the connection failed or broke before the answer was complete. */
-export class UpstreamConnectionError extends UpstreamError {
+export class UpstreamConnectionError extends UpstreamCallError {
   override name = UpstreamErrorName.Connection;
   readonly retryable = true;
 }
 
 /** Thrown when the caller's AbortSignal cancelled the call; `cause` is the signal's reason. */
-export class UpstreamCancelledError extends UpstreamError {
+export class UpstreamCancelledError extends UpstreamCallError {
   override name = UpstreamErrorName.Cancelled;
   readonly retryable = false;
   constructor(reason: unknown) {
@@ -80,7 +80,7 @@ export class UpstreamCancelledError extends UpstreamError {
 }
 
 /** Thrown when the upstream reports an error inside an already open stream (`data: {"error": ...}`). */
-export class UpstreamStreamError extends UpstreamError {
+export class UpstreamStreamError extends UpstreamCallError {
   override name = UpstreamErrorName.Stream;
   readonly retryable = false;
   constructor(
@@ -92,6 +92,6 @@ export class UpstreamStreamError extends UpstreamError {
 }
 
 /** True for every error this module throws. */
-export function isUpstreamError(err: unknown): err is UpstreamError {
-  return err instanceof UpstreamError;
+export function isUpstreamCallError(err: unknown): err is UpstreamCallError {
+  return err instanceof UpstreamCallError;
 }

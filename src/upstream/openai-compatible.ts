@@ -11,7 +11,7 @@ import { parseSseEvents, SSE_DONE } from '../openai/sse';
 import {
   UpstreamCancelledError,
   UpstreamConnectionError,
-  UpstreamError,
+  UpstreamCallError,
   UpstreamHttpError,
   UpstreamProtocolError,
   UpstreamTimeoutError,
@@ -84,7 +84,7 @@ class CallControl {
 
   /** Maps whatever the call threw to one of the upstream errors. */
   translate(err: unknown): Error {
-    if (err instanceof UpstreamError) return err;
+    if (err instanceof UpstreamCallError) return err;
     if (this.callerSignal?.aborted) return new UpstreamCancelledError(this.callerSignal.reason);
     if (this.timedOut) return this.timedOut;
     return new UpstreamConnectionError(describeNetworkError(err), { cause: err });

@@ -1,5 +1,5 @@
 /**
- * One durable workflow per billed request (the roadmap's steps as activities):
+ * One durable workflow per billed request (the lifecycle's steps as activities, docs/architecture.md):
  * QuotaCheckStep -> RoutingStep -> UpstreamCallStep (+ StreamTokenAccumulator)
  * -> BillingStep. Every step is idempotent per request id, so retries, crashes
  * and replays bill exactly once.

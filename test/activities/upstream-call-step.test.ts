@@ -1,5 +1,5 @@
 /**
- * UpstreamCallStep (M6, M8, ARCHITECTURE step 3) in a MockActivityEnvironment, against
+ * UpstreamCallStep (M6, M8, docs/architecture.md, the lifecycle's UpstreamCallStep) in a MockActivityEnvironment, against
  * the real mock upstream over HTTP and the real Redis Stream relay: what reaches the
  * client, the usage billed for it and its source (M6.3), no retry once output was
  * delivered, and cancellation that really closes the upstream request.

@@ -1,5 +1,5 @@
 /**
- * Deployment wiring (M1.4, M13; ARCHITECTURE.md "Scale-out path"): docker-compose.yml,
+ * Deployment wiring (M1.4, M13; docs/architecture.md "Scale-out path"): docker-compose.yml,
  * the Dockerfile and the Prometheus, AlertManager and Grafana configs parse and agree
  * with each other and with the app's settings. Needs no Redis, PostgreSQL or Temporal;
  * it does need docker-compose (no engine), which setup installs.

@@ -1,6 +1,6 @@
 /**
  * Bad input gets a clear 4xx in the OpenAI error shape and changes nothing
- * (ARCHITECTURE.md invariants): no ledger row, no counter moved, no upstream call.
+ * (docs/architecture.md invariants): no ledger row, no counter moved, no upstream call.
  */
 import type { Knex } from 'knex';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';

@@ -1,5 +1,5 @@
 /**
- * Secrets and prompts never reach logs (ARCHITECTURE.md "Isolation"), while
+ * Secrets and prompts never reach logs (docs/architecture.md "Invariants"), while
  * every key operation is logged with its request, tenant and workflow ids (M13).
  */
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';

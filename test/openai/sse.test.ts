@@ -1,5 +1,5 @@
 /**
- * SSE parsing and writing (UpstreamCallStep's wire layer, ARCHITECTURE step 3;
+ * SSE parsing and writing (UpstreamCallStep's wire layer, docs/architecture.md, the lifecycle's UpstreamCallStep;
  * M6.1 needs every streamed chunk to arrive whole).
  */
 import { Readable } from 'node:stream';

@@ -49,9 +49,7 @@ describe('CacheKeys (M1.3)', () => {
     expect(CacheKeys.requestStream('acme', 'req-9')).toBe('bq:{t:acme}:stream:req-9');
   });
 
-  it('M1.3 names the conversation and lookup keys reserved for later issues', () => {
-    expect(CacheKeys.conversationLock('conv-1')).toBe('bq:{c:conv-1}:lock');
-    expect(CacheKeys.affinity('conv-1')).toBe('bq:{c:conv-1}:affinity');
+  it('M1.3 names the API-key lookup key', () => {
     expect(CacheKeys.apiKeyLookup('ab12cd')).toBe('bq:apikey:ab12cd');
   });
 
@@ -68,7 +66,6 @@ describe('CacheKeys (M1.3)', () => {
       const slot = crc16(Buffer.from(`t:${tenantId}`)) % 16384;
       expect(keys.map(keySlot)).toEqual(keys.map(() => slot));
     }
-    expect(keySlot(CacheKeys.conversationLock('c1'))).toBe(keySlot(CacheKeys.affinity('c1')));
   });
 
   it('M1.3 different tenants are spread over different slots', () => {
@@ -83,7 +80,6 @@ describe('CacheKeys (M1.3)', () => {
     ['an api key id with a brace', () => CacheKeys.apiKeyBudget('acme', '{x}')],
     ['an empty request id', () => CacheKeys.request('acme', '')],
     ['a too long request id', () => CacheKeys.request('acme', 'r'.repeat(MAX_CACHE_KEY_ID_LENGTH + 1))],
-    ['a conversation id with a brace', () => CacheKeys.conversationLock('c{1}')],
     ['an empty key hash', () => CacheKeys.apiKeyLookup('')],
   ])('M1.3 refuses %s with InvalidCacheKeyIdError', (_label, build) => {
     expect(build).toThrow(InvalidCacheKeyIdError);

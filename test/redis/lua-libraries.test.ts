@@ -1,7 +1,7 @@
 /**
  * Shared Lua (M1.2): Redis scripts cannot include one another, so the loader prepends
  * the lua/lib/*.lua files a script requires. These tests pin the assembly (order, each
- * library once, cycles and bad names refused), that the MISSION's script files keep
+ * library once, cycles and bad names refused), that the script files docs/requirements.md names (M1.2) keep
  * their own headers, that the SHA is the assembled source's, and the exact arity
  * messages the shared helper builds for every script.
  */

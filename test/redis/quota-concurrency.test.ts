@@ -1,5 +1,5 @@
 /**
- * No overspend by races (M2.1, M10.2, ARCHITECTURE "Invariants"): hundreds of
+ * No overspend by races (M2.1, M10.2, docs/architecture.md "Invariants"): hundreds of
  * concurrent reservations from several connections on one tenant never pass a limit
  * and leave exact counters.
  */

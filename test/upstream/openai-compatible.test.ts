@@ -1,5 +1,5 @@
 /**
- * The OpenAI-compatible provider (UpstreamCallStep's HTTP client, ARCHITECTURE
+ * The OpenAI-compatible provider (UpstreamCallStep's HTTP client, docs/architecture.md
  * step 3) against the real mock over HTTP: usage always requested for billing
  * (M6.3 level 1), error classes and retryability, cancellation that really
  * closes the upstream request, timeouts, and protocol violations.
