@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
-import { createBillingMetrics } from '../metrics';
+import type { BillingMetrics } from '../metrics';
 import type { RequestRelay } from '../redis/request-relay';
 import type { QuotaScripts } from '../redis/scripts';
 import { createBilledRequests } from '../services/billed-requests';
@@ -31,7 +31,9 @@ export interface ApiDeps {
   relay: RequestRelay;
   repositories: Repositories;
   scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
+  /** Served at /metrics; `metrics` are registered on it. */
   registry: Registry;
+  metrics: Pick<BillingMetrics, 'httpDuration'>;
   log: Logger;
   /** Largest accepted JSON body. @default '1mb' */
   bodyLimit?: string;
@@ -40,7 +42,7 @@ export interface ApiDeps {
 export function createApiApp(deps: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
-  const metrics = createBillingMetrics(deps.registry);
+  const { metrics } = deps;
   app.use((req: Request, res: Response, next: NextFunction) => {
     const stop = metrics.httpDuration.startTimer({ method: req.method });
     res.on('finish', () => {

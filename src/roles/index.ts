@@ -117,7 +117,7 @@ export async function startRoles(
       stops.push(() => temporal.close());
       const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE });
       const workflows = createBilledRequestClient(client, opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE);
-      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, registry, log });
+      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, registry, metrics, log });
       const server = http.createServer(app);
       server.keepAliveTimeout = 65_000;
       const port = await listen(server, opts.apiPort ?? config.API_PORT, config.API_HOST, 'API');

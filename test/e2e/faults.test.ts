@@ -3,25 +3,14 @@
  * and a worker killed with SIGKILL mid-stream and restarted. Each request ends
  * with exactly one committed ledger row that bills what reached the client.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { settled } from '../helpers/ledger';
-import { temporalAddress, testConfig, testDb, testRedis, uniqueId } from '../helpers/services';
-import { freePort } from '../../src/embedded/child';
+import { testDb, testRedis, uniqueId } from '../helpers/services';
+import { startRole, type RoleProcess } from '../helpers/role-process';
 import { readTenantQuota } from '../../src/redis/quota-cache';
 import { CacheKeys } from '../../src/redis/cache-keys';
-
-/** Signals a detached child's whole process group (tsx and the node process it runs). */
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-child.pid!, signal);
-  } catch {
-    // already gone
-  }
-}
 
 interface Row { status: string; amount_micros: string; reserved_micros: string; completion_tokens: number; token_source: string }
 
@@ -148,45 +137,14 @@ describe('fault recovery (M10.2)', () => {
   describe('worker killed mid-stream', () => {
     const taskQueue = uniqueId('crash');
     let app: TestApp;
-    let worker: ChildProcess | undefined;
-
-    let metricsPort = 0;
-
-    async function startWorker(upstreamBaseUrl: string): Promise<ChildProcess> {
-      const env = testConfig();
-      metricsPort = await freePort();
-      const child = spawn(path.join(env.rootDir, 'node_modules/.bin/tsx'), ['src/main.ts', 'worker'], {
-        cwd: env.rootDir,
-        env: {
-          PATH: process.env.PATH ?? '',
-          HOME: process.env.HOME ?? '/root',
-          LOG_LEVEL: 'warn',
-          TEMPORAL_ADDRESS: temporalAddress(),
-          REDIS_URL: env.REDIS_URL,
-          DATABASE_URL: env.DATABASE_URL,
-          TEMPORAL_TASK_QUEUE: taskQueue,
-          UPSTREAM_BASE_URL: upstreamBaseUrl,
-          WORKER_METRICS_PORT: String(metricsPort),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true, // its own process group: tsx runs the worker in a child node process
-      });
-      let out = '';
-      child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
-      child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-      const deadline = Date.now() + 60_000;
-      while (!out.includes('Durable billing is ready')) {
-        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start:\n${out}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      return child;
-    }
+    let worker: RoleProcess | undefined;
+    const startWorker = (upstreamBaseUrl: string): Promise<RoleProcess> => startRole('worker', { taskQueue, env: { UPSTREAM_BASE_URL: upstreamBaseUrl } });
 
     beforeAll(async () => {
       app = await startTestApp({ workers: false, taskQueue });
     }, 60_000);
     afterAll(async () => {
-      if (worker) killGroup(worker, 'SIGKILL');
+      await worker?.kill();
       await app?.stop();
     });
 
@@ -200,9 +158,7 @@ describe('fault recovery (M10.2)', () => {
 
       // Let some output reach the client, then kill the worker without warning.
       while ((await relayedChunks(t.tenantId, requestId)) < 5) await new Promise((r) => setTimeout(r, 20));
-      const exited = new Promise((r) => worker!.once('exit', r));
-      killGroup(worker, 'SIGKILL');
-      await exited;
+      await worker.kill();
       const deliveredBeforeCrash = await relayedChunks(t.tenantId, requestId);
 
       worker = await startWorker(app.mock.url);
@@ -215,7 +171,7 @@ describe('fault recovery (M10.2)', () => {
       const row = await onlyRow(t.tenantId);
       expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
       // The restarted worker's own /metrics saw the settlement it made.
-      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const metrics = await (await fetch(worker.metricsUrl)).text();
       expect(metrics).toMatch(/^billing_settlement_total\{outcome="committed",token_source="tiktoken"\} 1$/m);
       expect(await relayedChunks(t.tenantId, requestId)).toBe(deliveredBeforeCrash);
       expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(row.amount_micros));

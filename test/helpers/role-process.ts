@@ -1,14 +1,14 @@
 /**
  * One role of the app in a process of its own, started as docker-compose.yml starts it
  * (`tsx src/main.ts api` or `worker`) on the services global setup started. For tests
- * about what the real entry point registers and serves, which an in-process
- * startServices() would blur: there the api and the worker share one registry.
+ * about what the real entry point registers and serves, or that kill it, which an
+ * in-process startRoles() would blur: there the api and the worker share one registry.
  *
  * Each role gets free ports and, with no UPSTREAM_BASE_URL, its own mock upstream.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
+import { freePort } from '../../src/embedded/child';
 import { temporalAddress, testConfig } from './services';
 
 export type Role = 'api' | 'worker';
@@ -21,6 +21,8 @@ export interface RoleProcess {
   output(): string;
   /** SIGTERM (main.ts stops in order), SIGKILL if it has not exited after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
+  /** SIGKILL without warning, as a crash; resolves once the process is gone. */
+  kill(): Promise<void>;
 }
 
 export interface RoleOptions {
@@ -30,19 +32,6 @@ export interface RoleOptions {
   env?: Record<string, string>;
   /** How long to wait for "Durable billing is ready". @default 60_000 */
   readyTimeoutMs?: number;
-}
-
-/** A TCP port nothing listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const addr = server.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Signals a detached child's whole process group: tsx runs the app in a child node process. */
@@ -64,7 +53,7 @@ export async function startRole(role: Role, opts: RoleOptions): Promise<RoleProc
     env: {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/root',
-      LOG_LEVEL: 'warn',
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', // printed only when a start fails
       TEMPORAL_ADDRESS: temporalAddress(),
       REDIS_URL: config.REDIS_URL,
       DATABASE_URL: config.DATABASE_URL,
@@ -95,6 +84,12 @@ export async function startRole(role: Role, opts: RoleOptions): Promise<RoleProc
     clearTimeout(timer);
   };
 
+  const kill = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    signalGroup(child, 'SIGKILL');
+    await exited;
+  };
+
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
   while (!out.includes('Durable billing is ready')) {
     if (Date.now() > deadline || child.exitCode !== null) {
@@ -104,5 +99,5 @@ export async function startRole(role: Role, opts: RoleOptions): Promise<RoleProc
     await new Promise((r) => setTimeout(r, 100));
   }
   const port = role === 'api' ? apiPort : workerMetricsPort;
-  return { role, metricsUrl: `http://127.0.0.1:${port}/metrics`, output: () => out, stop };
+  return { role, metricsUrl: `http://127.0.0.1:${port}/metrics`, output: () => out, stop, kill };
 }
