@@ -46,16 +46,17 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
 
 /**
- * The SDK's own logging (workflow and activity logs, and the native core's, which are
- * forwarded to it) follows LOG_LEVEL; `silent` drops all of it. The Runtime can be
+ * The SDK's own logging (workflow and activity logs) follows LOG_LEVEL; `silent` drops
+ * it, the native core's included. The Runtime can be
  * installed once per process: later calls keep the first one.
  */
 export function installTemporalRuntime(level: string): void {
-  const sdkLevel = SDK_LOG_LEVELS[level] ?? 'INFO';
-  const logger = level === 'silent' ? new DefaultLogger('ERROR', () => undefined) : new DefaultLogger(sdkLevel);
+  const silent = level === 'silent';
+  const logger = silent ? new DefaultLogger('ERROR', () => undefined) : new DefaultLogger(SDK_LOG_LEVELS[level] ?? 'INFO');
   try {
     // shutdownSignals: [] — src/main.ts owns SIGINT/SIGTERM and stops the worker in order with the rest.
-    Runtime.install({ logger, shutdownSignals: [], telemetryOptions: { logging: { filter: { core: sdkLevel, other: sdkLevel }, forward: {} } } });
+    // Silent: the native core's own stderr output (warnings by default) goes to the silent logger too.
+    Runtime.install({ logger, shutdownSignals: [], ...(silent ? { telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' }, forward: {} } } } : {}) });
   } catch {
     // already installed (a second worker in this process)
   }
