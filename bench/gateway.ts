@@ -5,7 +5,7 @@
  * billing-exactness check of the ledger afterwards. bench/README.md explains every figure.
  *
  *   npx tsx bench/gateway.ts [--duration 20] [--connections 50,200] [--warmup 400]
- *                            [--stream-requests 1000] [--stream-concurrency 50] [--keep-data] [--cpu-prof]
+ *                            [--stream-requests 1000] [--stream-concurrency 50] [--keep-data] [--cpu-prof] [--skip-floor]
  *
  * The stack starts as `npm start` starts it (startStack: Temporal dev server with its SQLite
  * file, Redis with AOF, PostgreSQL with fsync) on free ports in a throwaway data dir, or uses
@@ -17,6 +17,10 @@
  * --duration seconds, hard-capped at 3x): a time-bounded autocannon run destroys its in-flight
  * requests at the deadline, and those would be billed without a 2xx, which would make the
  * "committed ledger rows == 2xx responses" check meaningless.
+ *
+ * Beside each gateway step runs its Temporal floor (bench/gateway/floor.ts): the same workflow shape
+ * with no-op steps, on the same server, in a child process of its own, at the same concurrency for
+ * --duration seconds; the report compares the gateway with it ("what the project adds").
  *
  * Targets: admission P99 < 10 ms, overhead P99 < 50 ms over the direct call, 300+ billed
  * requests/s. Exit code 1 when a target is missed, a request failed, or billing is not exact.
@@ -33,6 +37,7 @@ import { loadConfig } from '../src/config';
 import { createLogger } from '../src/log';
 import { startStack, type RunningStack } from '../src/embedded';
 import { freePort } from '../src/embedded/child';
+import { startFloor, type FloorProcess } from './gateway/floor';
 import { startGateway, type GatewayProcess } from './gateway/gateway-process';
 import { measure } from './gateway/measure';
 import { parseBenchOptions } from './gateway/options';
@@ -48,7 +53,9 @@ async function main(): Promise<void> {
   fs.chmodSync(dataDir, 0o755); // the postgres user must reach its cluster directory
   let stack: RunningStack | undefined;
   let gateway: GatewayProcess | undefined;
+  let floor: FloorProcess | undefined;
   const cleanup = async (): Promise<void> => {
+    await floor?.stop().catch((err: unknown) => console.error('stopping the floor process failed:', err));
     await gateway?.stop().catch((err: unknown) => console.error('stopping the gateway failed:', err));
     await stack?.stop();
     if (!options.keepData) fs.rmSync(dataDir, { recursive: true, force: true });
@@ -62,10 +69,13 @@ async function main(): Promise<void> {
       ports: { temporal: await freePort(), temporalUi: await freePort(), redis: await freePort(), postgres: await freePort() },
     }, log);
     gateway = await startGateway(stack, adminToken, { cpuProfile: options.cpuProfile });
+    if (options.floor) floor = await startFloor(stack.temporalAddress, config.TEMPORAL_NAMESPACE, { cpuProfile: options.cpuProfile });
+    // With --cpu-prof V8 names each profile by pid: these tell the gateway's from the floor's.
+    if (options.cpuProfile) console.error(`cpu profiles: gateway pid ${gateway.child.pid ?? '?'}${floor ? `, floor pid ${floor.child.pid ?? '?'}` : ''}`);
     const source = (name: string, set: string | undefined): string => `${name} ${set ? 'from env' : 'embedded'}`;
     const servicesNote = [source('Temporal', config.TEMPORAL_ADDRESS), source('Redis', config.REDIS_URL), source('PostgreSQL', config.DATABASE_URL)].join(', ');
     console.error(`stack and gateway ready in ${((performance.now() - started) / 1000).toFixed(1)} s (${servicesNote})`);
-    const ok = await measure(gateway, adminToken, { databaseUrl: stack.databaseUrl, temporalAddress: stack.temporalAddress, namespace: config.TEMPORAL_NAMESPACE }, servicesNote, options);
+    const ok = await measure(gateway, adminToken, { databaseUrl: stack.databaseUrl, temporalAddress: stack.temporalAddress, namespace: config.TEMPORAL_NAMESPACE }, servicesNote, options, floor);
     if (!ok) process.exitCode = 1;
   } finally {
     await cleanup();

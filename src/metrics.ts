@@ -51,6 +51,18 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     httpDuration: once(registry, 'http_request_duration_seconds', () => new Histogram({
       name: 'http_request_duration_seconds', help: 'HTTP request duration by route', labelNames: ['method', 'route', 'status'], buckets: LATENCY_BUCKETS, registers,
     })),
+    edgeRefusals: once(registry, 'billing_edge_refusals_total', () => new Counter({
+      name: 'billing_edge_refusals_total', help: 'Requests refused at the edge, before any workflow, by reason (insufficient_quota, budget_exceeded, rate_limit_requests, rate_limit_tokens, parallel_requests)', labelNames: ['reason'], registers,
+    })),
+    shedRequests: once(registry, 'billing_shed_requests_total', () => new Counter({
+      name: 'billing_shed_requests_total', help: 'Requests answered 503 at once because this API process was at its in-flight bound', registers,
+    })),
+    inflightRequests: once(registry, 'billing_inflight_requests', () => new Gauge({
+      name: 'billing_inflight_requests', help: 'Durable requests in flight in this API process (admission to the end of the response)', registers,
+    })),
+    inflightLimit: once(registry, 'billing_inflight_limit', () => new Gauge({
+      name: 'billing_inflight_limit', help: 'The in-flight bound of this API process (MAX_INFLIGHT_REQUESTS)', registers,
+    })),
     redisFallbackActive: once(registry, 'billing_redis_fallback_active', () => new Gauge({
       name: 'billing_redis_fallback_active', help: '1 while admission runs on the PostgreSQL fallback', registers,
     })),

@@ -80,3 +80,44 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuPhase {
     machineBusyS: b.machineBusyS - a.machineBusyS,
   };
 }
+
+/**
+ * CPU seconds of one process by thread kind, from `/proc/<pid>/task/<tid>/stat`: the main JavaScript thread
+ * (Express, the client, activities), the Temporal core's Rust threads (tokio, the core runtime), the V8
+ * profiler's threads (only with --cpu-prof), and every other thread (the workflow worker thread, V8's GC
+ * helpers, libuv's pool; Node gives them all the name "node"). Tells where a process's CPU goes that a
+ * V8 profile, which samples JavaScript threads only, does not see.
+ */
+export const ThreadGroup = { main: 'main', temporalCore: 'temporal core', profiler: 'profiler', other: 'other threads' } as const;
+export type ThreadGroup = (typeof ThreadGroup)[keyof typeof ThreadGroup];
+
+export function threadSnapshot(pid: number | undefined): Record<ThreadGroup, number> {
+  const seconds: Record<ThreadGroup, number> = { main: 0, 'temporal core': 0, profiler: 0, 'other threads': 0 };
+  if (pid === undefined) return seconds;
+  let tids: string[] = [];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return seconds; // the process has ended
+  }
+  for (const tid of tids) {
+    try {
+      const text = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const comm = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')'));
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ').map(Number);
+      const s = ((f[11] ?? 0) + (f[12] ?? 0)) / CLOCK_TICKS;
+      const group: ThreadGroup = tid === String(pid) ? ThreadGroup.main
+        : comm.startsWith('tokio') || comm.startsWith('temporal') ? ThreadGroup.temporalCore
+          : comm.startsWith('v8:Prof') ? ThreadGroup.profiler : ThreadGroup.other;
+      seconds[group] += s;
+    } catch {
+      // the thread ended while we listed it
+    }
+  }
+  return seconds;
+}
+
+export function threadsBetween(a: Record<ThreadGroup, number>, b: Record<ThreadGroup, number>): Record<ThreadGroup, number> {
+  const groups = Object.values(ThreadGroup);
+  return Object.fromEntries(groups.map((g) => [g, b[g] - a[g]])) as Record<ThreadGroup, number>;
+}

@@ -1,6 +1,7 @@
 /**
  * The measured part of a gateway benchmark run, in order: benchmark data through the admin API,
- * one probe each way, the warm-up, a direct + gateway load step per `--connections` value, the
+ * one probe each way, the warm-up (gateway, then the Temporal floor), a direct + floor + gateway load
+ * step per `--connections` value, the
  * streaming phase, the billing-exactness check, the Temporal history sample, then the targets,
  * the tables and the JSON file. It counts every 2xx the gateway answered, because that count is
  * what the ledger must match exactly; it returns whether every target and billing check passed.
@@ -8,10 +9,11 @@
 import os from 'node:os';
 import { verifyBilling } from './billing-check';
 import { cpuBetween, cpuSnapshot } from './cpu';
+import type { FloorFigures, FloorProcess } from './floor';
 import { adminCall, BenchSetupError, type GatewayProcess } from './gateway-process';
 import { runLoad, type LoadFigures } from './load';
 import { CHAT_BODY, HUGE_QUOTA_MICROS, MODEL, PRICE, TARGETS, type BenchOptions } from './options';
-import { ms, printReport, q, writeReportJson, type LoadStep, type StreamStep, type Target } from './report';
+import { ms, monotonicUs, printReport, q, writeReportJson, type LoadStep, type ProfileWindow, type StreamStep, type Target } from './report';
 import { scrape, serverDelta } from './server-metrics';
 import { runStreams, type StreamFigures } from './streams';
 import { temporalBreakdown, type PhaseWindow } from './temporal-histories';
@@ -33,7 +35,7 @@ function judgeTargets(warmup: LoadFigures, load: LoadStep[], stream: StreamStep,
   return targets;
 }
 
-export async function measure(gw: GatewayProcess, token: string, services: MeasuredServices, servicesNote: string, opts: BenchOptions): Promise<boolean> {
+export async function measure(gw: GatewayProcess, token: string, services: MeasuredServices, servicesNote: string, opts: BenchOptions, floor?: FloorProcess): Promise<boolean> {
   const admin = <T,>(method: string, route: string, body?: unknown): Promise<T> => adminCall<T>(gw.apiUrl, token, method, route, body);
   const loadAtStart = os.loadavg();
   const tenantId = `bench-${Date.now().toString(36)}-${process.pid}`;
@@ -56,22 +58,43 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
   const warmup = await runLoad({ target: 'gateway', url: gatewayChat, headers: auth, connections: Math.min(50, opts.warmupRequests), amount: opts.warmupRequests, capS: 120 });
   gateway2xx += warmup.ok2xx;
   let plannedRate = warmup.okPerSecond;
+  let floorWarmup: FloorFigures | undefined;
+  if (floor) {
+    console.error(`warm-up: ${opts.warmupRequests} floor workflows`);
+    floorWarmup = await floor.run({ connections: Math.min(50, opts.warmupRequests), amount: opts.warmupRequests });
+    await floor.drain();
+  }
 
   const durationS = opts.durationS;
   const load: LoadStep[] = [];
   const windows: PhaseWindow[] = [];
+  // Monotonic-clock windows of the measured phases: bench/cpu-profile-summary.ts cuts the --cpu-prof profiles to them.
+  const profileWindows: ProfileWindow[] = [];
   for (const connections of opts.connections) {
     console.error(`direct c=${connections}: ${durationS} s`);
     const c0 = cpuSnapshot(gw.child.pid);
     const direct = await runLoad({ target: 'direct', url: directChat, headers: {}, connections, durationS, capS: durationS + 30 });
     const c1 = cpuSnapshot(gw.child.pid);
+    let floorStep: LoadStep['floor'];
+    if (floor) {
+      // The floor process is the Node process under test here: cpuSnapshot counts it in the "gateway" group (the idle gateway lands in "other").
+      console.error(`floor c=${connections}: ${durationS} s`);
+      const f0 = cpuSnapshot(floor.child.pid);
+      const fromUs = monotonicUs();
+      const figures = await floor.run({ connections, durationS });
+      profileWindows.push({ phase: `floor c=${connections}`, pid: floor.child.pid, fromUs, toUs: monotonicUs(), units: figures.completed });
+      const f1 = cpuSnapshot(floor.child.pid);
+      floorStep = { figures, cpu: cpuBetween(f0, f1), unsettled: await floor.drain() };
+    }
     const amount = Math.max(connections * 2, Math.round(plannedRate * durationS));
     console.error(`gateway c=${connections}: ${amount} requests (about ${durationS} s at ${plannedRate.toFixed(0)}/s)`);
     const before = await scrape(gw.apiUrl);
     const c2 = cpuSnapshot(gw.child.pid);
     const fromMs = Date.now();
+    const fromUs = monotonicUs();
     const gateway = await runLoad({ target: 'gateway', url: gatewayChat, headers: auth, connections, amount, capS: durationS * 3 + 10 });
     windows.push({ phase: `gateway c=${connections}`, fromMs, toMs: Date.now() });
+    profileWindows.push({ phase: `gateway c=${connections}`, pid: gw.child.pid, fromUs, toUs: monotonicUs(), units: gateway.ok2xx });
     const c3 = cpuSnapshot(gw.child.pid);
     const server = serverDelta(before, await scrape(gw.apiUrl));
     gateway2xx += gateway.ok2xx;
@@ -85,6 +108,7 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
         p99Ratio: gateway.latency.p99Ms / direct.latency.p99Ms,
       },
       cpu: { direct: cpuBetween(c0, c1), gateway: cpuBetween(c2, c3) },
+      floor: floorStep,
     });
   }
 
@@ -94,8 +118,10 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
   const s1 = cpuSnapshot(gw.child.pid);
   const streamBefore = await scrape(gw.apiUrl);
   const streamFromMs = Date.now();
+  const streamFromUs = monotonicUs();
   const streamGateway = await runStreams('gateway', gatewayChat, auth, opts.streamRequests, opts.streamConcurrency);
   windows.push({ phase: 'streaming', fromMs: streamFromMs, toMs: Date.now() });
+  profileWindows.push({ phase: 'stream gateway', pid: gw.child.pid, fromUs: streamFromUs, toUs: monotonicUs(), units: streamGateway.ok2xx });
   const s2 = cpuSnapshot(gw.child.pid);
   const stream: StreamStep = {
     direct: streamDirect,
@@ -114,7 +140,7 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
 
   const cpuModel = os.cpus()[0]?.model ?? 'unknown cpu';
   const header = `gateway benchmark: node ${process.version}, ${os.cpus().length} x ${cpuModel}, load avg ${loadAtStart.map((l) => l.toFixed(2)).join(' ')} at start, ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} at end; ${servicesNote}`;
-  const report = { load, stream, warmup, temporal, billing, targets, gatewayLog: gw.problems, header };
+  const report = { load, stream, warmup, floorWarmup, profileWindows, temporal, billing, targets, gatewayLog: gw.problems, header };
   printReport(report, opts);
   writeReportJson(report, opts);
   return targets.every((t) => t.pass) && billing.rowsMatch && billing.usedMatches && billing.spentMatches;

@@ -31,8 +31,10 @@ export interface BenchOptions {
   streamConcurrency: number;
   /** Keep the throwaway data directory at the end. @default false */
   keepData: boolean;
-  /** Start the gateway with `node --cpu-prof`. @default false */
+  /** Start the gateway (and the floor process) with `node --cpu-prof`. @default false */
   cpuProfile: boolean;
+  /** Run the Temporal floor (the same workflow shape with no-op steps) beside each gateway step. @default true */
+  floor: boolean;
 }
 
 /** Parses the flags (from `process.argv` unless `args` is given); unknown flags throw, as parseArgs does. */
@@ -47,6 +49,7 @@ export function parseBenchOptions(args?: string[]): BenchOptions {
       'stream-concurrency': { type: 'string', default: '50' },
       'keep-data': { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      'skip-floor': { type: 'boolean', default: false },
     },
   });
   return {
@@ -57,5 +60,6 @@ export function parseBenchOptions(args?: string[]): BenchOptions {
     streamConcurrency: Number(cli['stream-concurrency']),
     keepData: cli['keep-data'],
     cpuProfile: cli['cpu-prof'],
+    floor: !cli['skip-floor'],
   };
 }

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import type { BillingCheck } from './billing-check';
 import { CpuGroup, type CpuPhase } from './cpu';
+import type { FloorFigures } from './floor';
 import type { GatewayProcess } from './gateway-process';
 import type { LoadFigures } from './load';
 import { CHAT_BODY, MODEL, PRICE, TARGETS, type BenchOptions } from './options';
@@ -26,7 +27,12 @@ export interface LoadStep {
   overhead: { p50Ms: number; p99Ms: number; p50Ratio: number; p99Ratio: number };
   server: ServerFigures;
   cpu: { direct: CpuPhase; gateway: CpuPhase };
+  /** The Temporal floor at the same connections (absent with --skip-floor). Its process is counted in the `gateway` CPU group. */
+  floor?: FloorStep;
 }
+
+/** One floor phase: the no-op workflow of the same shape, its CPU, and settlements that never ran. */
+export interface FloorStep { figures: FloorFigures; cpu: CpuPhase; unsettled: number }
 
 export interface StreamStep {
   direct: StreamFigures;
@@ -36,12 +42,24 @@ export interface StreamStep {
   cpu: { direct: CpuPhase; gateway: CpuPhase };
 }
 
+/**
+ * A measured phase on the monotonic clock (CLOCK_MONOTONIC, in microseconds), which V8's
+ * `.cpuprofile` timestamps also use: `bench/cpu-profile-summary.ts --results` cuts a `--cpu-prof`
+ * profile of process `pid` to this window and divides by `units` (2xx responses or floor workflows).
+ */
+export interface ProfileWindow { phase: string; pid: number | undefined; fromUs: number; toUs: number; units: number }
+
+/** Now on the monotonic clock in microseconds (process.hrtime is CLOCK_MONOTONIC, as V8's profiler clock). */
+export const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
 export interface Target { name: string; measured: string; target: string; pass: boolean }
 
 export interface BenchReport {
   load: LoadStep[];
   stream: StreamStep;
   warmup: LoadFigures;
+  floorWarmup?: FloorFigures;
+  profileWindows: ProfileWindow[];
   temporal: HistoryBreakdown[];
   billing: BillingCheck;
   targets: Target[];
@@ -105,6 +123,7 @@ export function printReport(r: BenchReport, opts: Pick<BenchOptions, 'streamRequ
   out.push(table('CPU milliseconds per 2xx response (what one request costs each process)', ['phase', ...groups.filter((g) => g !== 'other'), 'ours'],
     perRequest.map(([name, c, n]) => [name, ...groups.filter((g) => g !== 'other').map((g) => (1000 * c.cpuS[g] / n).toFixed(2)),
       (1000 * groups.reduce((sum, g) => sum + c.cpuS[g], 0) / n).toFixed(2)])));
+  out.push(...floorTables(r));
   const b = r.billing;
   out.push(table(`Billing exactness (after ${b.waitedS.toFixed(1)} s of settlement wait)`, ['check', 'ledger', 'expected', 'result'], [
     ['committed usage rows == 2xx responses', b.committed, b.expected2xx, verdict(b.rowsMatch)],
@@ -116,6 +135,58 @@ export function printReport(r: BenchReport, opts: Pick<BenchOptions, 'streamRequ
   out.push(table('Targets', ['target', 'measured', 'goal', 'result'], r.targets.map((t) => [t.name, t.measured, t.target, verdict(t.pass)])));
   out.push(`\ngateway log lines: ${r.gatewayLog.warn} warn, ${r.gatewayLog.error} error${r.gatewayLog.last.length > 0 ? `; last:\n  ${r.gatewayLog.last.join('\n  ')}` : ''}`);
   console.log(out.join('\n'));
+}
+
+const perUnit = (cpuS: number, n: number): string => (n > 0 ? (1000 * cpuS / n).toFixed(2) : 'n/a');
+
+/**
+ * The Temporal floor and the gateway against it: the same workflow shape with no-op steps on the
+ * same server in the same run. "Project adds" is the gateway process's CPU per billed request
+ * minus the floor process's CPU per workflow; the mock upstream runs inside the gateway process,
+ * so its share (measured by the direct run, which only the mock serves) is shown apart.
+ */
+function floorTables(r: BenchReport): string[] {
+  const steps = r.load.filter((s): s is LoadStep & { floor: FloorStep } => s.floor !== undefined);
+  if (steps.length === 0) return [];
+  const out: string[] = [];
+  const rows = [
+    ...(r.floorWarmup ? [[`warm-up floor c=${r.floorWarmup.connections}`, r.floorWarmup, undefined] as const] : []),
+    ...steps.map((s) => [`floor c=${s.connections}`, s.floor.figures, s.floor.unsettled] as const),
+  ];
+  out.push(table('Temporal floor: the billed-request workflow shape with no-op steps (same server, own task queue, worker + client in one child process; latency = update-with-start until the regular activity ran)',
+    ['run', 'started', 'done', 'errors', 'seconds', 'workflows/s', 'P50', 'P90', 'P99', 'max', 'update P50', 'update P99', 'unsettled'],
+    rows.map(([name, f, unsettled]) => [name, f.started, f.completed, f.errors, f.durationS.toFixed(1), f.perSecond.toFixed(1),
+      ms(f.latency.p50Ms), ms(f.latency.p90Ms), ms(f.latency.p99Ms), ms(f.latency.maxMs), ms(f.admission.p50Ms), ms(f.admission.p99Ms), unsettled ?? '-'])));
+  const lastError = [r.floorWarmup, ...steps.map((s) => s.floor.figures)].find((f) => f?.lastError !== undefined)?.lastError;
+  if (lastError !== undefined) out.push(`floor error (last): ${lastError}`);
+  out.push(table('CPU milliseconds per floor workflow ("node" = the floor process: worker + client; the idle gateway counts in "other")',
+    ['phase', 'temporal', 'node', 'bench', 'redis', 'postgres', 'other', 'ours', 'machine busy'],
+    steps.map((s) => {
+      const c = s.floor.cpu;
+      const n = s.floor.figures.completed;
+      const ours = Object.values(c.cpuS).reduce((sum, v) => sum + v, 0);
+      return [`floor c=${s.connections}`, perUnit(c.cpuS.temporal, n), perUnit(c.cpuS.gateway, n), perUnit(c.cpuS.bench, n), perUnit(c.cpuS.redis, n),
+        perUnit(c.cpuS.postgres, n), perUnit(c.cpuS.other, n), perUnit(ours, n), `${(c.machineBusyS / c.wallS).toFixed(2)} cores`];
+    })));
+  out.push(table('Gateway against its Temporal floor (same connections, same server, same run; CPU in ms per billed request / per floor workflow)',
+    ['connections', 'gateway 2xx/s', 'floor wf/s', 'gateway / floor', 'gateway P50', 'floor P50', 'temporal gw / floor', 'node gw / floor', 'project adds (node)', 'of it mock upstream', 'project adds w/o mock', 'redis + pg (gw)'],
+    steps.map((s) => {
+      const g = s.cpu.gateway;
+      const f = s.floor.cpu;
+      const n = s.gateway.ok2xx;
+      const m = s.floor.figures.completed;
+      const nodeGw = n > 0 ? 1000 * g.cpuS.gateway / n : NaN;
+      const nodeFloor = m > 0 ? 1000 * f.cpuS.gateway / m : NaN;
+      // The direct run is served by the mock upstream inside the gateway process: its CPU per response is the mock's share.
+      const mock = s.direct.ok2xx > 0 ? 1000 * s.cpu.direct.cpuS.gateway / s.direct.ok2xx : NaN;
+      const tGw = n > 0 ? 1000 * g.cpuS.temporal / n : NaN;
+      const tFloor = m > 0 ? 1000 * f.cpuS.temporal / m : NaN;
+      return [s.connections, s.gateway.okPerSecond.toFixed(1), s.floor.figures.perSecond.toFixed(1),
+        `${(s.gateway.okPerSecond / s.floor.figures.perSecond).toFixed(2)}x`, ms(s.gateway.latency.p50Ms), ms(s.floor.figures.latency.p50Ms),
+        `${tGw.toFixed(1)} / ${tFloor.toFixed(1)}`, `${nodeGw.toFixed(1)} / ${nodeFloor.toFixed(1)}`, `${(nodeGw - nodeFloor).toFixed(1)} ms`,
+        `${mock.toFixed(1)} ms`, `${(nodeGw - nodeFloor - mock).toFixed(1)} ms`, perUnit(g.cpuS.redis + g.cpuS.postgres, n)];
+    })));
+  return out;
 }
 
 /** Writes the report and the run's settings to `bench/results/gateway-<timestamp>.json` and says where. */

@@ -20,7 +20,7 @@ import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { LedgerStateError, type LedgerEntry } from '../db/ledger-types';
 import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
-import type { QuotaWarmup } from './quota-warmup';
+import type { QuotaWarmup } from '../redis/quota-warmup';
 import { endRelayIfOpen, hasOutput, outcomeFromRelay, UPSTREAM_FAILED_ERROR } from './relay-recovery';
 
 export interface BillingStepDeps {

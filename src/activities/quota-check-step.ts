@@ -12,7 +12,7 @@ import type { BillingRepository } from '../db/billing-repository';
 import type { QuotaScripts, ReserveResult } from '../redis/scripts';
 import { InvalidMicrosError, QuotaScriptRejectedError, UnexpectedScriptReplyError } from '../redis/scripts';
 import { InvalidCacheKeyIdError } from '../redis/cache-keys';
-import type { QuotaWarmup } from './quota-warmup';
+import type { QuotaWarmup } from '../redis/quota-warmup';
 import { billedRequestWorkflowId, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 
 export interface QuotaCheckDeps {

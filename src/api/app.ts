@@ -9,6 +9,10 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
+import { createEdgeGate } from '../edge/edge-gate';
+import { InflightBound } from '../edge/inflight-bound';
+import type { EdgeScripts } from '../redis/edge-scripts';
+import type { QuotaWarmup } from '../redis/quota-warmup';
 import type { RequestRelay } from '../redis/request-relay';
 import type { QuotaScripts } from '../redis/scripts';
 import { createBilledRequests } from '../services/billed-requests';
@@ -31,9 +35,12 @@ export interface ApiDeps {
   relay: RequestRelay;
   repositories: Repositories;
   scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
+  edgeScripts: EdgeScripts;
+  /** Warms a counter the edge finds cold (the same warm-up the workflow does). */
+  warmup: QuotaWarmup;
   /** Served at /metrics; `metrics` are registered on it. */
   registry: Registry;
-  metrics: Pick<BillingMetrics, 'httpDuration'>;
+  metrics: Pick<BillingMetrics, 'httpDuration' | 'edgeRefusals' | 'shedRequests' | 'inflightRequests' | 'inflightLimit'>;
   log: Logger;
   /** Largest accepted JSON body. @default '1mb' */
   bodyLimit?: string;
@@ -63,7 +70,7 @@ export function createApiApp(deps: ApiDeps): Express {
 
   const { repositories } = deps;
   const accounts = createAccountServices(deps);
-  const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, redis: deps.redis, logger: deps.log });
+  const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis: deps.redis, logger: deps.log });
   const requests = createBilledRequests({
     prices: repositories.modelPrices,
     workflows: deps.workflows,
@@ -73,7 +80,15 @@ export function createApiApp(deps: ApiDeps): Express {
     relayIdleTimeoutMs: deps.config.RELAY_IDLE_TIMEOUT_SECONDS * 1000,
   });
   app.use(healthRouter({ redis: deps.redis, db: deps.db, temporal: deps.temporal, registry: deps.registry }));
-  app.use(chatCompletionsRouter({ authenticate, requests }));
+  const edge = createEdgeGate({
+    scripts: deps.edgeScripts,
+    warmup: deps.warmup,
+    inflight: new InflightBound(deps.config.MAX_INFLIGHT_REQUESTS, metrics),
+    metrics,
+    log: deps.log,
+    leaseMs: deps.config.PARALLEL_LEASE_SECONDS * 1000,
+  });
+  app.use(chatCompletionsRouter({ authenticate, requests, edge }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.use(adminRouter({
     tenants: accounts.tenants,

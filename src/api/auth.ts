@@ -11,13 +11,16 @@ import type { RequestHandler, Response } from 'express';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log';
 import { ApiKeyStatus, hashApiKey, type ApiKeyRepository } from '../db/api-key-repository';
-import { API_KEY_LOOKUP_TTL_SECONDS, readApiKeyLookup, writeApiKeyLookup, type ApiKeyLookupEntry } from '../redis/api-key-cache';
+import type { TenantRepository } from '../db/tenant-repository';
+import type { RequestLimits } from '../edge/limits';
+import { API_KEY_LOOKUP_TTL_SECONDS, lookupEntryOf, readApiKeyLookup, writeApiKeyLookup, type ApiKeyLookupEntry } from '../redis/api-key-cache';
 import { AppError, ErrorCode, ErrorType, InvalidApiKeyError, ServiceUnavailableError } from './errors';
 
-/** Who the request is billed to; set on `res.locals.auth` by the authenticator. */
+/** Who the request is billed to, and the rate limits it is bound by; set on `res.locals.auth` by the authenticator. */
 export interface ApiKeyAuth {
   apiKeyId: string;
   tenantId: string;
+  limits: RequestLimits;
 }
 
 /** Thrown when an admin endpoint is called without the admin token, or with a wrong one (401). */
@@ -45,15 +48,18 @@ export function bearerCredential(header: string | undefined): string | undefined
 /** The authenticated key of this request. */
 export function apiKeyAuthOf(res: Response): ApiKeyAuth {
   const auth: unknown = res.locals['auth'];
-  if (typeof auth === 'object' && auth !== null && 'apiKeyId' in auth && 'tenantId' in auth) {
-    const { apiKeyId, tenantId } = auth as Record<string, unknown>;
-    if (typeof apiKeyId === 'string' && typeof tenantId === 'string') return { apiKeyId, tenantId };
+  if (typeof auth === 'object' && auth !== null && 'apiKeyId' in auth && 'tenantId' in auth && 'limits' in auth) {
+    const { apiKeyId, tenantId, limits } = auth as Record<string, unknown>;
+    if (typeof apiKeyId === 'string' && typeof tenantId === 'string' && typeof limits === 'object' && limits !== null) {
+      return { apiKeyId, tenantId, limits: limits as RequestLimits };
+    }
   }
   throw new MissingAuthError();
 }
 
 export interface ApiKeyAuthenticatorDeps {
   apiKeys: Pick<ApiKeyRepository, 'findByHash'>;
+  tenants: Pick<TenantRepository, 'find'>;
   redis: Pick<Redis, 'get' | 'set'>;
   logger: Pick<Logger, 'warn'>;
   /** @default API_KEY_LOOKUP_TTL_SECONDS */
@@ -76,13 +82,13 @@ export function createApiKeyAuthenticator(deps: ApiKeyAuthenticatorDeps): Reques
   }
 
   async function databaseLookup(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {
-    let found;
     try {
-      found = await apiKeys.findByHash(keyHash);
+      const key = await apiKeys.findByHash(keyHash);
+      const tenant = key ? await deps.tenants.find(key.tenantId) : null;
+      return key && tenant ? lookupEntryOf(key, tenant) : undefined;
     } catch (err) {
       throw new ServiceUnavailableError('API key verification is temporarily unavailable.', 1, err);
     }
-    return found ? { id: found.id, tenant_id: found.tenantId, status: found.status } : undefined;
   }
 
   async function resolve(keyHash: string): Promise<ApiKeyLookupEntry | undefined> {
@@ -112,7 +118,7 @@ export function createApiKeyAuthenticator(deps: ApiKeyAuthenticatorDeps): Reques
     }
     const entry = await resolve(hashApiKey(key));
     if (!entry || entry.status !== ApiKeyStatus.active) throw new InvalidApiKeyError();
-    const auth: ApiKeyAuth = { apiKeyId: entry.id, tenantId: entry.tenant_id };
+    const auth: ApiKeyAuth = { apiKeyId: entry.id, tenantId: entry.tenant_id, limits: entry.limits };
     res.locals['auth'] = auth;
     next();
   };

@@ -5,6 +5,7 @@
  * and message, so routes carry no try/catch of their own.
  */
 import { InvalidCursorError } from '../db/ledger-types';
+import { OverloadedError, RateLimitedError } from '../edge/edge-gate';
 import { QuotaLimitOverflowError, TenantAlreadyExistsError, TenantNotFoundError } from '../db/tenant-repository';
 import { ApiKeyNotFoundError, RevocationNotCachedError } from '../services/api-key-service';
 import {
@@ -25,6 +26,7 @@ import {
   InvalidRequestError,
   ModelNotFoundError,
   NotFoundError,
+  RateLimitExceededError,
   ServiceUnavailableError,
   UpstreamError,
 } from './errors';
@@ -41,6 +43,19 @@ function admissionDenial(err: AdmissionDeniedError): AppError {
   }
 }
 
+function rateLimited(err: RateLimitedError): AppError {
+  const limit = err.limit === null ? '' : ` (limit ${err.limit})`;
+  const retry = `Please try again in ${(err.retryAfterMs / 1000).toFixed(1)} s.`;
+  switch (err.kind) {
+    case 'requests':
+      return new RateLimitExceededError('requests', `Rate limit reached for requests per minute${limit}. ${retry}`, err.retryAfterMs);
+    case 'tokens':
+      return new RateLimitExceededError('tokens', `Rate limit reached for tokens per minute${limit}: this request's worst case does not fit now. ${retry}`, err.retryAfterMs);
+    default:
+      return new RateLimitExceededError('requests', `Rate limit reached for parallel requests${limit}: wait for one to finish. ${retry}`, err.retryAfterMs);
+  }
+}
+
 /** The AppError for a known domain error, else undefined. */
 export function fromDomainError(err: unknown): AppError | undefined {
   if (err instanceof InvalidIdempotencyKeyError) return new InvalidRequestError(err.message, 'Idempotency-Key');
@@ -49,6 +64,8 @@ export function fromDomainError(err: unknown): AppError | undefined {
   if (err instanceof AdmissionUnavailableError) return new ServiceUnavailableError(err.message, 1);
   if (err instanceof IdempotencyConflictError) return new ConflictError(err.message);
   if (err instanceof UpstreamFailedError) return new UpstreamError(err.message);
+  if (err instanceof RateLimitedError) return rateLimited(err);
+  if (err instanceof OverloadedError) return new ServiceUnavailableError(err.message, 1);
   if (err instanceof TenantNotFoundError) return new NotFoundError(`Tenant '${err.tenantId}'`);
   if (err instanceof TenantAlreadyExistsError) return new ConflictError(`Tenant '${err.tenantId}' already exists.`);
   if (err instanceof QuotaLimitOverflowError) {

@@ -15,6 +15,10 @@ import { fromDomainError } from './domain-errors';
 export const ErrorType = {
   invalidRequest: 'invalid_request_error',
   insufficientQuota: 'insufficient_quota',
+  /** A rate limit on requests (per minute, or in flight) was reached, as OpenAI types it. */
+  requests: 'requests',
+  /** A rate limit on tokens per minute was reached. */
+  tokens: 'tokens',
   server: 'server_error',
 } as const;
 export type ErrorType = (typeof ErrorType)[keyof typeof ErrorType];
@@ -29,6 +33,7 @@ export const ErrorCode = {
   requestTooLarge: 'request_too_large',
   insufficientQuota: 'insufficient_quota',
   budgetExceeded: 'budget_exceeded',
+  rateLimitExceeded: 'rate_limit_exceeded',
   upstreamError: 'upstream_error',
   serviceUnavailable: 'service_unavailable',
   internalError: 'internal_error',
@@ -49,6 +54,8 @@ export interface AppErrorOptions {
   param?: string;
   /** Sent as a `Retry-After` header (seconds). */
   retryAfterSeconds?: number;
+  /** Sent as `retry-after-ms` (which the OpenAI SDKs honour first) and, rounded up, as `Retry-After`. */
+  retryAfterMs?: number;
   /** Internal detail for logs only; never rendered to the client. */
   cause?: unknown;
 }
@@ -61,6 +68,7 @@ export class AppError extends Error {
   readonly code: ErrorCode;
   readonly param: string | undefined;
   readonly retryAfterSeconds: number | undefined;
+  readonly retryAfterMs: number | undefined;
 
   constructor(options: AppErrorOptions) {
     super(options.message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -68,7 +76,8 @@ export class AppError extends Error {
     this.type = options.type;
     this.code = options.code;
     this.param = options.param;
-    this.retryAfterSeconds = options.retryAfterSeconds;
+    this.retryAfterMs = options.retryAfterMs;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? (options.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(options.retryAfterMs / 1000)));
   }
 
   /** The response body (also usable as an SSE error event). */
@@ -146,6 +155,14 @@ export class BudgetExceededError extends AppError {
   override readonly name = 'BudgetExceededError';
   constructor(message = 'This API key exceeded its budget.') {
     super({ status: 429, type: ErrorType.insufficientQuota, code: ErrorCode.budgetExceeded, message });
+  }
+}
+
+/** Thrown when a rate limit of the key or its tenant refuses the request (429, with when to retry). */
+export class RateLimitExceededError extends AppError {
+  override readonly name = 'RateLimitExceededError';
+  constructor(kind: 'requests' | 'tokens', message: string, retryAfterMs: number) {
+    super({ status: 429, type: kind === 'tokens' ? ErrorType.tokens : ErrorType.requests, code: ErrorCode.rateLimitExceeded, message, retryAfterMs });
   }
 }
 
@@ -231,6 +248,7 @@ export function errorMiddleware(logger: Pick<Logger, 'error' | 'warn'>): ErrorRe
     }
     if (requestId !== undefined) res.setHeader('X-Request-Id', requestId);
     if (appError.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(appError.retryAfterSeconds));
+    if (appError.retryAfterMs !== undefined) res.setHeader('retry-after-ms', String(appError.retryAfterMs));
     res.status(appError.status).json(appError.toBody());
   };
 }

@@ -10,12 +10,29 @@ import type { RelayEntry } from '../redis/request-relay';
 import type { BilledRequestInput } from '../workflows/definitions';
 import { UpstreamError } from './errors';
 
-/** Relays `entries` until a terminal entry; an upstream failure before any output throws (502 through errorMiddleware). */
+/** Token usage of a relayed answer, as the gateway billed it. */
+interface RelayedUsage {
+  prompt_tokens?: unknown;
+  completion_tokens?: unknown;
+}
+
+function totalTokens(usage: RelayedUsage | undefined): number | undefined {
+  if (!usage) return undefined;
+  const total = Number(usage.prompt_tokens) + Number(usage.completion_tokens);
+  return Number.isSafeInteger(total) && total >= 0 ? total : undefined;
+}
+
+/**
+ * Relays `entries` until a terminal entry; an upstream failure before any output throws
+ * (502 through errorMiddleware). Returns the billed token count it relayed, when the
+ * answer carried one (the edge settles a tokens-per-minute share with it).
+ */
 export async function writeRelayedResponse(
   res: Response,
   input: Pick<BilledRequestInput, 'model' | 'includeUsage'>,
   entries: AsyncIterable<RelayEntry> | Iterable<RelayEntry>,
-): Promise<void> {
+): Promise<{ totalTokens?: number }> {
+  let usage: RelayedUsage | undefined;
   let streaming = false;
   let last: { id?: unknown; created?: unknown; model?: unknown } = {};
   const startStream = (): void => {
@@ -28,17 +45,18 @@ export async function writeRelayedResponse(
     res.flushHeaders();
   };
   for await (const entry of entries) {
-    if (res.destroyed) return;
+    if (res.destroyed) return { totalTokens: totalTokens(usage) };
     switch (entry.type) {
       case 'response':
         res.status(200).json(entry.data);
-        return;
+        return { totalTokens: totalTokens((entry.data as { usage?: RelayedUsage }).usage) };
       case 'chunk':
         startStream();
         last = entry.data as typeof last;
         res.write(formatSseEvent(entry.data));
         break;
       case 'usage':
+        usage = entry.data;
         if (input.includeUsage) {
           startStream();
           res.write(formatSseEvent({ id: last.id, object: 'chat.completion.chunk', created: last.created, model: last.model ?? input.model, choices: [], usage: entry.data }));
@@ -48,13 +66,14 @@ export async function writeRelayedResponse(
         if (!streaming) throw new UpstreamError(entry.data.message);
         res.write(formatSseEvent({ error: { message: entry.data.message, type: entry.data.type, code: entry.data.code } }));
         res.end(formatSseEvent(SSE_DONE));
-        return;
+        return { totalTokens: totalTokens(usage) };
       case 'done':
         startStream();
         res.end(formatSseEvent(SSE_DONE));
-        return;
+        return { totalTokens: totalTokens(usage) };
     }
   }
   if (!res.headersSent) throw new UpstreamError('The upstream call ended without output.');
   res.end();
+  return { totalTokens: totalTokens(usage) };
 }

@@ -9,6 +9,7 @@
  * ("quota_limit") is a 400, not a silently ignored field.
  */
 import { z } from 'zod';
+import { MAX_LIMIT, type RateLimits } from '../edge/limits';
 import { nonNegativeSafeInt, positiveSafeInt } from '../safe-int';
 
 /** Tenant ids appear in Redis hash tags and URLs: keep them to a safe alphabet. */
@@ -17,12 +18,49 @@ export const tenantIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be
 /** The `:id` path segment of the tenant routes. */
 export const tenantParamsSchema = z.object({ id: tenantIdSchema });
 
+/** A rate limit: a positive JSON integer up to its maximum, or null (unlimited). */
+const limitSchema = (max: number) => positiveSafeInt.max(max).nullable().optional();
+
+/** `rpm_limit`, `tpm_limit`, `max_parallel_requests` of a tenant or a key (create and PATCH). */
+const rateLimitFields = {
+  rpm_limit: limitSchema(MAX_LIMIT.rpm),
+  tpm_limit: limitSchema(MAX_LIMIT.tpm),
+  max_parallel_requests: limitSchema(MAX_LIMIT.maxParallel),
+};
+
+/** The limits a body sets, in the domain's names; absent fields stay absent (a PATCH leaves them as they are). */
+export function rateLimitsOf(body: { rpm_limit?: number | null; tpm_limit?: number | null; max_parallel_requests?: number | null }): Partial<RateLimits> {
+  const limits: Partial<RateLimits> = {};
+  if (body.rpm_limit !== undefined) limits.rpm = body.rpm_limit;
+  if (body.tpm_limit !== undefined) limits.tpm = body.tpm_limit;
+  if (body.max_parallel_requests !== undefined) limits.maxParallel = body.max_parallel_requests;
+  return limits;
+}
+
+/** The limit fields of a tenant or key view (null = unlimited). */
+export interface RateLimitView {
+  rpm_limit: number | null;
+  tpm_limit: number | null;
+  max_parallel_requests: number | null;
+}
+
+export function toRateLimitView(limits: RateLimits): RateLimitView {
+  return { rpm_limit: limits.rpm, tpm_limit: limits.tpm, max_parallel_requests: limits.maxParallel };
+}
+
+/** `PATCH /admin/tenants/:id` and `PATCH /admin/api-keys/:id`: at least one limit; null clears it. */
+export const patchLimitsBodySchema = z
+  .object(rateLimitFields)
+  .strict()
+  .refine((body) => Object.keys(body).length > 0, { message: 'give at least one of rpm_limit, tpm_limit, max_parallel_requests' });
+
 /** `POST /admin/tenants` */
 export const createTenantBodySchema = z
   .object({
     id: tenantIdSchema,
     name: z.string().min(1).max(200),
     quota_limit_micros: nonNegativeSafeInt,
+    ...rateLimitFields,
   })
   .strict();
 export type CreateTenantBody = z.infer<typeof createTenantBodySchema>;
@@ -41,6 +79,7 @@ export const createApiKeyBodySchema = z
   .object({
     name: z.string().min(1).max(200),
     budget_micros: nonNegativeSafeInt.nullable().optional(),
+    ...rateLimitFields,
   })
   .strict();
 export type CreateApiKeyBody = z.infer<typeof createApiKeyBodySchema>;

@@ -8,7 +8,9 @@
  */
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
+import type { RateLimits } from '../edge/limits';
 import { safeInteger } from './ledger-types';
+import { rateLimitColumns, toRateLimits, type RateLimitRow } from './rate-limit-columns';
 import { TenantNotFoundError } from './tenant-repository';
 
 /** Length of the key prefix kept for display ("sk-bq-Ab"); short enough to be useless to an attacker. */
@@ -33,6 +35,8 @@ export interface ApiKey {
   /** The spent amount last synced from Redis (M4.2); the live figure is in Redis. */
   syncedSpentMicros: number;
   status: ApiKeyStatus;
+  /** Edge rate limits of this key (its tenant's apply too). */
+  limits: RateLimits;
   revokedAt: Date | null;
   createdAt: Date;
 }
@@ -44,9 +48,11 @@ export interface NewApiKey {
   /** The plaintext key: hashed here, never stored. */
   key: string;
   budgetMicros: number | null;
+  /** @default UNLIMITED */
+  limits?: Partial<RateLimits>;
 }
 
-interface ApiKeyRow {
+interface ApiKeyRow extends RateLimitRow {
   id: string;
   tenant_id: string;
   name: string;
@@ -98,6 +104,7 @@ function toApiKey(row: ApiKeyRow): ApiKey {
     budgetMicros: row.budget_micros === null ? null : safeInteger('budget_micros', row.budget_micros),
     syncedSpentMicros: safeInteger('spent_micros', row.spent_micros),
     status: toStatus(row.status),
+    limits: toRateLimits(row),
     revokedAt: row.revoked_at,
     createdAt: row.created_at,
   };
@@ -124,6 +131,7 @@ export function createApiKeyRepository(db: Knex) {
             key_prefix: input.key.slice(0, KEY_PREFIX_LENGTH),
             budget_micros: budget === null ? null : String(budget),
             status: ApiKeyStatus.active,
+            ...rateLimitColumns(input.limits ?? {}),
           })
           .returning('*');
         const row = rows[0];
@@ -143,6 +151,23 @@ export function createApiKeyRepository(db: Knex) {
     /** The authenticator's lookup: by the digest, so the key itself never reaches SQL. */
     async findByHash(keyHash: string, trx?: Knex.Transaction): Promise<ApiKey | null> {
       const row = await (trx ?? db)<ApiKeyRow>('api_key_quota').where({ key_hash: keyHash }).first();
+      return row ? toApiKey(row) : null;
+    },
+
+    /** Every key of a tenant (to refresh their lookup entries when the tenant's limits change). */
+    async listByTenant(tenantId: string, trx?: Knex.Transaction): Promise<ApiKey[]> {
+      const rows = await (trx ?? db)<ApiKeyRow>('api_key_quota').where({ tenant_id: tenantId }).orderBy('id');
+      return rows.map(toApiKey);
+    },
+
+    /** Sets the given rate limits (null clears one); the key after the change, or null when no key has this id. */
+    async updateLimits(id: string, patch: Partial<RateLimits>, trx?: Knex.Transaction): Promise<ApiKey | null> {
+      const q = trx ?? db;
+      const rows = await q<ApiKeyRow>('api_key_quota')
+        .where({ id })
+        .update({ ...rateLimitColumns(patch), updated_at: q.fn.now() })
+        .returning('*');
+      const row = rows[0];
       return row ? toApiKey(row) : null;
     },
 

@@ -7,7 +7,9 @@
  * concurrent top-ups serialise on the row lock and none is lost.
  */
 import type { Knex } from 'knex';
+import type { RateLimits } from '../edge/limits';
 import { safeInteger } from './ledger-types';
+import { rateLimitColumns, toRateLimits, type RateLimitRow } from './rate-limit-columns';
 
 /** A tenant as the application sees it; money in integer micros. */
 export interface Tenant {
@@ -17,6 +19,8 @@ export interface Tenant {
   /** The used amount last synced from Redis (M4.1); the live figure is in Redis. */
   syncedUsedMicros: number;
   syncedAt: Date | null;
+  /** Edge rate limits of the whole tenant (each of its keys is bound by them too). */
+  limits: RateLimits;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -25,10 +29,12 @@ export interface NewTenant {
   tenantId: string;
   name: string;
   quotaLimitMicros: number;
+  /** @default UNLIMITED */
+  limits?: Partial<RateLimits>;
 }
 
 /** The raw tenant_quota row (BIGINT columns as text). */
-interface TenantQuotaRow {
+interface TenantQuotaRow extends RateLimitRow {
   tenant_id: string;
   name: string;
   quota_limit_micros: string;
@@ -88,6 +94,7 @@ function toTenant(row: TenantQuotaRow): Tenant {
     quotaLimitMicros: safeInteger('quota_limit_micros', row.quota_limit_micros),
     syncedUsedMicros: safeInteger('used_micros', row.used_micros),
     syncedAt: row.synced_at,
+    limits: toRateLimits(row),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
@@ -102,7 +109,7 @@ export function createTenantRepository(db: Knex) {
         throw new InvalidQuotaAmountError('quotaLimitMicros', limit, 'a non-negative safe integer');
       }
       const rows = await (trx ?? db)<TenantQuotaRow>('tenant_quota')
-        .insert({ tenant_id: tenant.tenantId, name: tenant.name, quota_limit_micros: String(limit) })
+        .insert({ tenant_id: tenant.tenantId, name: tenant.name, quota_limit_micros: String(limit), ...rateLimitColumns(tenant.limits ?? {}) })
         .onConflict('tenant_id')
         .ignore()
         .returning('*');
@@ -113,6 +120,17 @@ export function createTenantRepository(db: Knex) {
 
     async find(tenantId: string, trx?: Knex.Transaction): Promise<Tenant | null> {
       const row = await (trx ?? db)<TenantQuotaRow>('tenant_quota').where({ tenant_id: tenantId }).first();
+      return row ? toTenant(row) : null;
+    },
+
+    /** Sets the given rate limits (null clears one); the tenant after the change, or null when it does not exist. */
+    async updateLimits(tenantId: string, patch: Partial<RateLimits>, trx?: Knex.Transaction): Promise<Tenant | null> {
+      const q = trx ?? db;
+      const rows = await q<TenantQuotaRow>('tenant_quota')
+        .where({ tenant_id: tenantId })
+        .update({ ...rateLimitColumns(patch), updated_at: q.fn.now() })
+        .returning('*');
+      const row = rows[0];
       return row ? toTenant(row) : null;
     },
 

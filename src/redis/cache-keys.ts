@@ -79,6 +79,21 @@ export const CacheKeys = {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:stream:${checkedId('request id', requestId)}`;
   },
 
+  /**
+   * STRING: a rate limit's GCRA state (theoretical arrival time, microseconds) for the
+   * tenant, or for one of its keys when `apiKeyId` is given.
+   */
+  rateLimit(tenantId: string, limit: 'rpm' | 'tpm', apiKeyId?: string): string {
+    const base = `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:rl:${limit}`;
+    return apiKeyId === undefined ? base : `${base}:${checkedId('api key id', apiKeyId)}`;
+  },
+
+  /** ZSET request id -> lease expiry (ms): the in-flight requests of the tenant, or of one of its keys. */
+  inflightLeases(tenantId: string, apiKeyId?: string): string {
+    const base = `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:inflight`;
+    return apiKeyId === undefined ? base : `${base}:${checkedId('api key id', apiKeyId)}`;
+  },
+
   /** STRING (JSON): cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;

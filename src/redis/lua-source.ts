@@ -16,6 +16,8 @@ export const QuotaScriptName = {
   cacheWarmup: 'cache_warmup',
   quotaRelease: 'quota_release',
   quotaLimitRaise: 'quota_limit_raise',
+  edgeAdmit: 'edge_admit',
+  edgeRelease: 'edge_release',
 } as const;
 export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
 

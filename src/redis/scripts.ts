@@ -1,20 +1,15 @@
 /**
- * The quota scripts runner (M1.2): every lua/*.lua script is loaded once and called
- * by SHA. A NOSCRIPT answer (after SCRIPT FLUSH, a Redis restart or a failover to a
- * replica that never saw SCRIPT LOAD) reloads the script and retries once, so callers
- * never see it. The SHA is computed locally, so calls work before load() as well.
- * How a script's source is assembled: lua-source.ts; its replies: script-replies.ts.
- *
- * Errors keep their meaning for the caller: a `QuotaScriptRejectedError` means Redis
- * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
- * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
+ * The quota scripts (M1.2): admission, settlement, warm-up, release and limit raise,
+ * each a typed call of one lua/*.lua script through the runner (./script-runner.ts:
+ * by SHA, reloaded on NOSCRIPT). How a script's source is assembled: lua-source.ts;
+ * its replies: script-replies.ts. The edge's scripts: ./edge-scripts.ts.
  */
 import { randomUUID } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { register as defaultRegistry, type Registry } from 'prom-client';
-import { createRedisScriptMetrics } from '../metrics';
 import { CacheKeys } from './cache-keys';
 import { QuotaScriptName, luaScript } from './lua-source';
+import { createScriptRunner, micros, QuotaScriptRejectedError } from './script-runner';
 import {
   parseLimitRaiseReply,
   parseReleaseReply,
@@ -30,40 +25,7 @@ import {
 
 export * from './lua-source';
 export * from './script-replies';
-
-/** Thrown when Redis answers a script call with an error: malformed arguments, a corrupt counter, a wrong key type. */
-export class QuotaScriptRejectedError extends Error {
-  override name = 'QuotaScriptRejectedError';
-
-  constructor(
-    readonly script: QuotaScriptName,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(`${script}: ${message}`, options);
-  }
-}
-
-/** Thrown when a caller passes an amount that is not a safe integer (money is integer micros) or is out of range. */
-export class InvalidMicrosError extends Error {
-  override name = 'InvalidMicrosError';
-}
-
-function micros(label: string, value: number, opts: { min?: number } = {}): string {
-  if (!Number.isSafeInteger(value)) throw new InvalidMicrosError(`${label} must be a safe integer, got ${value}`);
-  if (opts.min !== undefined && value < opts.min) throw new InvalidMicrosError(`${label} must be >= ${opts.min}, got ${value}`);
-  // String(n) of a safe integer is the canonical decimal form the scripts require.
-  return String(value);
-}
-
-function isNoScript(err: unknown): boolean {
-  return err instanceof Error && err.message.startsWith('NOSCRIPT');
-}
-
-/** ioredis' ReplyError is typed `any`; its name identifies an error answered by Redis itself. */
-function isReplyError(err: unknown): err is Error {
-  return err instanceof Error && err.name === 'ReplyError';
-}
+export { InvalidMicrosError, QuotaScriptRejectedError } from './script-runner';
 
 export interface QuotaScriptsOptions {
   /** Expiry of the per-request record, refreshed by every script (config RESERVATION_TTL_SECONDS). */
@@ -124,27 +86,7 @@ export interface KeyCounters {
 
 export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
   const ttl = micros('ttlSeconds', options.ttlSeconds, { min: 1 });
-  const metrics = createRedisScriptMetrics(options.registry ?? defaultRegistry);
-
-  async function run(name: QuotaScriptName, keys: readonly string[], args: readonly string[]): Promise<unknown> {
-    const { sha, source } = luaScript(name);
-    const stopTimer = metrics.duration.startTimer({ script: name });
-    try {
-      try {
-        return await redis.evalsha(sha, keys.length, ...keys, ...args);
-      } catch (err) {
-        if (!isNoScript(err)) throw err;
-        metrics.reloads.inc({ script: name });
-        await redis.script('LOAD', source);
-        return await redis.evalsha(sha, keys.length, ...keys, ...args);
-      }
-    } catch (err) {
-      if (isReplyError(err)) throw new QuotaScriptRejectedError(name, err.message, { cause: err });
-      throw err;
-    } finally {
-      stopTimer();
-    }
-  }
+  const run = createScriptRunner(redis, options.registry ?? defaultRegistry);
 
   /** cache_warmup.lua: the hash, and the records of `marks` with their role and amount; a fresh warmup_id per call. */
   async function warm(kind: 'tenant' | 'key', tenantId: string, hashKey: string, values: [limit: string, used: string], marks: WarmupMarks): Promise<boolean> {

@@ -16,6 +16,8 @@ import { createRepositories } from '../db/repositories';
 import { createBillingMetrics } from '../metrics';
 import { createRedis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
+import { createEdgeScripts } from '../redis/edge-scripts';
+import { createQuotaWarmup } from '../redis/quota-warmup';
 import { createQuotaScripts } from '../redis/scripts';
 import { createBilledRequestClient } from '../workflows/client';
 import { createBillingWorker } from './worker';
@@ -84,10 +86,12 @@ export async function startRoles(
     const repositories = createRepositories(db);
     const scripts = createQuotaScripts(redis, { ttlSeconds: config.RESERVATION_TTL_SECONDS, registry });
     const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary() });
+    const { tenants, apiKeys, billing: ledger } = repositories;
+    const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
 
     if (opts.worker) {
       const { worker, connection } = await createBillingWorker({
-        config, temporalAddress: endpoints.temporalAddress, repositories, scripts, relay, metrics, log,
+        config, temporalAddress: endpoints.temporalAddress, repositories, scripts, warmup, relay, metrics, log,
         upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue: opts.taskQueue, pollIntervalMs: opts.pollIntervalMs,
       });
       const run = worker.run();
@@ -117,7 +121,7 @@ export async function startRoles(
       stops.push(() => temporal.close());
       const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE });
       const workflows = createBilledRequestClient(client, opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE);
-      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, registry, metrics, log });
+      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, edgeScripts: createEdgeScripts(redis, { registry }), warmup, registry, metrics, log });
       const server = http.createServer(app);
       server.keepAliveTimeout = 65_000;
       const port = await listen(server, opts.apiPort ?? config.API_PORT, config.API_HOST, 'API');

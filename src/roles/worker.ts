@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
-import { createQuotaWarmup } from '../activities/quota-warmup';
+import type { QuotaWarmup } from '../redis/quota-warmup';
 import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
@@ -15,6 +15,7 @@ export interface BillingWorkerOptions {
   temporalAddress: string;
   repositories: Repositories;
   scripts: QuotaScripts;
+  warmup: QuotaWarmup;
   relay: RequestRelay;
   metrics: BillingMetrics;
   log: Logger;
@@ -27,13 +28,10 @@ export interface BillingWorkerOptions {
 
 /** The activities with real dependencies, as the worker registers them. */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'>) {
-  const { scripts } = opts;
-  const { tenants, apiKeys, billing: ledger } = opts.repositories;
-  const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
   return createActivities({
-    scripts,
-    ledger,
-    warmup,
+    scripts: opts.scripts,
+    ledger: opts.repositories.billing,
+    warmup: opts.warmup,
     relay: opts.relay,
     metrics: opts.metrics,
     log: opts.log,

@@ -1,6 +1,6 @@
 /**
  * API keys: issue (the key is shown once and stored hashed), read with its live
- * spend, revoke.
+ * spend, change its rate limits, revoke.
  *
  * Revocation is immediate: after the database says "revoked", the key's lookup cache
  * entry is overwritten with a revoked entry. Overwriting (rather than deleting) also
@@ -9,8 +9,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { ApiKeyStatus, type ApiKey, type ApiKeyRepository } from '../db/api-key-repository';
-import { API_KEY_LOOKUP_TTL_SECONDS, writeApiKeyLookup } from '../redis/api-key-cache';
+import type { ApiKey, ApiKeyRepository } from '../db/api-key-repository';
+import type { TenantRepository } from '../db/tenant-repository';
+import { UNLIMITED, type RateLimits } from '../edge/limits';
+import type { Logger } from '../log';
+import { API_KEY_LOOKUP_TTL_SECONDS, lookupEntryOf, refreshApiKeyLookups, writeApiKeyLookup } from '../redis/api-key-cache';
 import type { Balances } from './balances';
 
 /** Every issued key starts with this, so leaked keys are easy to recognise (and to scan for). */
@@ -41,9 +44,11 @@ export class RevocationNotCachedError extends Error {
 }
 
 export interface ApiKeyServiceDeps {
-  apiKeys: Pick<ApiKeyRepository, 'create' | 'findById' | 'revoke'>;
+  apiKeys: Pick<ApiKeyRepository, 'create' | 'findById' | 'revoke' | 'updateLimits'>;
+  tenants: Pick<TenantRepository, 'find'>;
   redis: Pick<Redis, 'set'>;
   balances: Pick<Balances, 'keySpentMicros'>;
+  log: Pick<Logger, 'warn'>;
   /** TTL of the lookup entry a revocation writes. @default API_KEY_LOOKUP_TTL_SECONDS */
   lookupTtlSeconds?: number;
 }
@@ -53,10 +58,24 @@ export function createApiKeyService(deps: ApiKeyServiceDeps) {
 
   return {
     /** Issues a key; the plaintext is in the answer only. An unknown tenant is a TenantNotFoundError. */
-    async issue(tenantId: string, name: string, budgetMicros: number | null): Promise<{ stored: ApiKey; key: string }> {
+    async issue(tenantId: string, name: string, budgetMicros: number | null, limits: Partial<RateLimits> = {}): Promise<{ stored: ApiKey; key: string }> {
       const key = generateApiKey();
-      const stored = await deps.apiKeys.create({ id: generateApiKeyId(), tenantId, name, key, budgetMicros });
+      const stored = await deps.apiKeys.create({ id: generateApiKeyId(), tenantId, name, key, budgetMicros, limits });
       return { stored, key };
+    },
+
+    /** Sets the key's rate limits (null clears one); they bind its next request. */
+    async updateLimits(apiKeyId: string, patch: Partial<RateLimits>): Promise<{ key: ApiKey; spentMicros: number }> {
+      const key = await deps.apiKeys.updateLimits(apiKeyId, patch);
+      if (!key) throw new ApiKeyNotFoundError(apiKeyId);
+      const tenant = await deps.tenants.find(key.tenantId);
+      if (tenant) {
+        await refreshApiKeyLookups(deps.redis, [key], tenant, ttlSeconds).catch((err: unknown) => {
+          // Saved in PostgreSQL: the cached entry expires within its TTL and is read again.
+          deps.log.warn({ err, apiKeyId }, 'API key limits saved but the key cache was not refreshed');
+        });
+      }
+      return { key, spentMicros: await deps.balances.keySpentMicros(key.tenantId, key.id) };
     },
 
     /** A key with its live spend (reservations included). */
@@ -71,7 +90,8 @@ export function createApiKeyService(deps: ApiKeyServiceDeps) {
       const revoked = await deps.apiKeys.revoke(apiKeyId);
       if (!revoked) throw new ApiKeyNotFoundError(apiKeyId);
       try {
-        await writeApiKeyLookup(deps.redis, revoked.keyHash, { id: revoked.id, tenant_id: revoked.tenantId, status: ApiKeyStatus.revoked }, { ttlSeconds, onlyIfAbsent: false });
+        // A revoked entry is refused whatever its limits say.
+        await writeApiKeyLookup(deps.redis, revoked.keyHash, lookupEntryOf(revoked, { limits: UNLIMITED }), { ttlSeconds, onlyIfAbsent: false });
       } catch (err) {
         throw new RevocationNotCachedError('the key is revoked but its cache entry could not be updated', { cause: err });
       }

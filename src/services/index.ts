@@ -24,8 +24,8 @@ export function createAccountServices(deps: AccountServicesDeps) {
   const balances = createBalances({ redis: deps.redis, ledger: deps.repositories.billing, log: deps.log });
   return {
     balances,
-    tenants: createTenantService({ db: deps.db, repositories: deps.repositories, scripts: deps.scripts, balances, log: deps.log }),
-    apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, redis: deps.redis, balances }),
+    tenants: createTenantService({ db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log }),
+    apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, tenants: deps.repositories.tenants, redis: deps.redis, balances, log: deps.log }),
   };
 }
 

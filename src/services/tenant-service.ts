@@ -8,10 +8,13 @@
  * the exact sum.
  */
 import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
 import type { Repositories } from '../db/repositories';
 import { LedgerRequestConflictError, TransactionKind, type LedgerPage } from '../db/ledger-types';
 import { TenantNotFoundError, type NewTenant, type Tenant } from '../db/tenant-repository';
 import type { Logger } from '../log';
+import type { RateLimits } from '../edge/limits';
+import { API_KEY_LOOKUP_TTL_SECONDS, refreshApiKeyLookups } from '../redis/api-key-cache';
 import type { QuotaScripts } from '../redis/scripts';
 import type { Balances } from './balances';
 
@@ -41,8 +44,10 @@ export function topUpRequestId(tenantId: string, reference: string): string {
 
 export interface TenantServiceDeps {
   db: Knex;
-  repositories: Pick<Repositories, 'tenants' | 'billing'>;
+  repositories: Pick<Repositories, 'tenants' | 'billing' | 'apiKeys'>;
   scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
+  /** Rewrites cached API-key lookups when the tenant's limits change. */
+  redis: Pick<Redis, 'set'>;
   balances: Pick<Balances, 'tenantUsedMicros'>;
   log: Pick<Logger, 'warn'>;
 }
@@ -66,6 +71,19 @@ export function createTenantService(deps: TenantServiceDeps) {
     create: async (tenant: NewTenant): Promise<TenantBalance> => withBalance(await tenants.create(tenant)),
 
     get: async (tenantId: string): Promise<TenantBalance> => withBalance(await require(tenantId)),
+
+    /** Sets the tenant's rate limits (null clears one); they bind the next request of every key of the tenant. */
+    async updateLimits(tenantId: string, patch: Partial<RateLimits>): Promise<TenantBalance> {
+      const tenant = await tenants.updateLimits(tenantId, patch);
+      if (!tenant) throw new TenantNotFoundError(tenantId);
+      try {
+        await refreshApiKeyLookups(deps.redis, await deps.repositories.apiKeys.listByTenant(tenantId), tenant, API_KEY_LOOKUP_TTL_SECONDS);
+      } catch (err) {
+        // Saved in PostgreSQL: cached lookups expire within their TTL and are read again.
+        deps.log.warn({ err, tenantId }, 'tenant limits saved but the key cache was not refreshed');
+      }
+      return withBalance(tenant);
+    },
 
     /** Credits `amountMicros` once per reference; `created` is false for a repeated reference. */
     async topUp(tenantId: string, amountMicros: number, reference: string): Promise<{ created: boolean; tenant: TenantBalance }> {

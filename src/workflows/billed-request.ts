@@ -6,6 +6,7 @@
  */
 import {
   ActivityFailure,
+  type ActivityOptions,
   ApplicationFailure,
   allHandlersFinished,
   condition,
@@ -46,13 +47,13 @@ const steps = proxyLocalActivities<Activities>({
  * attempts it continues as a regular activity whose retries the server schedules,
  * without limit, e.g. until Redis is back from an outage.
  */
-const durableBilling = proxyActivities<Activities>({
+const DURABLE_BILLING_OPTIONS = {
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '10 seconds' },
-});
+} as const satisfies ActivityOptions;
 
 /** The upstream call heartbeats; a crashed worker's attempt is retried, and the retry never calls upstream again once output reached the client. */
-const upstream = proxyActivities<Activities>({
+const UPSTREAM_OPTIONS = {
   startToCloseTimeout: '15 minutes',
   heartbeatTimeout: '6 seconds',
   retry: {
@@ -62,13 +63,29 @@ const upstream = proxyActivities<Activities>({
     maximumAttempts: 6,
     nonRetryableErrorTypes: [FailureType.upstreamRejected],
   },
-});
+} as const satisfies ActivityOptions;
+
+/**
+ * Task-queue fairness: the regular activities of a request are dispatched round-robin
+ * over tenants while the queue is backlogged, like its workflow tasks (the client starts
+ * the workflow with the same key, src/workflows/client.ts). Local activities run on the
+ * worker that holds the workflow task and take no priority. Priority is not part of the
+ * determinism check: histories recorded without it replay unchanged.
+ */
+function tenantActivities(tenantId: string): { upstream: Activities; durableBilling: Activities } {
+  const priority = { fairnessKey: tenantId };
+  return {
+    upstream: proxyActivities<Activities>({ ...UPSTREAM_OPTIONS, priority }),
+    durableBilling: proxyActivities<Activities>({ ...DURABLE_BILLING_OPTIONS, priority }),
+  };
+}
 
 function setStatus(status: RequestStatus): void {
   upsertSearchAttributes([{ key: SearchKeys.requestStatus, value: status }]);
 }
 
 export async function billedRequest(input: BilledRequestInput): Promise<BilledRequestResult> {
+  const { upstream, durableBilling } = tenantActivities(input.tenantId);
   // Read by the update handlers, which may run before the steps have produced anything.
   const state: { admission?: AdmissionDecision; outcome?: UpstreamOutcome; upstreamDone: boolean } = { upstreamDone: false };
   setHandler(admissionUpdate, async () => {

@@ -22,7 +22,10 @@ import { SearchKeys } from './search-attributes';
 /**
  * How a billed request's workflow is started: one id per request id; a running
  * duplicate attaches to the first run; a finished one is never started again,
- * unless it failed before admitting anything (admission unavailable).
+ * unless it failed before admitting anything (admission unavailable). Its tasks carry
+ * the tenant as fairness key: while the task queue is backlogged the server dispatches
+ * round-robin over tenants, so one tenant's burst does not delay the others' requests
+ * (the workflow gives its regular activities the same key).
  */
 export function billedRequestStart(input: BilledRequestInput, taskQueue: string): WithStartWorkflowOperation<typeof billedRequest> {
   return new WithStartWorkflowOperation(billedRequest, {
@@ -31,6 +34,8 @@ export function billedRequestStart(input: BilledRequestInput, taskQueue: string)
     args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+    // A tenant id is at most 64 ASCII characters (src/api/schemas.ts): within the fairness key's 64 bytes.
+    priority: { fairnessKey: input.tenantId },
     typedSearchAttributes: [
       { key: SearchKeys.tenantId, value: input.tenantId },
       { key: SearchKeys.apiKeyId, value: input.apiKeyId },

@@ -6,7 +6,7 @@
  */
 import type { Knex } from 'knex';
 import { createQuotaCheckStep } from '../../src/activities/quota-check-step';
-import { createQuotaWarmup } from '../../src/activities/quota-warmup';
+import { createQuotaWarmup } from '../../src/redis/quota-warmup';
 import { createApiKeyRepository } from '../../src/db/api-key-repository';
 import { createTenantRepository } from '../../src/db/tenant-repository';
 import type { Redis } from '../../src/redis/client';

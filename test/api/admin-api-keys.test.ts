@@ -4,9 +4,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createBillingRepository } from '../../src/db/billing-repository';
+import { UNLIMITED } from '../../src/edge/limits';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { uniqueId } from '../helpers/services';
-import { ADMIN_TOKEN, ADMIN_UNAUTHORIZED, createKey, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
+import { ADMIN_TOKEN, ADMIN_UNAUTHORIZED, createKey, createTenant, startAdminHarness, type AdminHarness, NO_LIMITS } from './admin-harness';
 
 let h: AdminHarness;
 
@@ -53,6 +54,7 @@ describe('POST /admin/tenants/:id/api-keys', () => {
       name: 'backend',
       budget_micros: 2_000_000,
       status: 'active',
+      ...NO_LIMITS,
     });
     const key = res.body.key as string;
     const rows = await keyRows(tenantId);
@@ -156,7 +158,7 @@ describe('GET /admin/api-keys/:id', () => {
     const res = await h.admin('GET', `/admin/api-keys/${id}`);
 
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ id, tenant_id: tenantId, name: 'ci key', budget_micros: 3_000_000, spent_micros: 201_234, status: 'active' });
+    expect(res.body).toEqual({ id, tenant_id: tenantId, name: 'ci key', budget_micros: 3_000_000, spent_micros: 201_234, status: 'active', ...NO_LIMITS });
   });
 
   it('reports the live Redis spend when the budget is cached', async () => {
@@ -166,7 +168,7 @@ describe('GET /admin/api-keys/:id', () => {
 
     const res = await h.admin('GET', `/admin/api-keys/${id}`);
 
-    expect(res.body).toEqual({ id, tenant_id: tenantId, name: 'ci key', budget_micros: null, spent_micros: 987_654, status: 'active' });
+    expect(res.body).toEqual({ id, tenant_id: tenantId, name: 'ci key', budget_micros: null, spent_micros: 987_654, status: 'active', ...NO_LIMITS });
   });
 
   it('an unknown key -> 404', async () => {
@@ -195,7 +197,7 @@ describe('DELETE /admin/api-keys/:id', () => {
     expect(rowAfterFirst.revoked_at).toBeInstanceOf(Date);
     expect(rowAfterSecond.revoked_at).toEqual(rowAfterFirst.revoked_at);
     const cached = await h.testRedis.get(CacheKeys.apiKeyLookup(sha256(key)));
-    expect(JSON.parse(cached!)).toEqual({ id, tenant_id: tenantId, status: 'revoked' });
+    expect(JSON.parse(cached!)).toEqual({ id, tenant_id: tenantId, status: 'revoked', limits: { tenant: UNLIMITED, key: UNLIMITED } });
     expect(await h.testRedis.ttl(CacheKeys.apiKeyLookup(sha256(key)))).toBeGreaterThan(0);
     expect((await h.admin('GET', `/admin/api-keys/${id}`)).body.status).toBe('revoked');
   });

@@ -22,6 +22,9 @@ import { testDb, testRedis, uniqueId } from '../helpers/services';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
+/** The limit fields of a tenant or key view without limits. */
+export const NO_LIMITS = { rpm_limit: null, tpm_limit: null, max_parallel_requests: null } as const;
+
 export interface JsonResponse {
   status: number;
   headers: Headers;
@@ -76,7 +79,7 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
   const repositories = createRepositories(db);
   const scripts = createQuotaScripts(redis, { ttlSeconds: 3600, registry: new Registry() });
   const { tenants, apiKeys } = createAccountServices({ db, redis, repositories, scripts, log: logger });
-  const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, redis, logger });
+  const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis, logger });
   const app = express();
   app.use(express.json({ limit: '1mb' }));
   app.use(adminRouter({ tenants, apiKeys, repositories, logger, adminToken: ADMIN_TOKEN }));

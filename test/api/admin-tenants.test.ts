@@ -5,7 +5,7 @@
 import { createBillingRepository } from '../../src/db/billing-repository';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { uniqueId } from '../helpers/services';
-import { ADMIN_TOKEN, ADMIN_UNAUTHORIZED, createKey, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
+import { ADMIN_TOKEN, ADMIN_UNAUTHORIZED, createKey, createTenant, startAdminHarness, type AdminHarness, NO_LIMITS } from './admin-harness';
 
 let h: AdminHarness;
 
@@ -34,7 +34,7 @@ describe('POST /admin/tenants', () => {
     const res = await h.admin('POST', '/admin/tenants', { id, name: 'Acme Corp', quota_limit_micros: 5_000_000 });
 
     expect(res.status).toBe(201);
-    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 5_000_000, used_micros: 0, remaining_micros: 5_000_000 });
+    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 5_000_000, used_micros: 0, remaining_micros: 5_000_000, ...NO_LIMITS });
     const row = await tenantRow(id);
     expect(row).toMatchObject({ tenant_id: id, name: 'Acme Corp', quota_limit_micros: '5000000', used_micros: '0' });
   });
@@ -46,7 +46,7 @@ describe('POST /admin/tenants', () => {
     const b = await h.admin('POST', '/admin/tenants', { id: max, name: 'Max', quota_limit_micros: Number.MAX_SAFE_INTEGER });
 
     expect(a.status).toBe(201);
-    expect(a.body).toEqual({ id: zero, name: 'Zero', quota_limit_micros: 0, used_micros: 0, remaining_micros: 0 });
+    expect(a.body).toEqual({ id: zero, name: 'Zero', quota_limit_micros: 0, used_micros: 0, remaining_micros: 0, ...NO_LIMITS });
     expect(b.status).toBe(201);
     expect(b.body.quota_limit_micros).toBe(Number.MAX_SAFE_INTEGER);
     expect((await tenantRow(max))?.quota_limit_micros).toBe('9007199254740991');
@@ -138,7 +138,7 @@ describe('GET /admin/tenants/:id', () => {
     const res = await h.admin('GET', `/admin/tenants/${id}`);
 
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 10_000_000, used_micros: 750_000, remaining_micros: 9_250_000 });
+    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 10_000_000, used_micros: 750_000, remaining_micros: 9_250_000, ...NO_LIMITS });
   });
 
   it('reports the live Redis counter when the quota is cached (reservations included)', async () => {
@@ -148,7 +148,7 @@ describe('GET /admin/tenants/:id', () => {
     const res = await h.admin('GET', `/admin/tenants/${id}`);
 
     // A settled overage makes remaining negative: shown as is, never clamped.
-    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 10_000_000, used_micros: 12_500_000, remaining_micros: -2_500_000 });
+    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 10_000_000, used_micros: 12_500_000, remaining_micros: -2_500_000, ...NO_LIMITS });
   });
 
   it('falls back to the ledger when the cached counter is corrupt', async () => {
@@ -157,7 +157,7 @@ describe('GET /admin/tenants/:id', () => {
 
     const res = await h.admin('GET', `/admin/tenants/${id}`);
 
-    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 4_000_000, used_micros: 0, remaining_micros: 4_000_000 });
+    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 4_000_000, used_micros: 0, remaining_micros: 4_000_000, ...NO_LIMITS });
   });
 
   it('answers 404 for an unknown tenant and 400 for an id that cannot exist', async () => {

@@ -5,7 +5,7 @@
 import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { uniqueId } from '../helpers/services';
-import { ADMIN_TOKEN, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
+import { ADMIN_TOKEN, createTenant, startAdminHarness, type AdminHarness, NO_LIMITS } from './admin-harness';
 import { unreachableRedis } from '../helpers/services';
 
 let h: AdminHarness;
@@ -37,7 +37,7 @@ describe('POST /admin/tenants/:id/topups', () => {
     const res = await topUp(id, 2_500_000, 'invoice-1');
 
     expect(res.status).toBe(201);
-    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 3_500_000, used_micros: 0, remaining_micros: 3_500_000 });
+    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 3_500_000, used_micros: 0, remaining_micros: 3_500_000, ...NO_LIMITS });
     expect(await limitOf(id)).toBe('3500000');
     const rows = await ledgerRows(id);
     expect(rows).toHaveLength(1);
@@ -124,6 +124,7 @@ describe('POST /admin/tenants/:id/topups', () => {
       quota_limit_micros: 5_000_000 + sum,
       used_micros: 4_200_000,
       remaining_micros: 5_000_000 + sum - 4_200_000,
+      ...NO_LIMITS,
     });
   });
 
@@ -225,7 +226,7 @@ describe('M12 top-ups while Redis is unreachable', () => {
 
     // Redis is down for this app: usage comes from the ledger (no usage rows yet).
     expect(res.status).toBe(201);
-    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 5_000_000, used_micros: 0, remaining_micros: 5_000_000 });
+    expect(res.body).toEqual({ id, name: 'Acme Corp', quota_limit_micros: 5_000_000, used_micros: 0, remaining_micros: 5_000_000, ...NO_LIMITS });
     expect(await limitOf(id)).toBe('5000000');
     expect(await h.testRedis.hget(CacheKeys.tenantQuota(id), 'limit_micros')).toBe('1000000');
     expect(degraded.logLines.some((l) => l.includes('top-up committed but the cached quota limit was not raised'))).toBe(true);

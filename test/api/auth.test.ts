@@ -8,9 +8,11 @@ import type { Server } from 'node:http';
 import express from 'express';
 import { apiKeyAuthOf, bearerCredential, createApiKeyAuthenticator, MissingAuthError } from '../../src/api/auth';
 import { hashApiKey } from '../../src/db/api-key-repository';
+import { createTenantRepository } from '../../src/db/tenant-repository';
 import { errorMiddleware } from '../../src/api/errors';
 import { createApiKeyRepository, type ApiKeyRepository } from '../../src/db/api-key-repository';
 import type { Redis } from '../../src/redis/client';
+import { UNLIMITED } from '../../src/edge/limits';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { createKey, createTenant, startAdminHarness, type AdminHarness } from './admin-harness';
 import { unreachableRedis } from '../helpers/services';
@@ -33,7 +35,7 @@ afterAll(async () => {
 /** An app whose authenticator uses the given key lookup, on the real test Redis. */
 async function startProbe(apiKeys: Pick<ApiKeyRepository, 'findByHash'>): Promise<{ url: string; close(): Promise<void> }> {
   const app = express();
-  app.get('/probe', createApiKeyAuthenticator({ redis: h.testRedis, logger: { warn: jest.fn() }, apiKeys }), (_req, res) => {
+  app.get('/probe', createApiKeyAuthenticator({ redis: h.testRedis, logger: { warn: jest.fn() }, apiKeys, tenants: createTenantRepository(h.db) }), (_req, res) => {
     res.json(apiKeyAuthOf(res));
   });
   app.use(errorMiddleware({ warn: jest.fn(), error: jest.fn() }));
@@ -81,9 +83,9 @@ describe('createApiKeyAuthenticator', () => {
     const res = await whoami(h, `Bearer ${key}`);
 
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ apiKeyId: id, tenantId });
+    expect(res.body).toEqual({ apiKeyId: id, tenantId, limits: { tenant: UNLIMITED, key: UNLIMITED } });
     const lookupKey = CacheKeys.apiKeyLookup(hashApiKey(key));
-    expect(JSON.parse((await h.testRedis.get(lookupKey))!)).toEqual({ id, tenant_id: tenantId, status: 'active' });
+    expect(JSON.parse((await h.testRedis.get(lookupKey))!)).toEqual({ id, tenant_id: tenantId, status: 'active', limits: { tenant: UNLIMITED, key: UNLIMITED } });
     const ttl = await h.testRedis.ttl(lookupKey);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(60);
@@ -141,7 +143,7 @@ describe('createApiKeyAuthenticator', () => {
       const after = await fetch(probe.url, { headers: { authorization: `Bearer ${key}` } });
 
       expect(racing.status).toBe(200);
-      expect(JSON.parse((await h.testRedis.get(lookupKey))!)).toEqual({ id, tenant_id: tenantId, status: 'revoked' });
+      expect(JSON.parse((await h.testRedis.get(lookupKey))!)).toEqual({ id, tenant_id: tenantId, status: 'revoked', limits: { tenant: UNLIMITED, key: UNLIMITED } });
       expect(after.status).toBe(401);
       expect(findByHash).toHaveBeenCalledTimes(1);
     } finally {
@@ -157,7 +159,7 @@ describe('createApiKeyAuthenticator', () => {
     const res = await whoami(h, `Bearer ${key}`);
 
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ apiKeyId: id, tenantId });
+    expect(res.body).toEqual({ apiKeyId: id, tenantId, limits: { tenant: UNLIMITED, key: UNLIMITED } });
   });
 
   it('answers the second request from the cache, without PostgreSQL', async () => {
@@ -170,8 +172,8 @@ describe('createApiKeyAuthenticator', () => {
       const first = await fetch(probe.url, { headers: { authorization: `Bearer ${key}` } });
       const second = await fetch(probe.url, { headers: { authorization: `Bearer ${key}` } });
 
-      expect(await first.json()).toEqual({ apiKeyId: id, tenantId });
-      expect(await second.json()).toEqual({ apiKeyId: id, tenantId });
+      expect(await first.json()).toEqual({ apiKeyId: id, tenantId, limits: { tenant: UNLIMITED, key: UNLIMITED } });
+      expect(await second.json()).toEqual({ apiKeyId: id, tenantId, limits: { tenant: UNLIMITED, key: UNLIMITED } });
       expect(findByHash).toHaveBeenCalledTimes(1);
       expect(findByHash).toHaveBeenCalledWith(hashApiKey(key));
     } finally {
@@ -219,7 +221,7 @@ describe('M2.3 while Redis is unreachable', () => {
     const unknown = await whoami(degraded, 'Bearer sk-bq-unknown');
 
     expect(ok.status).toBe(200);
-    expect(ok.body).toEqual({ apiKeyId: active.id, tenantId });
+    expect(ok.body).toEqual({ apiKeyId: active.id, tenantId, limits: { tenant: UNLIMITED, key: UNLIMITED } });
     expect(refused.status).toBe(401);
     expect(unknown.status).toBe(401);
     const logs = degraded.logLines.join('\n');

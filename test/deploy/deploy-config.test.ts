@@ -12,6 +12,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { z } from 'zod';
 import { loadConfig } from '../../src/config';
+import { TEMPORAL_DYNAMIC_CONFIG } from '../../src/embedded/temporal';
 import { SEARCH_ATTRIBUTES } from '../../src/workflows/search-attributes';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -134,6 +135,24 @@ describe('docker-compose.yml (M13)', () => {
     expect(ui.image).toMatch(/^temporalio\/ui:/);
     expect(ui.ports).toEqual(['8233:8080']);
     expect(ui.environment?.TEMPORAL_ADDRESS).toBe('temporal:7233');
+  });
+
+  it('runs Temporal with task-queue fairness on and one partition per task queue, as the embedded dev server', () => {
+    const temporal = service('temporal');
+    const file = temporal.environment?.DYNAMIC_CONFIG_FILE_PATH ?? '';
+    const mount = bindMounts(temporal).find((m) => file.startsWith(`${m.container}/`));
+    if (!mount) throw new Error(`DYNAMIC_CONFIG_FILE_PATH ${JSON.stringify(file)} is not inside a bind mount of the temporal service`);
+    expect(temporal.volumes).toContain(`./${mount.host}:${mount.container}:ro`);
+    const hostFile = path.join(mount.host, path.relative(mount.container, file));
+    const dynamicConfig = readYaml(hostFile, z.record(z.array(z.object({ value: z.unknown(), constraints: z.object({}).passthrough().optional() }).strict())));
+    // One unconstrained value per key: it applies to every namespace and task queue.
+    const values = Object.fromEntries(Object.entries(dynamicConfig).map(([key, entries]) => {
+      expect({ key, entries: entries.length, constrained: entries.some((e) => Object.keys(e.constraints ?? {}).length > 0) })
+        .toEqual({ key, entries: 1, constrained: false });
+      return [key, entries[0]?.value];
+    }));
+    expect(values).toEqual(TEMPORAL_DYNAMIC_CONFIG);
+    expect(values['matching.enableFairness']).toBe(true);
   });
 
   it('registers exactly the search attributes the workflows set, before the app starts', () => {

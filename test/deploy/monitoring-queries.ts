@@ -25,6 +25,8 @@ export type LabelValues = Record<string, readonly string[] | null>;
 export interface MetricSpec { type: MetricType; labels: LabelValues }
 
 const ADMISSION_OUTCOMES = ['admitted', 'insufficient_quota', 'budget_exceeded', 'duplicate', 'error'] as const;
+/** Why the api refused a request before any workflow started (issue 7, admission at the edge). */
+const EDGE_REFUSAL_REASONS = ['insufficient_quota', 'budget_exceeded', 'rate_limit_requests', 'rate_limit_tokens', 'parallel_requests'] as const;
 
 /**
  * Every billing metric the api and the worker export (src/metrics.ts, src/redis/scripts.ts):
@@ -46,6 +48,10 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_upstream_ttfb_seconds: { type: 'histogram', labels: {} },
   billing_upstream_tokens_total: { type: 'counter', labels: { model: null, kind: ['prompt', 'completion'] } },
   http_request_duration_seconds: { type: 'histogram', labels: { method: null, route: null, status: null } },
+  billing_edge_refusals_total: { type: 'counter', labels: { reason: EDGE_REFUSAL_REASONS } },
+  billing_shed_requests_total: { type: 'counter', labels: {} },
+  billing_inflight_requests: { type: 'gauge', labels: {} },
+  billing_inflight_limit: { type: 'gauge', labels: {} },
   billing_redis_fallback_active: { type: 'gauge', labels: {} },
   billing_redis_script_duration_seconds: { type: 'histogram', labels: { script: null } },
   billing_redis_script_reloads_total: { type: 'counter', labels: { script: null } },

@@ -7,7 +7,7 @@
  */
 import type { Knex } from 'knex';
 import { Registry } from 'prom-client';
-import { createQuotaWarmup, type QuotaWarmup } from '../../src/activities/quota-warmup';
+import { createQuotaWarmup, type QuotaWarmup } from '../../src/redis/quota-warmup';
 import type { ModelPrice } from '../../src/billing/pricing';
 import { createApiKeyRepository } from '../../src/db/api-key-repository';
 import { createBillingRepository, type BillingRepository } from '../../src/db/billing-repository';

@@ -273,6 +273,32 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
     expect(steps.billingStep.mock.calls).toEqual([[input, COMPLETED], [input, COMPLETED], [input, COMPLETED]]);
     expect(settlements).toBe(1);
   });
+
+  it('issue 7: the workflow and its regular activities carry the tenant as task-queue fairness key', async () => {
+    // Billing fails its three local attempts, so settlement continues as the regular activity too.
+    let billingAttempts = 0;
+    const steps = fakeSteps({
+      billingStep: () => (++billingAttempts <= 3 ? Promise.reject(new Error('ledger unavailable')) : Promise.resolve(COMMITTED)),
+    });
+    const tenantId = uniqueId('tenant-fair');
+    const input = billedInput({ tenantId });
+    await withWorker(env, { workflowsPath, activities: steps }, async (taskQueue) => {
+      expect(await admit(env.client, taskQueue, input)).toEqual(ADMITTED);
+      const handle = env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(input.requestId));
+      expect((await handle.result()).settlement).toEqual(COMMITTED);
+      expect((await handle.describe()).priority?.fairnessKey).toBe(tenantId);
+
+      const events = (await handle.fetchHistory()).events ?? [];
+      const started = events.flatMap((e) => (e.workflowExecutionStartedEventAttributes ? [e.workflowExecutionStartedEventAttributes] : []));
+      expect(started.map((a) => a.priority?.fairnessKey)).toEqual([tenantId]);
+      const scheduled = events.flatMap((e) => (e.activityTaskScheduledEventAttributes ? [e.activityTaskScheduledEventAttributes] : []));
+      expect(scheduled.map((a) => [a.activityType?.name, a.priority?.fairnessKey])).toEqual([
+        ['upstreamCallStep', tenantId],
+        ['billingStep', tenantId],
+      ]);
+    });
+    expect(billingAttempts).toBe(4);
+  });
 });
 
 describe('billedRequest workflow under time skipping (issue 3)', () => {

@@ -4,12 +4,12 @@
  */
 import { Router } from 'express';
 import { z } from 'zod';
-import type { ApiKeyStatus } from '../../db/api-key-repository';
+import type { ApiKey, ApiKeyStatus } from '../../db/api-key-repository';
 import type { ApiKeyService } from '../../services/api-key-service';
-import { createApiKeyBodySchema, tenantParamsSchema } from '../schemas';
+import { createApiKeyBodySchema, patchLimitsBodySchema, rateLimitsOf, tenantParamsSchema, toRateLimitView, type RateLimitView } from '../schemas';
 
 /** `POST /admin/tenants/:id/api-keys`: the only answer that ever holds the key. */
-export interface CreatedApiKeyView {
+export interface CreatedApiKeyView extends RateLimitView {
   id: string;
   key: string;
   tenant_id: string;
@@ -19,7 +19,7 @@ export interface CreatedApiKeyView {
 }
 
 /** `GET /admin/api-keys/:id` */
-export interface ApiKeyView {
+export interface ApiKeyView extends RateLimitView {
   id: string;
   tenant_id: string;
   name: string;
@@ -30,13 +30,25 @@ export interface ApiKeyView {
 
 const keyParamsSchema = z.object({ id: z.string().min(1).max(200) });
 
+function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }): ApiKeyView {
+  return {
+    id: key.id,
+    tenant_id: key.tenantId,
+    name: key.name,
+    budget_micros: key.budgetMicros,
+    spent_micros: spentMicros,
+    status: key.status,
+    ...toRateLimitView(key.limits),
+  };
+}
+
 export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
   const router = Router();
 
   router.post('/tenants/:id/api-keys', async (req, res) => {
     const { id: tenantId } = tenantParamsSchema.parse(req.params);
     const body = createApiKeyBodySchema.parse(req.body);
-    const { stored, key } = await apiKeys.issue(tenantId, body.name, body.budget_micros ?? null);
+    const { stored, key } = await apiKeys.issue(tenantId, body.name, body.budget_micros ?? null, rateLimitsOf(body));
     const view: CreatedApiKeyView = {
       id: stored.id,
       key,
@@ -44,6 +56,7 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
       name: stored.name,
       budget_micros: stored.budgetMicros,
       status: stored.status,
+      ...toRateLimitView(stored.limits),
     };
     // The key must not linger in any cache between the gateway and the admin.
     res.status(201).set('Cache-Control', 'no-store').json(view);
@@ -51,16 +64,14 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
 
   router.get('/api-keys/:id', async (req, res) => {
     const { id } = keyParamsSchema.parse(req.params);
-    const { key, spentMicros } = await apiKeys.get(id);
-    const view: ApiKeyView = {
-      id: key.id,
-      tenant_id: key.tenantId,
-      name: key.name,
-      budget_micros: key.budgetMicros,
-      spent_micros: spentMicros,
-      status: key.status,
-    };
-    res.json(view);
+    res.json(toApiKeyView(await apiKeys.get(id)));
+  });
+
+  /** Sets rate limits; null clears one. */
+  router.patch('/api-keys/:id', async (req, res) => {
+    const { id } = keyParamsSchema.parse(req.params);
+    const body = patchLimitsBodySchema.parse(req.body);
+    res.json(toApiKeyView(await apiKeys.updateLimits(id, rateLimitsOf(body))));
   });
 
   router.delete('/api-keys/:id', async (req, res) => {

@@ -9,10 +9,19 @@
 import { Router } from 'express';
 import type { LedgerEntry } from '../../db/ledger-types';
 import type { TenantBalance, TenantService } from '../../services/tenant-service';
-import { createTenantBodySchema, tenantParamsSchema, topUpBodySchema, transactionsQuerySchema } from '../schemas';
+import {
+  createTenantBodySchema,
+  patchLimitsBodySchema,
+  rateLimitsOf,
+  tenantParamsSchema,
+  toRateLimitView,
+  topUpBodySchema,
+  transactionsQuerySchema,
+  type RateLimitView,
+} from '../schemas';
 
 /** `GET /admin/tenants/:id` and the answer of every tenant write. */
-export interface TenantView {
+export interface TenantView extends RateLimitView {
   id: string;
   name: string;
   quota_limit_micros: number;
@@ -44,6 +53,7 @@ function toTenantView(tenant: TenantBalance): TenantView {
     quota_limit_micros: tenant.quotaLimitMicros,
     used_micros: tenant.usedMicros,
     remaining_micros: tenant.remainingMicros,
+    ...toRateLimitView(tenant.limits),
   };
 }
 
@@ -70,13 +80,20 @@ export function adminTenantRoutes(tenants: TenantService): Router {
 
   router.post('/tenants', async (req, res) => {
     const body = createTenantBodySchema.parse(req.body);
-    const tenant = await tenants.create({ tenantId: body.id, name: body.name, quotaLimitMicros: body.quota_limit_micros });
+    const tenant = await tenants.create({ tenantId: body.id, name: body.name, quotaLimitMicros: body.quota_limit_micros, limits: rateLimitsOf(body) });
     res.status(201).json(toTenantView(tenant));
   });
 
   router.get('/tenants/:id', async (req, res) => {
     const { id } = tenantParamsSchema.parse(req.params);
     res.json(toTenantView(await tenants.get(id)));
+  });
+
+  /** Sets rate limits; null clears one. */
+  router.patch('/tenants/:id', async (req, res) => {
+    const { id } = tenantParamsSchema.parse(req.params);
+    const body = patchLimitsBodySchema.parse(req.body);
+    res.json(toTenantView(await tenants.updateLimits(id, rateLimitsOf(body))));
   });
 
   /** Idempotent on `reference`: 201 when credited now, 200 when the reference was credited before. */

@@ -1,31 +1,37 @@
 /**
  * POST /v1/chat/completions: the gateway route. It parses the body, lets the
- * billed-request service build the workflow input and learn admission (refusals
- * answer at once: 429, 409, 503), and writes the relayed output as JSON or SSE.
- * A client that goes away cancels the upstream call.
+ * billed-request service build the workflow input, passes the edge (quota, budget,
+ * rate limits, parallel cap and the process's in-flight bound: refusals answer at
+ * once, no workflow started), learns admission from the workflow (429, 409, 503),
+ * and writes the relayed output as JSON or SSE. A client that goes away cancels the
+ * upstream call.
  */
 import { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { EdgeGate } from '../../edge/edge-gate';
 import { chatCompletionRequestSchema } from '../../openai/chat-request';
 import type { BilledRequests } from '../../services/billed-requests';
 import { apiKeyAuthOf } from '../auth';
+import { writeRateLimitHeaders } from '../rate-limit-headers';
 import { writeRelayedResponse } from '../relay-response';
 
 export interface ChatCompletionsDeps {
   authenticate: RequestHandler;
   requests: BilledRequests;
+  edge: EdgeGate;
 }
 
 export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
   const router = Router();
 
   router.post('/v1/chat/completions', deps.authenticate, async (req: Request, res: Response) => {
-    const { tenantId, apiKeyId } = apiKeyAuthOf(res);
+    const { tenantId, apiKeyId, limits } = apiKeyAuthOf(res);
     const body = chatCompletionRequestSchema.parse(req.body);
     const origin = { tenantId, apiKeyId, idempotencyKey: req.get('Idempotency-Key'), conversationId: req.get('X-Conversation-Id') };
     const requestId = deps.requests.requestId(origin);
     res.locals.requestId = requestId;
     res.setHeader('X-Request-Id', requestId);
     const input = await deps.requests.prepare(origin, requestId, body);
+    const pass = await deps.edge.enter(input, limits, (decision) => writeRateLimitHeaders(res, decision));
 
     // Listening before admission: a client gone while admission runs still cancels the upstream call.
     const clientGone = new AbortController();
@@ -34,7 +40,16 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
       clientGone.abort();
       deps.requests.cancel(input);
     });
-    await writeRelayedResponse(res, input, await deps.requests.admit(input, clientGone.signal));
+    let realTokens: number | undefined;
+    try {
+      ({ totalTokens: realTokens } = await writeRelayedResponse(res, input, await deps.requests.admit(input, clientGone.signal)));
+    } catch (err) {
+      // Refused or failed before any output: nothing was billed, so nothing counts against tokens per minute.
+      if (!res.headersSent) realTokens = 0;
+      throw err;
+    } finally {
+      pass.leave(realTokens);
+    }
   });
 
   return router;

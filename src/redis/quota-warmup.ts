@@ -13,7 +13,7 @@
 import type { BillingRepository, LedgerUsageSnapshot } from '../db/billing-repository';
 import type { TenantRepository } from '../db/tenant-repository';
 import type { ApiKeyRepository } from '../db/api-key-repository';
-import type { QuotaScripts, WarmupMarks } from '../redis/scripts';
+import type { QuotaScripts, WarmupMarks } from './scripts';
 
 /** The request whose settlement found the counter missing, with the final cost its ledger row now holds (0 when voided). */
 export interface SettledRequest {
