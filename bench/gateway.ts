@@ -25,20 +25,13 @@
  * Targets: admission P99 < 10 ms, overhead P99 < 50 ms over the direct call, 300+ billed
  * requests/s. Exit code 1 when a target is missed, a request failed, or billing is not exact.
  *
- * This file only owns the lifecycle (stack, gateway child, cleanup, exit code); the phases,
- * figures and report live in bench/gateway/, one concept per file.
+ * This file only owns the lifecycle (stack and gateway child via bench/gateway/bench-stack.ts, the
+ * floor child, cleanup, exit code); the phases, figures and report live in bench/gateway/, one
+ * concept per file.
  */
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { loadConfig } from '../src/config';
-import { createLogger } from '../src/log';
-import { startStack, type RunningStack } from '../src/embedded';
-import { freePort } from '../src/embedded/child';
+import { benchStack } from './gateway/bench-stack';
 import { startFloor, type FloorProcess } from './gateway/floor';
-import { startGateway, type GatewayProcess } from './gateway/gateway-process';
 import { measure } from './gateway/measure';
 import { parseBenchOptions } from './gateway/options';
 
@@ -46,34 +39,19 @@ import { parseBenchOptions } from './gateway/options';
 const options = parseBenchOptions();
 
 async function main(): Promise<void> {
-  const config = loadConfig();
-  const log = createLogger('warn', 'bench');
-  const adminToken = `bench-admin-${randomBytes(16).toString('hex')}`;
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'billing-bench-'));
-  fs.chmodSync(dataDir, 0o755); // the postgres user must reach its cluster directory
-  let stack: RunningStack | undefined;
-  let gateway: GatewayProcess | undefined;
+  const bench = benchStack({ cpuProfile: options.cpuProfile, keepData: options.keepData });
   let floor: FloorProcess | undefined;
   const cleanup = async (): Promise<void> => {
     await floor?.stop().catch((err: unknown) => console.error('stopping the floor process failed:', err));
-    await gateway?.stop().catch((err: unknown) => console.error('stopping the gateway failed:', err));
-    await stack?.stop();
-    if (!options.keepData) fs.rmSync(dataDir, { recursive: true, force: true });
+    await bench.stop();
   };
   process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
   try {
     const started = performance.now();
-    // Same options as `npm start` (persistent, Web UI on), only the ports and the data dir are ours.
-    stack = await startStack(config, {
-      dataDir,
-      ports: { temporal: await freePort(), temporalUi: await freePort(), redis: await freePort(), postgres: await freePort() },
-    }, log);
-    gateway = await startGateway(stack, adminToken, { cpuProfile: options.cpuProfile });
+    const { config, stack, gateway, adminToken, servicesNote } = await bench.start();
     if (options.floor) floor = await startFloor(stack.temporalAddress, config.TEMPORAL_NAMESPACE, { cpuProfile: options.cpuProfile });
     // With --cpu-prof V8 names each profile by pid: these tell the gateway's from the floor's.
     if (options.cpuProfile) console.error(`cpu profiles: gateway pid ${gateway.child.pid ?? '?'}${floor ? `, floor pid ${floor.child.pid ?? '?'}` : ''}`);
-    const source = (name: string, set: string | undefined): string => `${name} ${set ? 'from env' : 'embedded'}`;
-    const servicesNote = [source('Temporal', config.TEMPORAL_ADDRESS), source('Redis', config.REDIS_URL), source('PostgreSQL', config.DATABASE_URL)].join(', ');
     console.error(`stack and gateway ready in ${((performance.now() - started) / 1000).toFixed(1)} s (${servicesNote})`);
     const ok = await measure(gateway, adminToken, { databaseUrl: stack.databaseUrl, temporalAddress: stack.temporalAddress, namespace: config.TEMPORAL_NAMESPACE }, servicesNote, options, floor);
     if (!ok) process.exitCode = 1;

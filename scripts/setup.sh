@@ -42,11 +42,12 @@ if [ ${#missing[@]} -gt 0 ]; then
       rm -f "$policy_rc_d"
       trap - EXIT
     fi
-    # Nor at boot: the package enables its service for the next start of the machine.
+    # Nor at boot (the package enables its service), nor running if a policy let it start.
     if [[ " ${missing[*]} " == *" prometheus "* ]]; then
       if [ -d /run/systemd/system ]; then
-        systemctl disable --quiet prometheus.service >/dev/null 2>&1 || true
+        systemctl disable --now --quiet prometheus.service >/dev/null 2>&1 || true
       else
+        invoke-rc.d prometheus stop >/dev/null 2>&1 || true
         update-rc.d prometheus disable >/dev/null 2>&1 || true
       fi
     fi

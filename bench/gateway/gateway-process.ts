@@ -27,12 +27,13 @@ export interface GatewayProcess {
 export interface GatewayEndpoints { temporalAddress: string; redisUrl: string; databaseUrl: string }
 
 /** Starts `src/main.ts` (role all) on the given services: it starts the mock upstream, migrates, runs the worker and the API. */
-export async function startGateway(endpoints: GatewayEndpoints, adminToken: string, opts: { cpuProfile: boolean }): Promise<GatewayProcess> {
+export async function startGateway(endpoints: GatewayEndpoints, adminToken: string, opts: { cpuProfile: boolean; env?: Readonly<Record<string, string>> }): Promise<GatewayProcess> {
   const rootDir = loadConfig().rootDir;
   const [apiPort, mockPort, workerMetricsPort] = [await freePort(), await freePort(), await freePort()];
   // The child reads its configuration from the environment like `npm start` does; ours passes through.
   const env = {
     ...process.env,
+    ...opts.env,
     TEMPORAL_ADDRESS: endpoints.temporalAddress,
     REDIS_URL: endpoints.redisUrl,
     DATABASE_URL: endpoints.databaseUrl,

@@ -8,7 +8,7 @@
  */
 import os from 'node:os';
 import { verifyBilling } from './billing-check';
-import { cpuBetween, cpuSnapshot } from './cpu';
+import { cpuBetween, cpuSnapshot, threadsBetween, threadSnapshot } from './cpu';
 import type { FloorFigures, FloorProcess } from './floor';
 import { adminCall, BenchSetupError, type GatewayProcess } from './gateway-process';
 import { runLoad, type LoadFigures } from './load';
@@ -80,21 +80,25 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
       // The floor process is the Node process under test here: cpuSnapshot counts it in the "gateway" group (the idle gateway lands in "other").
       console.error(`floor c=${connections}: ${durationS} s`);
       const f0 = cpuSnapshot(floor.child.pid);
+      const t0 = threadSnapshot(floor.child.pid);
       const fromUs = monotonicUs();
       const figures = await floor.run({ connections, durationS });
       profileWindows.push({ phase: `floor c=${connections}`, pid: floor.child.pid, fromUs, toUs: monotonicUs(), units: figures.completed });
+      const t1 = threadSnapshot(floor.child.pid);
       const f1 = cpuSnapshot(floor.child.pid);
-      floorStep = { figures, cpu: cpuBetween(f0, f1), unsettled: await floor.drain() };
+      floorStep = { figures, cpu: cpuBetween(f0, f1), threads: threadsBetween(t0, t1), unsettled: await floor.drain() };
     }
     const amount = Math.max(connections * 2, Math.round(plannedRate * durationS));
     console.error(`gateway c=${connections}: ${amount} requests (about ${durationS} s at ${plannedRate.toFixed(0)}/s)`);
     const before = await scrape(gw.apiUrl);
     const c2 = cpuSnapshot(gw.child.pid);
+    const g0 = threadSnapshot(gw.child.pid);
     const fromMs = Date.now();
     const fromUs = monotonicUs();
     const gateway = await runLoad({ target: 'gateway', url: gatewayChat, headers: auth, connections, amount, capS: durationS * 3 + 10 });
     windows.push({ phase: `gateway c=${connections}`, fromMs, toMs: Date.now() });
     profileWindows.push({ phase: `gateway c=${connections}`, pid: gw.child.pid, fromUs, toUs: monotonicUs(), units: gateway.ok2xx });
+    const gatewayThreads = threadsBetween(g0, threadSnapshot(gw.child.pid));
     const c3 = cpuSnapshot(gw.child.pid);
     const server = serverDelta(before, await scrape(gw.apiUrl));
     gateway2xx += gateway.ok2xx;
@@ -108,6 +112,7 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
         p99Ratio: gateway.latency.p99Ms / direct.latency.p99Ms,
       },
       cpu: { direct: cpuBetween(c0, c1), gateway: cpuBetween(c2, c3) },
+      gatewayThreads,
       floor: floorStep,
     });
   }

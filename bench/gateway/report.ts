@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import type { BillingCheck } from './billing-check';
-import { CpuGroup, type CpuPhase } from './cpu';
+import { CpuGroup, ThreadGroup, type CpuPhase } from './cpu';
 import type { FloorFigures } from './floor';
 import type { GatewayProcess } from './gateway-process';
 import type { LoadFigures } from './load';
@@ -27,12 +27,14 @@ export interface LoadStep {
   overhead: { p50Ms: number; p99Ms: number; p50Ratio: number; p99Ratio: number };
   server: ServerFigures;
   cpu: { direct: CpuPhase; gateway: CpuPhase };
+  /** The gateway process's CPU seconds by thread during the gateway run. */
+  gatewayThreads: Record<ThreadGroup, number>;
   /** The Temporal floor at the same connections (absent with --skip-floor). Its process is counted in the `gateway` CPU group. */
   floor?: FloorStep;
 }
 
 /** One floor phase: the no-op workflow of the same shape, its CPU, and settlements that never ran. */
-export interface FloorStep { figures: FloorFigures; cpu: CpuPhase; unsettled: number }
+export interface FloorStep { figures: FloorFigures; cpu: CpuPhase; threads: Record<ThreadGroup, number>; unsettled: number }
 
 export interface StreamStep {
   direct: StreamFigures;
@@ -69,11 +71,12 @@ export interface BenchReport {
 
 export const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(1)} ms` : 'n/a');
 const cell = (v: string | number, width: number): string => String(v).padStart(width);
-const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
+export const verdict = (ok: boolean): string => (ok ? 'PASS' : 'FAIL');
 /** A histogram quantile with the bucket it fell in ("> 10000 ms" past the last bucket). */
 export const q = (x: Quantile): string => (x.beyondMs !== undefined ? `> ${x.beyondMs.toFixed(0)} ms` : `${ms(x.ms)} (le ${x.bucketMs ?? '?'})`);
 
-function table(title: string, header: string[], rows: Array<Array<string | number>>): string {
+/** A plain-text table (Markdown-shaped) with a title line; the first column left-aligned, the others right. */
+export function table(title: string, header: string[], rows: Array<Array<string | number>>): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i] ?? '').length)));
   const line = (cells: Array<string | number>): string => `| ${cells.map((c, i) => (i === 0 ? String(c).padEnd(widths[i] ?? 0) : cell(c, widths[i] ?? 0))).join(' | ')} |`;
   return [`\n${title}`, line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.map(line)].join('\n');
@@ -186,6 +189,11 @@ function floorTables(r: BenchReport): string[] {
         `${tGw.toFixed(1)} / ${tFloor.toFixed(1)}`, `${nodeGw.toFixed(1)} / ${nodeFloor.toFixed(1)}`, `${(nodeGw - nodeFloor).toFixed(1)} ms`,
         `${mock.toFixed(1)} ms`, `${(nodeGw - nodeFloor - mock).toFixed(1)} ms`, perUnit(g.cpuS.redis + g.cpuS.postgres, n)];
     })));
+  const threadGroups = Object.values(ThreadGroup);
+  out.push(table('Node process CPU by thread, ms per billed request / per floor workflow (main = JavaScript main thread; temporal core = the SDK\'s Rust threads; other = workflow thread, GC helpers, libuv pool)',
+    ['phase', ...threadGroups, 'all'],
+    steps.flatMap((s) => [[`gateway c=${s.connections}`, s.gatewayThreads, s.gateway.ok2xx] as const, [`floor c=${s.connections}`, s.floor.threads, s.floor.figures.completed] as const])
+      .map(([name, t, n]) => [name, ...threadGroups.map((g) => perUnit(t[g], n)), perUnit(threadGroups.reduce((sum, g) => sum + t[g], 0), n)])));
   return out;
 }
 

@@ -1,0 +1,61 @@
+/**
+ * In-flight leases outlive no process (M12): an API process SIGKILLed while it holds a
+ * key's only parallel-request slot frees it once the lease expires
+ * (PARALLEL_LEASE_SECONDS), while a live process renews the leases it holds.
+ */
+import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { startRole, type RoleProcess } from '../helpers/role-process';
+import { uniqueId } from '../helpers/services';
+
+const LEASE_SECONDS = 2;
+const ask = (text: string) => ({ model: TEST_MODEL, messages: [{ role: 'user', content: text }] });
+
+describe('in-flight leases of a killed API process', () => {
+  const taskQueue = uniqueId('leases');
+  let app: TestApp;
+  let api: RoleProcess | undefined;
+  beforeAll(async () => {
+    app = await startTestApp({ taskQueue, env: { PARALLEL_LEASE_SECONDS: String(LEASE_SECONDS) } });
+  }, 60_000);
+  afterAll(async () => {
+    await api?.kill();
+    await app?.stop();
+  });
+
+  it('expire after PARALLEL_LEASE_SECONDS, and a live holder keeps its slot past it by renewing', async () => {
+    const t = await app.tenant();
+    expect((await app.admin('PATCH', `/admin/api-keys/${t.apiKeyId}`, { max_parallel_requests: 1 })).status).toBe(200);
+
+    // A live holder: a request slower than the lease keeps its slot the whole time.
+    const held = chat(app, t.key, ask('slow [mock:latency=200] [mock:tokens=20]'));
+    await new Promise((r) => setTimeout(r, LEASE_SECONDS * 1000 + 1000));
+    expect((await chat(app, t.key, ask('quick'))).status).toBe(429);
+    expect((await held).status).toBe(200);
+
+    // A holder that dies: another API process takes the slot and is SIGKILLed mid-request.
+    api = await startRole('api', { taskQueue, env: { PARALLEL_LEASE_SECONDS: String(LEASE_SECONDS), UPSTREAM_BASE_URL: app.mock.url } });
+    const apiUrl = api.metricsUrl.replace(/\/metrics$/, '');
+    const orphan = fetch(`${apiUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ ...ask('slow [mock:latency=200] [mock:tokens=40]'), stream: true }),
+    }).catch(() => undefined);
+    const deadline = Date.now() + 10_000;
+    while ((await chat(app, t.key, ask('probe'))).status !== 429) {
+      if (Date.now() > deadline) throw new Error('the killed process never took the slot');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await api.kill();
+    const killedAt = Date.now();
+    await orphan;
+
+    expect((await chat(app, t.key, ask('too early'))).status).toBe(429);
+    let status = 429;
+    while (status === 429 && Date.now() - killedAt < LEASE_SECONDS * 1000 + 5_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      status = (await chat(app, t.key, ask('after the lease'))).status;
+    }
+    expect(status).toBe(200);
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(LEASE_SECONDS * 1000 - 500);
+  }, 60_000);
+});
