@@ -4,17 +4,21 @@
  * workflow bundle, GC) and the top functions, so the gateway's profile and its Temporal floor's
  * can be compared without opening DevTools.
  *
- *   npx tsx bench/cpu-profile-summary.ts --results bench/results/gateway-<ts>.json --phase "gateway c=50"
+ *   npx tsx bench/cpu-profile-summary.ts --results bench/results/gateway-<ts>.json --phase "gateway c=50" [--thread 0]
  *   npx tsx bench/cpu-profile-summary.ts [--top 25] [--per N] FILE.cpuprofile [FILE ...]
  *
  * With `--results` and `--phase` it takes every thread's profile of the process that ran that phase
  * (the file names carry the pid), keeps only the samples inside the phase's window (both clocks
  * are CLOCK_MONOTONIC) and divides by the phase's 2xx responses or floor workflows. Otherwise it
- * sums the given files over their whole length, divided by `--per` when given.
+ * sums the given files over their whole length, divided by `--per` when given. `--thread N` keeps only
+ * the profiles of Node thread N (the file name's fifth field: 0 is the main thread; the workflow
+ * worker thread has a higher number).
  *
  * Self time of a native or WebAssembly frame (JSON.parse, socket writes, tiktoken's wasm) is
  * charged to the origin of the JavaScript frame that called it; the function table keeps the
- * frame's own name. "Inclusive" counts a sample once for every origin on its stack. A V8 profile
+ * frame's own name. A second table charges Node's internals too, to the nearest package or src/
+ * frame above them (the code that asked for the work). "Inclusive" counts a sample once for
+ * every origin on its stack. A V8 profile
  * only sees JavaScript threads: the Temporal core's Rust threads, libuv's pool and GC helper
  * threads burn CPU it never samples.
  */
@@ -52,22 +56,27 @@ function frameName(frame: CallFrame): string {
   return `${frame.functionName || '(anonymous)'}${where}`;
 }
 
-interface Totals { self: Map<string, number>; inclusive: Map<string, number>; functions: Map<string, number>; busyUs: number; sampledUs: number }
+interface Totals { self: Map<string, number>; owner: Map<string, number>; inclusive: Map<string, number>; functions: Map<string, number>; busyUs: number; sampledUs: number }
+
+/** Origins that are code someone chose to run (a package, src/, bench/, the workflow bundle), as opposed to Node's internals. */
+const isOwner = (origin: string): boolean => !origin.startsWith('node:') && !origin.startsWith('(');
 
 function accumulate(totals: Totals, profile: CpuProfile, window: Window | undefined): void {
   const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const originCache = new Map<number, { origin: string; stack: Set<string> }>();
-  const resolve = (id: number): { origin: string; stack: Set<string> } => {
+  interface Resolved { origin: string; owner: string; stack: Set<string> }
+  const originCache = new Map<number, Resolved>();
+  const resolve = (id: number): Resolved => {
     const cached = originCache.get(id);
     if (cached) return cached;
     const node = nodes.get(id);
     const up = parent.get(id);
-    const above = up === undefined ? { origin: '(native)', stack: new Set<string>() } : resolve(up);
+    const above: Resolved = up === undefined ? { origin: '(native)', owner: '(node internals)', stack: new Set<string>() } : resolve(up);
     const own = node ? ownOrigin(node.callFrame) : undefined;
     const origin = own ?? (above.origin === '(root)' ? '(native)' : above.origin);
-    const result = { origin, stack: own ? new Set([...above.stack, own]) : above.stack };
+    const owner = own !== undefined && (isOwner(own) || own.startsWith('(')) && own !== '(root)' ? own : above.owner;
+    const result = { origin, owner, stack: own ? new Set([...above.stack, own]) : above.stack };
     originCache.set(id, result);
     return result;
   };
@@ -81,8 +90,9 @@ function accumulate(totals: Totals, profile: CpuProfile, window: Window | undefi
     totals.sampledUs += dt;
     if (node.callFrame.functionName === '(idle)') return;
     totals.busyUs += dt;
-    const { origin, stack } = resolve(id);
+    const { origin, owner, stack } = resolve(id);
     totals.self.set(origin, (totals.self.get(origin) ?? 0) + dt);
+    totals.owner.set(owner, (totals.owner.get(owner) ?? 0) + dt);
     for (const o of stack) totals.inclusive.set(o, (totals.inclusive.get(o) ?? 0) + dt);
     const fn = frameName(node.callFrame);
     totals.functions.set(fn, (totals.functions.get(fn) ?? 0) + dt);
@@ -97,6 +107,7 @@ function print(title: string, totals: Totals, top: number, per: number | undefin
     [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).forEach(([k, us]) => console.log(`${fmt(us)}  ${k}`));
   };
   list('self time by origin (native and wasm frames charged to their caller)', totals.self);
+  list('self time charged to the nearest package, src/ or bench/ frame on the stack (Node internals and natives to the code that called them)', totals.owner);
   list('inclusive time by origin', totals.inclusive);
   list('self time by function', totals.functions);
 }
@@ -104,10 +115,10 @@ function print(title: string, totals: Totals, top: number, per: number | undefin
 function main(): void {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
-    options: { top: { type: 'string', default: '25' }, per: { type: 'string' }, results: { type: 'string' }, phase: { type: 'string' } },
+    options: { top: { type: 'string', default: '25' }, per: { type: 'string' }, results: { type: 'string' }, phase: { type: 'string' }, thread: { type: 'string' } },
   });
   const top = Number(values.top);
-  const totals: Totals = { self: new Map(), inclusive: new Map(), functions: new Map(), busyUs: 0, sampledUs: 0 };
+  const totals: Totals = { self: new Map(), owner: new Map(), inclusive: new Map(), functions: new Map(), busyUs: 0, sampledUs: 0 };
   if (values.results !== undefined) {
     const results = JSON.parse(fs.readFileSync(values.results, 'utf8')) as { profileWindows?: Array<{ phase: string; pid?: number; fromUs: number; toUs: number; units: number }> };
     const windows = results.profileWindows ?? [];
@@ -118,14 +129,16 @@ function main(): void {
       return;
     }
     const dir = path.dirname(values.results);
-    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(window.pid)).map((f) => path.join(dir, f));
+    const files = fs.readdirSync(dir)
+      .filter((f) => f.endsWith('.cpuprofile') && f.split('.')[3] === String(window.pid) && (values.thread === undefined || f.split('.')[4] === values.thread))
+      .map((f) => path.join(dir, f));
     if (files.length === 0) {
       console.error(`no .cpuprofile of pid ${window.pid} in ${dir}: was the run started with --cpu-prof?`);
       process.exitCode = 2;
       return;
     }
     for (const f of files) accumulate(totals, JSON.parse(fs.readFileSync(f, 'utf8')) as CpuProfile, window);
-    print(`phase "${window.phase}" of pid ${window.pid}, ${((window.toUs - window.fromUs) / 1e6).toFixed(1)} s, ${files.length} thread profile(s)`, totals, top, values.per === undefined ? window.units : Number(values.per));
+    print(`phase "${window.phase}" of pid ${window.pid}, ${((window.toUs - window.fromUs) / 1e6).toFixed(1)} s, ${files.length} thread profile(s): ${files.map((f) => path.basename(f)).join(', ')}`, totals, top, values.per === undefined ? window.units : Number(values.per));
     return;
   }
   if (positionals.length === 0) {

@@ -34,6 +34,8 @@ const envSchema = z.object({
 
   EMBEDDED_TEMPORAL_PORT: port.default(7233),
   EMBEDDED_TEMPORAL_UI_PORT: port.default(8233),
+  /** Task-queue fairness of the embedded Temporal (tenant ids as fairness keys); `false` only to measure what it buys. */
+  EMBEDDED_TEMPORAL_FAIRNESS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   EMBEDDED_REDIS_PORT: port.default(6390),
   EMBEDDED_POSTGRES_PORT: port.default(5433),
 

@@ -58,6 +58,7 @@ export async function startStack(config: Readonly<Config>, opts: StackOptions, l
         namespace: config.TEMPORAL_NAMESPACE,
         dbFile: opts.ephemeral ? undefined : path.join(opts.dataDir, 'temporal', 'temporal.db'),
         headless: opts.ephemeral,
+        fairness: config.EMBEDDED_TEMPORAL_FAIRNESS,
       });
       stops.push(temporal.stop);
       temporalAddress = temporal.address;

@@ -17,6 +17,8 @@ export interface EmbeddedTemporalOptions {
   dbFile?: string;
   namespace: string;
   headless?: boolean;
+  /** Task-queue fairness (TEMPORAL_DYNAMIC_CONFIG). @default true */
+  fairness?: boolean;
 }
 
 export interface EmbeddedTemporal {
@@ -65,7 +67,8 @@ export function temporalDevServerArgs(opts: EmbeddedTemporalOptions): string[] {
     '--sqlite-pragma', 'synchronous=OFF',
     ...Object.entries(SEARCH_ATTRIBUTES).flatMap(([name, type]) => ['--search-attribute', `${name}=${type}`]),
     // KEY=VALUE where VALUE is JSON.
-    ...Object.entries(TEMPORAL_DYNAMIC_CONFIG).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]),
+    ...Object.entries({ ...TEMPORAL_DYNAMIC_CONFIG, ...(opts.fairness === false ? { 'matching.enableFairness': false } : {}) })
+      .flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]),
   ];
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.headless) args.push('--headless');

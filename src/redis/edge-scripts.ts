@@ -90,9 +90,10 @@ export function createEdgeScripts(redis: Redis, options: { registry?: Registry }
       return parseEdgeReply(await run(QuotaScriptName.edgeAdmit, keys, args));
     },
 
-    /** Extends the request's in-flight leases while its response runs. */
+    /** Extends the request's in-flight leases while its response runs (on Redis' clock, as edge_admit.lua reads them). */
     async renewLeases(tenantId: string, apiKeyId: string, requestId: string, leaseMs: number): Promise<void> {
-      const expiry = Date.now() + leaseMs;
+      const [seconds, micros] = await redis.time();
+      const expiry = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) + leaseMs;
       await Promise.all(leaseKeys(tenantId, apiKeyId).map((key) => redis.zadd(key, 'XX', expiry, requestId)));
     },
 
