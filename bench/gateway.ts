@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     // With --cpu-prof V8 names each profile by pid: these tell the gateway's from the floor's.
     if (options.cpuProfile) console.error(`cpu profiles: gateway pid ${gateway.child.pid ?? '?'}${floor ? `, floor pid ${floor.child.pid ?? '?'}` : ''}`);
     console.error(`stack and gateway ready in ${((performance.now() - started) / 1000).toFixed(1)} s (${servicesNote})`);
-    const ok = await measure(gateway, adminToken, { databaseUrl: stack.databaseUrl, temporalAddress: stack.temporalAddress, namespace: config.TEMPORAL_NAMESPACE }, servicesNote, options, floor);
+    const ok = await measure(gateway, adminToken, { databaseUrl: stack.databaseUrl, redisUrl: stack.redisUrl, temporalAddress: stack.temporalAddress, namespace: config.TEMPORAL_NAMESPACE }, servicesNote, options, floor);
     if (!ok) process.exitCode = 1;
   } finally {
     await cleanup();

@@ -9,6 +9,7 @@
 import os from 'node:os';
 import { verifyBilling } from './billing-check';
 import { cpuBetween, cpuSnapshot, threadsBetween, threadSnapshot } from './cpu';
+import { datastorePerRequest, datastoreSnapshot } from './datastore-stats';
 import type { FloorFigures, FloorProcess } from './floor';
 import { adminCall, BenchSetupError, type GatewayProcess } from './gateway-process';
 import { runLoad, type LoadFigures } from './load';
@@ -18,7 +19,7 @@ import { scrape, serverDelta } from './server-metrics';
 import { runStreams, type StreamFigures } from './streams';
 import { temporalBreakdown, type PhaseWindow } from './temporal-histories';
 
-export interface MeasuredServices { databaseUrl: string; temporalAddress: string; namespace: string }
+export interface MeasuredServices { databaseUrl: string; redisUrl: string; temporalAddress: string; namespace: string }
 
 /** The issue-3 targets plus "no request failed", judged from the measured phases. */
 function judgeTargets(warmup: LoadFigures, load: LoadStep[], stream: StreamStep, streams: StreamFigures[]): Target[] {
@@ -91,6 +92,7 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
     const amount = Math.max(connections * 2, Math.round(plannedRate * durationS));
     console.error(`gateway c=${connections}: ${amount} requests (about ${durationS} s at ${plannedRate.toFixed(0)}/s)`);
     const before = await scrape(gw.apiUrl);
+    const d0 = await datastoreSnapshot(services.redisUrl, services.databaseUrl);
     const c2 = cpuSnapshot(gw.child.pid);
     const g0 = threadSnapshot(gw.child.pid);
     const fromMs = Date.now();
@@ -101,6 +103,7 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
     const gatewayThreads = threadsBetween(g0, threadSnapshot(gw.child.pid));
     const c3 = cpuSnapshot(gw.child.pid);
     const server = serverDelta(before, await scrape(gw.apiUrl));
+    const datastore = datastorePerRequest(d0, await datastoreSnapshot(services.redisUrl, services.databaseUrl), gateway.ok2xx);
     gateway2xx += gateway.ok2xx;
     if (gateway.okPerSecond > 0) plannedRate = gateway.okPerSecond;
     load.push({
@@ -113,6 +116,7 @@ export async function measure(gw: GatewayProcess, token: string, services: Measu
       },
       cpu: { direct: cpuBetween(c0, c1), gateway: cpuBetween(c2, c3) },
       gatewayThreads,
+      datastore,
       floor: floorStep,
     });
   }

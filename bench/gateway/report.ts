@@ -10,6 +10,7 @@ import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import type { BillingCheck } from './billing-check';
 import { CpuGroup, ThreadGroup, type CpuPhase } from './cpu';
+import type { DatastorePerRequest } from './datastore-stats';
 import type { FloorFigures } from './floor';
 import type { GatewayProcess } from './gateway-process';
 import type { LoadFigures } from './load';
@@ -29,6 +30,8 @@ export interface LoadStep {
   cpu: { direct: CpuPhase; gateway: CpuPhase };
   /** The gateway process's CPU seconds by thread during the gateway run. */
   gatewayThreads: Record<ThreadGroup, number>;
+  /** Redis commands and PostgreSQL transactions per 2xx response during the gateway run. */
+  datastore: DatastorePerRequest;
   /** The Temporal floor at the same connections (absent with --skip-floor). Its process is counted in the `gateway` CPU group. */
   floor?: FloorStep;
 }
@@ -126,6 +129,11 @@ export function printReport(r: BenchReport, opts: Pick<BenchOptions, 'streamRequ
   out.push(table('CPU milliseconds per 2xx response (what one request costs each process)', ['phase', ...groups.filter((g) => g !== 'other'), 'ours'],
     perRequest.map(([name, c, n]) => [name, ...groups.filter((g) => g !== 'other').map((g) => (1000 * c.cpuS[g] / n).toFixed(2)),
       (1000 * groups.reduce((sum, g) => sum + c.cpuS[g], 0) / n).toFixed(2)])));
+  out.push(table('Redis and PostgreSQL round trips per billed request (Redis INFO commandstats, pg_stat_database; before/after each gateway run, approximate)',
+    ['phase', 'redis commands', 'by command', 'pg transactions', 'pg rows inserted', 'pg rows updated'],
+    r.load.map((s) => [`gateway c=${s.connections}`, s.datastore.redisTotal.toFixed(1),
+      Object.entries(s.datastore.redis).sort((a, b) => b[1] - a[1]).map(([cmd, n]) => `${cmd} ${n.toFixed(1)}`).join(', '),
+      s.datastore.pg.transactions.toFixed(1), s.datastore.pg.inserted.toFixed(1), s.datastore.pg.updated.toFixed(1)])));
   out.push(...floorTables(r));
   const b = r.billing;
   out.push(table(`Billing exactness (after ${b.waitedS.toFixed(1)} s of settlement wait)`, ['check', 'ledger', 'expected', 'result'], [

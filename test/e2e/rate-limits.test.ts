@@ -83,11 +83,11 @@ describe('rate limits across two API processes', () => {
   it('tokens per minute: counted at the estimate while in flight; exactly as many pass as the limit holds', async () => {
     // The mock reports the gateway's own prompt count, so one request's estimate is prompt + the output cap (64).
     const probe = await a.tenant();
-    const sample = (await chat(a, probe.key, ask('slow [mock:latency=150]'))).json() as { usage: { prompt_tokens: number } };
+    const sample = (await chat(a, probe.key, ask('slow [mock:latency=300]'))).json() as { usage: { prompt_tokens: number } };
     const estimate = sample.usage.prompt_tokens + 64;
     const t = await limitedKey({ tpm_limit: 3 * estimate + Math.floor(estimate / 2) });
 
-    const responses = await flood(t.key, 'slow [mock:latency=150]');
+    const responses = await flood(t.key, 'slow [mock:latency=300]');
 
     expect(responses.filter((r) => r.status === 200)).toHaveLength(3);
     const refused = responses.filter((r) => r.status === 429);
@@ -99,7 +99,7 @@ describe('rate limits across two API processes', () => {
 
   it('parallel requests: exactly max_parallel_requests are in flight at once, across both processes', async () => {
     const t = await limitedKey({}, { max_parallel_requests: 3 });
-    const responses = await flood(t.key, 'slow [mock:latency=150]');
+    const responses = await flood(t.key, 'slow [mock:latency=300]');
 
     expect(responses.filter((r) => r.status === 200)).toHaveLength(3);
     const refused = responses.filter((r) => r.status === 429);
