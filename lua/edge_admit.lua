@@ -51,14 +51,9 @@ if request_id == nil or request_id == '' then return redis.error_reply('ERR requ
 local lease_ms
 lease_ms, err = parse_non_negative('lease_ms', ARGV[4])
 if lease_ms == nil or lease_ms == 0 then return redis.error_reply(err or 'ERR lease_ms must be positive') end
-local limits = {}
-for i = 5, 10 do
-  local limit
-  limit, err = parse_int('limit', ARGV[i])
-  if limit == nil then return redis.error_reply(err) end
-  if limit == 0 or limit < -1 then return redis.error_reply('ERR a limit must be positive or -1') end
-  limits[i - 4] = limit
-end
+local limits
+limits, err = parse_limits(5, 10)
+if limits == nil then return redis.error_reply(err) end
 
 local PERIOD = 60000000 -- one minute, in microseconds
 local time = redis.call('TIME')

@@ -26,14 +26,9 @@ local request_id = ARGV[1]
 if request_id == nil or request_id == '' then return redis.error_reply('ERR request_id must not be empty') end
 local delta, err = parse_int('token_delta', ARGV[2])
 if delta == nil then return redis.error_reply(err) end
-local limits = {}
-for i = 3, 4 do
-  local limit
-  limit, err = parse_int('limit', ARGV[i])
-  if limit == nil then return redis.error_reply(err) end
-  if limit == 0 or limit < -1 then return redis.error_reply('ERR a limit must be positive or -1') end
-  limits[i - 2] = limit
-end
+local limits
+limits, err = parse_limits(3, 4)
+if limits == nil then return redis.error_reply(err) end
 
 local PERIOD = 60000000
 local time = redis.call('TIME')

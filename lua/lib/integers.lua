@@ -44,6 +44,19 @@ local function parse_ttl(value)
   return n
 end
 
+-- ARGV[first..last] as rate limits: each a positive integer, or -1 for "no limit".
+-- Returns the list, or nil and the error message.
+local function parse_limits(first, last)
+  local limits = {}
+  for i = first, last do
+    local limit, err = parse_int('limit', ARGV[i])
+    if limit == nil then return nil, err end
+    if limit == 0 or limit < -1 then return nil, 'ERR a limit must be positive or -1' end
+    limits[i - first + 1] = limit
+  end
+  return limits
+end
+
 local function count_of(n, noun)
   if n == 1 then return n .. ' ' .. noun end
   return n .. ' ' .. noun .. 's'
