@@ -16,6 +16,7 @@ import type { QuotaWarmup } from '../redis/quota-warmup';
 import type { RequestRelay } from '../redis/request-relay';
 import type { QuotaScripts } from '../redis/scripts';
 import { createBilledRequests } from '../services/billed-requests';
+import { createPriceList } from '../services/price-list';
 import { createAccountServices } from '../services';
 import type { BilledRequestClient } from '../workflows/client';
 import { createApiKeyAuthenticator } from './auth';
@@ -71,8 +72,9 @@ export function createApiApp(deps: ApiDeps): Express {
   const { repositories } = deps;
   const accounts = createAccountServices(deps);
   const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis: deps.redis, logger: deps.log });
+  const prices = createPriceList(repositories.modelPrices);
   const requests = createBilledRequests({
-    prices: repositories.modelPrices,
+    prices,
     workflows: deps.workflows,
     relay: deps.relay,
     redis: deps.redis,
@@ -93,6 +95,7 @@ export function createApiApp(deps: ApiDeps): Express {
   app.use(adminRouter({
     tenants: accounts.tenants,
     apiKeys: accounts.apiKeys,
+    prices,
     repositories,
     logger: deps.log,
     adminToken: deps.config.ADMIN_TOKEN,

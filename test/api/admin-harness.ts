@@ -82,7 +82,7 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
   const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis, logger });
   const app = express();
   app.use(express.json({ limit: '1mb' }));
-  app.use(adminRouter({ tenants, apiKeys, repositories, logger, adminToken: ADMIN_TOKEN }));
+  app.use(adminRouter({ tenants, apiKeys, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.get('/v1/whoami', authenticate, (_req, res) => {
     res.json(apiKeyAuthOf(res));

@@ -11,6 +11,7 @@ import { Router } from 'express';
 import type { Repositories } from '../../db/repositories';
 import type { Logger } from '../../log';
 import type { ApiKeyService } from '../../services/api-key-service';
+import type { PriceList } from '../../services/price-list';
 import type { TenantService } from '../../services/tenant-service';
 import { adminAuth } from '../auth';
 import { adminApiKeyRoutes } from './admin-api-keys';
@@ -21,7 +22,9 @@ import { adminTenantRoutes } from './admin-tenants';
 export interface AdminRouterDeps {
   tenants: TenantService;
   apiKeys: ApiKeyService;
-  repositories: Pick<Repositories, 'modelPrices' | 'billing'>;
+  /** The price list the gateway reads (PUT /admin/models writes through it). */
+  prices: Pick<PriceList, 'upsert'>;
+  repositories: Pick<Repositories, 'billing'>;
   logger: Pick<Logger, 'warn'>;
   /** The config's ADMIN_TOKEN. */
   adminToken: string;
@@ -34,7 +37,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
   admin.use(
     adminTenantRoutes(deps.tenants),
     adminApiKeyRoutes(deps.apiKeys),
-    adminModelRoutes(deps.repositories.modelPrices),
+    adminModelRoutes(deps.prices),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
   );
   const router = Router();
