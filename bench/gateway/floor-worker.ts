@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import type { BilledRequestInput } from '../../src/workflows/definitions';
-import { SearchKeys } from '../../src/workflows/search-attributes';
+import { billedRequestStartOptions } from '../../src/workflows/client';
 import { counters, createFloorActivities, upstreamDone } from './floor-activities';
 import { floorAdmissionUpdate, floorRequest } from './floor-workflow';
 import { CHAT_BODY, MODEL, PRICE, REQUEST_TIMEOUT_S } from './options';
@@ -90,20 +90,11 @@ async function main(): Promise<void> {
         done.catch(() => undefined); // awaited below; this only keeps an early rejection from being unhandled
         const s = performance.now();
         try {
-          // The product's start options (src/workflows/client.ts billedRequestStart), on the floor's task queue.
+          // The product's start options (src/workflows/client.ts), on the floor's task queue, under the floor's own id.
           const startWorkflowOperation = new WithStartWorkflowOperation(floorRequest, {
+            ...billedRequestStartOptions(input, taskQueue),
             workflowId: `floor:${input.requestId}`,
-            taskQueue,
             args: [input],
-            workflowIdConflictPolicy: 'USE_EXISTING',
-            workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-            priority: { fairnessKey: input.tenantId },
-            typedSearchAttributes: [
-              { key: SearchKeys.tenantId, value: input.tenantId },
-              { key: SearchKeys.apiKeyId, value: input.apiKeyId },
-              { key: SearchKeys.model, value: input.model },
-              { key: SearchKeys.requestStatus, value: 'admitted' },
-            ],
           });
           await client.workflow.executeUpdateWithStart(floorAdmissionUpdate, { updateId: 'admission', startWorkflowOperation });
           admissions.push(performance.now() - s);

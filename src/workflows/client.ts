@@ -4,7 +4,7 @@
  * down, wait for the upstream output through an update instead of the Redis Stream
  * relay. Not workflow code: it never enters the workflow bundle.
  */
-import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client, type WorkflowOptions } from '@temporalio/client';
 import { billedRequest } from './billed-request';
 import {
   ADMISSION_UPDATE_ID,
@@ -28,10 +28,14 @@ import { SearchKeys } from './search-attributes';
  * (the workflow gives its regular activities the same key).
  */
 export function billedRequestStart(input: BilledRequestInput, taskQueue: string): WithStartWorkflowOperation<typeof billedRequest> {
-  return new WithStartWorkflowOperation(billedRequest, {
+  return new WithStartWorkflowOperation(billedRequest, { ...billedRequestStartOptions(input, taskQueue), args: [input] });
+}
+
+/** The start options of billedRequestStart, apart from the workflow and its arguments (the benchmark's floor starts its own workflow with them). */
+export function billedRequestStartOptions(input: BilledRequestInput, taskQueue: string): Omit<WorkflowOptions, 'args'> & { workflowIdConflictPolicy: 'USE_EXISTING' } {
+  return {
     workflowId: billedRequestWorkflowId(input.requestId),
     taskQueue,
-    args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
     // A tenant id is at most 64 ASCII characters (src/api/schemas.ts): within the fairness key's 64 bytes.
@@ -42,7 +46,7 @@ export function billedRequestStart(input: BilledRequestInput, taskQueue: string)
       { key: SearchKeys.model, value: input.model },
       { key: SearchKeys.requestStatus, value: RequestStatus.admitted },
     ],
-  });
+  };
 }
 
 export type AdmitResult =
