@@ -8,15 +8,18 @@
  * Run: npx tsx scripts/record-histories.ts   (uses TEMPORAL_ADDRESS if set, else starts an ephemeral dev server)
  *
  * The activities are small fakes: a history records their results, not their code.
+ * Client and worker use the app's data converter (src/codec/), so payloads are encrypted
+ * with PAYLOAD_CODEC_KEY_ID (the development key by default, which the tests also use).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { Client, Connection, WorkflowUpdateStage, type WorkflowHandle } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, type DataConverter } from '@temporalio/common';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import type { createActivities } from '../src/activities';
 import { billedRequestStart } from '../src/workflows/client';
 import { loadConfig } from '../src/config';
+import { billingDataConverter, FAILURE_CONVERTER_PATH } from '../src/codec/data-converter';
 import { freePort } from '../src/embedded/child';
 import { startEmbeddedTemporal, type EmbeddedTemporal } from '../src/embedded/temporal';
 import { billedRequest } from '../src/workflows/billed-request';
@@ -100,7 +103,7 @@ function inputFor(scenario: Scenario): BilledRequestInput {
   };
 }
 
-async function record(client: Client, connection: NativeConnection, namespace: string, workflowBundle: Awaited<ReturnType<typeof bundleWorkflowCode>>, scenario: Scenario): Promise<string> {
+async function record(client: Client, connection: NativeConnection, namespace: string, workflowBundle: Awaited<ReturnType<typeof bundleWorkflowCode>>, dataConverter: DataConverter, scenario: Scenario): Promise<string> {
   const input = inputFor(scenario);
   const taskQueue = `record-${scenario.name}-${Date.now().toString(36)}`;
   // Holds the upstream step until the output update is accepted (an update reaching a closing workflow is aborted).
@@ -118,7 +121,7 @@ async function record(client: Client, connection: NativeConnection, namespace: s
     },
     billingStep: scenario.activities.billingStep ?? (() => Promise.resolve(COMMITTED)),
   };
-  const worker = await Worker.create({ connection, namespace, taskQueue, workflowBundle, activities });
+  const worker = await Worker.create({ connection, namespace, taskQueue, workflowBundle, activities, dataConverter });
   const handle = await worker.runUntil(async (): Promise<WorkflowHandle<typeof billedRequest>> => {
     const startWorkflowOperation = billedRequestStart(input, taskQueue);
     await client.workflow.executeUpdateWithStart(admissionUpdate, { updateId: ADMISSION_UPDATE_ID, startWorkflowOperation });
@@ -149,11 +152,12 @@ async function main(): Promise<void> {
   const connection = await Connection.connect({ address });
   const nativeConnection = await NativeConnection.connect({ address });
   try {
-    const client = new Client({ connection, namespace });
-    const workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: new DefaultLogger('WARN') });
+    const dataConverter = billingDataConverter(config.payloadCodecKeys);
+    const client = new Client({ connection, namespace, dataConverter });
+    const workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, failureConverterPath: FAILURE_CONVERTER_PATH, logger: new DefaultLogger('WARN') });
     fs.mkdirSync(HISTORIES_DIR, { recursive: true });
     for (const scenario of SCENARIOS) {
-      const file = await record(client, nativeConnection, namespace, workflowBundle, scenario);
+      const file = await record(client, nativeConnection, namespace, workflowBundle, dataConverter, scenario);
       process.stdout.write(`recorded ${path.relative(process.cwd(), file)}\n`);
     }
   } finally {

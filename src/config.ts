@@ -7,6 +7,7 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { parseKeyring, type CodecKeyring } from './codec/keyring';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -38,6 +39,16 @@ const envSchema = z.object({
   EMBEDDED_TEMPORAL_FAIRNESS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   EMBEDDED_REDIS_PORT: port.default(6390),
   EMBEDDED_POSTGRES_PORT: port.default(5433),
+
+  /**
+   * Keys of the payload codec that encrypts Temporal history: comma-separated `<key id>:<base64 of 32 bytes>`.
+   * Unset: the public development key (development and test only; production must set it).
+   */
+  PAYLOAD_CODEC_KEYS: optionalUrl,
+  /** The key id new payloads are encrypted with; the others still decrypt (rotation). Unset: the only key. */
+  PAYLOAD_CODEC_KEY_ID: optionalUrl,
+  /** Browser origins (the Temporal Web UI) allowed to call /codec; comma-separated. Unset: the embedded Web UI. */
+  CODEC_CORS_ORIGINS: optionalUrl,
 
   UPSTREAM_BASE_URL: optionalUrl,
   MOCK_UPSTREAM_PORT: port.default(8090),
@@ -72,6 +83,10 @@ export interface Config extends Env {
   dataDir: string;
   /** Absolute path of the project root (where package.json lives). */
   rootDir: string;
+  /** The payload codec's keys, from PAYLOAD_CODEC_KEYS / PAYLOAD_CODEC_KEY_ID. */
+  payloadCodecKeys: CodecKeyring;
+  /** Origins allowed to call the codec server (CODEC_CORS_ORIGINS, default the embedded Web UI's). */
+  codecCorsOrigins: readonly string[];
 }
 
 /** Thrown when the environment does not parse; the message lists every problem. */
@@ -84,14 +99,42 @@ const rootDir = path.resolve(__dirname, '..');
 /** Parses an environment (default: `process.env`) into a frozen Config. */
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const parsed = checkedEnvSchema.safeParse(source);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
-    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
-  }
+  const lines = parsed.success ? [] : parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+  // The keys are checked even when other settings are wrong, so one start-up lists every problem.
+  const keyring = parseKeyring(str(source.PAYLOAD_CODEC_KEYS), str(source.PAYLOAD_CODEC_KEY_ID), { production: source.NODE_ENV === 'production' });
+  if (!keyring.ok) lines.push(...keyring.problems.map((p) => `  ${p.setting}: ${p.message}`));
+  const origins = parsed.success ? corsOrigins(parsed.data) : { ok: true as const, origins: [] };
+  if (!origins.ok) lines.push(`  CODEC_CORS_ORIGINS: ${origins.message}`);
+  if (!parsed.success || !keyring.ok || !origins.ok) throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
   const env = parsed.data;
   return Object.freeze({
     ...env,
     rootDir,
     dataDir: path.resolve(rootDir, env.DATA_DIR),
+    payloadCodecKeys: keyring.keyring,
+    codecCorsOrigins: Object.freeze(origins.origins),
   });
+}
+
+function str(value: string | undefined): string | undefined {
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** CODEC_CORS_ORIGINS as origins (`scheme://host[:port]`), or the embedded Web UI's two spellings. */
+function corsOrigins(env: Env): { ok: true; origins: string[] } | { ok: false; message: string } {
+  if (env.CODEC_CORS_ORIGINS === undefined) {
+    const port = env.EMBEDDED_TEMPORAL_UI_PORT;
+    return { ok: true, origins: [`http://127.0.0.1:${port}`, `http://localhost:${port}`] };
+  }
+  const origins = env.CODEC_CORS_ORIGINS.split(',').map((o) => o.trim()).filter((o) => o !== '');
+  for (const origin of origins) {
+    let parsedOrigin: string | undefined;
+    try {
+      parsedOrigin = new URL(origin).origin;
+    } catch {
+      parsedOrigin = undefined;
+    }
+    if (parsedOrigin !== origin) return { ok: false, message: `"${origin}" is not an origin like http://host:port (no path, no trailing slash)` };
+  }
+  return { ok: true, origins };
 }

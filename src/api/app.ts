@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import type { Connection } from '@temporalio/client';
+import type { PayloadCodec } from '@temporalio/common';
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
@@ -24,6 +25,7 @@ import { errorMiddleware } from './errors';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { chatCompletionsRouter } from './routes/chat-completions';
+import { codecRouter } from './routes/codec';
 import { modelsRouter } from './routes/models';
 
 export interface ApiDeps {
@@ -43,6 +45,8 @@ export interface ApiDeps {
   registry: Registry;
   metrics: Pick<BillingMetrics, 'httpDuration' | 'edgeRefusals' | 'shedRequests' | 'inflightRequests' | 'inflightLimit'>;
   log: Logger;
+  /** The payload codec of the app's Temporal clients, served at /codec for the Web UI. */
+  payloadCodec: PayloadCodec;
   /** Largest accepted JSON body. @default '1mb' */
   bodyLimit?: string;
 }
@@ -103,6 +107,7 @@ export function createApiApp(deps: ApiDeps): Express {
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
   }));
+  app.use(codecRouter({ codec: deps.payloadCodec, adminToken: deps.config.ADMIN_TOKEN, allowedOrigins: deps.config.codecCorsOrigins }));
   app.use(errorMiddleware(deps.log));
   return app;
 }

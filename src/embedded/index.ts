@@ -30,6 +30,15 @@ export interface StackOptions {
   ephemeral?: boolean;
 }
 
+/**
+ * The API's codec server as the browser reaches it (the Web UI calls it from the page):
+ * a wildcard API_HOST is reached on loopback.
+ */
+export function codecEndpointUrl(config: Readonly<Pick<Config, 'API_HOST' | 'API_PORT'>>): string {
+  const host = config.API_HOST === '0.0.0.0' || config.API_HOST === '::' ? '127.0.0.1' : config.API_HOST;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.API_PORT}/codec`;
+}
+
 export async function startStack(config: Readonly<Config>, opts: StackOptions, log: Logger): Promise<RunningStack> {
   const stops = new ShutdownList(log);
   const stopAll = (): Promise<void> => stops.stopAll();
@@ -59,6 +68,8 @@ export async function startStack(config: Readonly<Config>, opts: StackOptions, l
         dbFile: opts.ephemeral ? undefined : path.join(opts.dataDir, 'temporal', 'temporal.db'),
         headless: opts.ephemeral,
         fairness: config.EMBEDDED_TEMPORAL_FAIRNESS,
+        // The embedded stack starts before the API, on the API's configured address.
+        uiCodecEndpoint: codecEndpointUrl(config),
       });
       stops.push(temporal.stop);
       temporalAddress = temporal.address;

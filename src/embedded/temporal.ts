@@ -19,6 +19,8 @@ export interface EmbeddedTemporalOptions {
   headless?: boolean;
   /** Task-queue fairness (TEMPORAL_DYNAMIC_CONFIG). @default true */
   fairness?: boolean;
+  /** The codec server the Web UI decodes payloads through (the API's /codec); only with the UI. */
+  uiCodecEndpoint?: string;
 }
 
 export interface EmbeddedTemporal {
@@ -72,7 +74,10 @@ export function temporalDevServerArgs(opts: EmbeddedTemporalOptions): string[] {
   ];
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.headless) args.push('--headless');
-  else args.push('--ui-port', String(opts.uiPort));
+  else {
+    args.push('--ui-port', String(opts.uiPort));
+    if (opts.uiCodecEndpoint) args.push('--ui-codec-endpoint', opts.uiCodecEndpoint);
+  }
   return args;
 }
 

@@ -20,6 +20,8 @@ import { createEdgeScripts } from '../redis/edge-scripts';
 import { createQuotaWarmup } from '../redis/quota-warmup';
 import { createQuotaScripts } from '../redis/scripts';
 import { createBilledRequestClient } from '../workflows/client';
+import { billingDataConverter } from '../codec/data-converter';
+import { AesGcmPayloadCodec } from '../codec/payload-codec';
 import { createBillingWorker } from './worker';
 import { ShutdownList } from '../shutdown';
 
@@ -119,9 +121,10 @@ export async function startRoles(
     if (opts.api) {
       const temporal = await Connection.connect({ address: endpoints.temporalAddress });
       stops.push(() => temporal.close());
-      const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE });
+      // The same codec as the worker: workflow inputs (the prompt) and update results are encrypted before they leave.
+      const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE, dataConverter: billingDataConverter(config.payloadCodecKeys) });
       const workflows = createBilledRequestClient(client, opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE);
-      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, edgeScripts: createEdgeScripts(redis, { registry }), warmup, registry, metrics, log });
+      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, edgeScripts: createEdgeScripts(redis, { registry }), warmup, registry, metrics, log, payloadCodec: new AesGcmPayloadCodec(config.payloadCodecKeys) });
       const server = http.createServer(app);
       server.keepAliveTimeout = 65_000;
       const port = await listen(server, opts.apiPort ?? config.API_PORT, config.API_HOST, 'API');

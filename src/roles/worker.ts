@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
+import { billingDataConverter } from '../codec/data-converter';
 import type { QuotaWarmup } from '../redis/quota-warmup';
 import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
@@ -69,6 +70,8 @@ export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{
     taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
     activities: buildActivities(opts),
+    // Everything the worker writes into history is encrypted (src/codec/), failure messages included.
+    dataConverter: billingDataConverter(opts.config.payloadCodecKeys),
     // Many short workflows at once: more slots and pollers than the defaults (40 / 10) cut the
     // task-queue wait under load (bench: gateway P99 overhead 4.2 s -> 2.2 s at 50 clients).
     maxConcurrentWorkflowTaskExecutions: 100,

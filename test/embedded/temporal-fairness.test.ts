@@ -29,7 +29,7 @@ import {
   type SettlementResult,
   type UpstreamOutcome,
 } from '../../src/workflows/definitions';
-import { devServerEnv, workflowBundle } from '../helpers/temporal';
+import { devServerEnv, testDataConverter, workflowBundle } from '../helpers/temporal';
 import { testConfig, uniqueId } from '../helpers/services';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -93,6 +93,7 @@ async function upstreamDispatchOrder(env: TestWorkflowEnvironment): Promise<stri
     workflowBundle: await workflowBundle(workflowsPath),
     activities: steps,
     enableNonLocalActivities: false,
+    dataConverter: testDataConverter(),
   });
   return workflowWorker.runUntil(async () => {
     const handles: WorkflowHandle<typeof billedRequest>[] = [];
@@ -115,6 +116,7 @@ async function upstreamDispatchOrder(env: TestWorkflowEnvironment): Promise<stri
       taskQueue,
       activities: { upstreamCallStep: steps.upstreamCallStep },
       maxConcurrentActivityTaskExecutions: 1,
+      dataConverter: testDataConverter(),
     });
     await activityWorker.runUntil(() => Promise.all(handles.map((h) => h.result())));
     return order;

@@ -14,7 +14,7 @@ import { Worker, type ReplayResult } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import type { HistoryAndWorkflowId } from '@temporalio/client';
 import { historyFromFixtureJSON } from '../fixtures/history-json';
-import { workflowBundle } from '../helpers/temporal';
+import { testDataConverter, workflowBundle } from '../helpers/temporal';
 
 const HISTORIES_DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
 const workflowsPath = require.resolve('../../src/workflows');
@@ -34,9 +34,11 @@ function loadFixtures(): HistoryAndWorkflowId[] {
     }));
 }
 
+/** Replays with the app's data converter: the fixtures were recorded without a codec, and decoding passes plain payloads through. */
 async function replayAll(bundlePath: string, histories: HistoryAndWorkflowId[], replayName: string): Promise<ReplayResult[]> {
   const results: ReplayResult[] = [];
-  for await (const result of Worker.runReplayHistories({ workflowBundle: await workflowBundle(bundlePath), replayName }, histories)) {
+  const dataConverter = testDataConverter();
+  for await (const result of Worker.runReplayHistories({ workflowBundle: await workflowBundle(bundlePath), replayName, dataConverter }, histories)) {
     results.push(result);
   }
   return results;
@@ -49,7 +51,7 @@ describe('billedRequest replay of recorded histories (issue 3)', () => {
     expect(fixtures.map((f) => f.workflowId)).toEqual(EXPECTED_FIXTURES);
   });
 
-  it('M12: every recorded history replays against the current workflow code without nondeterminism', async () => {
+  it('M12: every recorded history replays against the current workflow code without nondeterminism (plain fixtures, codec in place)', async () => {
     const results = await replayAll(workflowsPath, fixtures, 'billed-request-replay');
     expect(results.map((r) => ({ workflowId: r.workflowId, error: r.error }))).toEqual(
       EXPECTED_FIXTURES.map((workflowId) => ({ workflowId, error: undefined })),
