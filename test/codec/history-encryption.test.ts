@@ -61,7 +61,7 @@ function readableText(history: History): string {
 
 function startInput(history: History): Payload[] {
   const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
-  return (started?.input?.payloads ?? []) as Payload[];
+  return started?.input?.payloads ?? [];
 }
 
 async function decodedStartInput(history: History, codec: AesGcmPayloadCodec): Promise<BilledRequestInput> {
