@@ -110,6 +110,15 @@ describe('docker-compose.yml (M13)', () => {
     expect(config.API_PORT).toBe(8080);
     expect(config.WORKER_METRICS_PORT).toBe(9464);
     expect(config.NODE_ENV).toBe('production');
+    // Production refuses to start without codec keys: compose brings (placeholder) ones.
+    expect(config.payloadCodecKeys.activeKeyId).toBe('compose-placeholder');
+  });
+
+  it('lets the Temporal UI decode through the API codec server (issue 8)', () => {
+    const config = loadConfig(withDefaults(service('api').environment ?? {}));
+    const ui = service('temporal-ui');
+    expect(ui.environment?.TEMPORAL_CODEC_ENDPOINT).toBe('http://localhost:8080/codec');
+    expect(config.codecCorsOrigins).toEqual(ui.environment?.TEMPORAL_CORS_ORIGINS?.split(','));
   });
 
   it('points the app at the ledger PostgreSQL 16 service with matching credentials', () => {
