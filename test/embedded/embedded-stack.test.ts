@@ -126,6 +126,8 @@ describe('embedded stack (npm start)', () => {
   it('rejects a bad environment with a readable list of problems', () => {
     expect(() => loadConfig({ API_PORT: '99999', ADMIN_TOKEN: 'short' })).toThrow(/API_PORT[\s\S]*ADMIN_TOKEN must be at least 16 characters/);
     expect(() => loadConfig({ NODE_ENV: 'production' })).toThrow(/ADMIN_TOKEN must be set \(not the development default\)/);
-    expect(loadConfig({ NODE_ENV: 'production', ADMIN_TOKEN: 'a-real-production-token' }).ADMIN_TOKEN).toBe('a-real-production-token');
+    // Production also needs real payload codec keys (test/config.test.ts covers them).
+    const PAYLOAD_CODEC_KEYS = `prod:${Buffer.alloc(32, 7).toString('base64')}`;
+    expect(loadConfig({ NODE_ENV: 'production', ADMIN_TOKEN: 'a-real-production-token', PAYLOAD_CODEC_KEYS }).ADMIN_TOKEN).toBe('a-real-production-token');
   });
 });

@@ -179,7 +179,7 @@ describe('Temporal task-queue fairness (issue 7)', () => {
           await conn.close();
         }
       }, 60_000);
-      env = await TestWorkflowEnvironment.createFromExistingServer({ address, namespace });
+      env = await TestWorkflowEnvironment.createFromExistingServer({ address, namespace, client: { dataConverter: testDataConverter() } });
     }, 90_000);
     afterAll(async () => {
       await env?.teardown();
