@@ -8,6 +8,7 @@ import * as apiKeyQuota from './20261126000002_api_key_quota';
 import * as modelPrice from './20261126000003_model_price';
 import * as billingTransaction from './20261126000004_billing_transaction';
 import * as rateLimits from './20261201000001_rate_limits';
+import * as requestBody from './20261201000002_request_body';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -15,6 +16,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000003_model_price', modelPrice],
   ['20261126000004_billing_transaction', billingTransaction],
   ['20261201000001_rate_limits', rateLimits],
+  ['20261201000002_request_body', requestBody],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

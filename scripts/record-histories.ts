@@ -86,8 +86,9 @@ const SCENARIOS: readonly Scenario[] = [
 ];
 
 function inputFor(scenario: Scenario): BilledRequestInput {
+  const requestId = `replay-${scenario.name}-${Date.now().toString(36)}`;
   return {
-    requestId: `replay-${scenario.name}-${Date.now().toString(36)}`,
+    requestId,
     tenantId: 'tenant-replay',
     apiKeyId: 'key-replay',
     model: 'gpt-test',
@@ -98,7 +99,7 @@ function inputFor(scenario: Scenario): BilledRequestInput {
     stream: true,
     includeUsage: true,
     relayMode: 'redis',
-    body: { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 },
+    bodyRef: { requestId },
     ...scenario.input,
   };
 }

@@ -63,6 +63,11 @@ const envSchema = z.object({
    * Size it as throughput x acceptable latency: e.g. 35 billed req/s x 5 s = 175 on this 2-core machine.
    */
   MAX_INFLIGHT_REQUESTS: positiveInt.default(256),
+  /**
+   * Largest accepted request body in bytes (413 request_too_large above it). Bodies go to the
+   * body store (PostgreSQL), never into Temporal history, so inline images fit. @default 32 MiB
+   */
+  MAX_REQUEST_BODY_BYTES: positiveInt.default(32 * 1024 * 1024),
   /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
   PARALLEL_LEASE_SECONDS: positiveInt.default(30),
 });

@@ -32,8 +32,9 @@ function send(reply: FloorReply): void {
 
 /** A workflow input of the product's shape and about its size (the gateway's CHAT_BODY request). */
 function floorInput(): BilledRequestInput {
+  const requestId = `req_${randomBytes(12).toString('hex')}`;
   return {
-    requestId: `req_${randomBytes(12).toString('hex')}`,
+    requestId,
     tenantId,
     apiKeyId: 'floor-key',
     model: MODEL,
@@ -44,7 +45,7 @@ function floorInput(): BilledRequestInput {
     stream: false,
     includeUsage: false,
     relayMode: 'redis',
-    body: { ...CHAT_BODY },
+    bodyRef: { requestId },
     requestHash: randomBytes(32).toString('hex'),
   };
 }

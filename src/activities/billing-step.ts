@@ -10,10 +10,12 @@
  *   been counted by a later warm-up; a Redis reservation may have been retried through
  *   the fallback).
  * - When the upstream step failed for good, the relay tells what reached the client.
+ * - Settled, the request body leaves the body store (idempotent: a replayed settlement deletes nothing).
  * Retried without limit by the workflow: a Redis outage delays the adjustment, never loses it.
  */
 import { costMicros } from '../billing/pricing';
 import type { BillingRepository } from '../db/billing-repository';
+import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
@@ -28,6 +30,8 @@ export interface BillingStepDeps {
   scripts: Pick<QuotaScripts, 'settleTenant' | 'settleKeyBudget'>;
   warmup: QuotaWarmup;
   relay: Pick<RequestRelay, 'entries' | 'writer'>;
+  /** The request body is deleted once the request is settled. */
+  bodies: Pick<RequestBodyRepository, 'delete'>;
   metrics: BillingMetrics;
   log: Logger;
 }
@@ -147,6 +151,7 @@ export function createBillingStep(deps: BillingStepDeps) {
       costMicros: billed,
       deltaMicros: await settleRedis(input, billed),
     };
+    await deps.bodies.delete(requestId, 'request');
 
     stopTimer();
     deps.metrics.settlements.inc({ outcome: result.status, token_source: outcome.tokenSource });

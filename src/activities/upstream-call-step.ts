@@ -10,6 +10,10 @@
  *   aborts the upstream HTTP request.
  * - Upstream errors before any output are retryable (Temporal retries) unless the
  *   upstream rejected the request (4xx other than 429).
+ * - The request body is read from the body store (issue 8: never in history); a body
+ *   that is gone fails the call for good (FailureType.requestBodyMissing): settlement
+ *   voids, the client gets a 502. In relay mode 'result' the output goes to the body
+ *   store as well and the outcome carries only its reference.
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { StreamTokenAccumulator, type ChatCompletionChunkLike } from '../billing/stream-token-accumulator';
@@ -17,7 +21,8 @@ import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
 import { UpstreamHttpError, isUpstreamCallError } from '../upstream/errors';
-import type { ChatCompletionRequest } from '../openai/chat-request';
+import { upstreamBody, type ChatCompletionRequest } from '../openai/chat-request';
+import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
 import type { UpstreamProvider } from '../upstream/provider';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
@@ -27,6 +32,8 @@ import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelay
 export interface UpstreamCallDeps {
   providers: Readonly<Record<string, UpstreamProvider>>;
   relay: RequestRelay;
+  /** The body store: the request body (read), the output in relay mode 'result' (written). */
+  bodies: Pick<RequestBodyRepository, 'get' | 'put'>;
   metrics: BillingMetrics;
   log: Logger;
   /** How often to heartbeat and look for a client cancel. @default 250 */
@@ -71,6 +78,13 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
 
     const provider = deps.providers[channel];
     if (!provider) throw ApplicationFailure.nonRetryable(`no upstream channel "${channel}"`, 'UnknownChannelError');
+    const stored = await deps.bodies.get(input.bodyRef.requestId, 'request');
+    if (!stored) {
+      deps.log.error({ requestId, tenantId }, 'request body missing from the body store: the request fails, nothing billed');
+      throw ApplicationFailure.nonRetryable(`request body of ${requestId} is missing`, FailureType.requestBodyMissing);
+    }
+    // Validated by the API before it was stored; our output cap and stream options replace the client's.
+    const body = upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, input.maxOutputTokens) as unknown as ChatCompletionRequest;
 
     const acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
     const abort = new AbortController();
@@ -104,7 +118,6 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       if (!ttfbRecorded) deps.metrics.upstreamTtfb.observe(seconds());
       ttfbRecorded = true;
     };
-    const body = input.body as unknown as ChatCompletionRequest;
     const usageOf = (): UpstreamOutcome => {
       const usage = acc.finalize(usageEstimate(input));
       return { status: 'completed', promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source, channel };
@@ -114,7 +127,13 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       deps.metrics.upstreamDuration.observe({ model: input.model, outcome: metricOutcome }, seconds());
       deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'prompt' }, outcome.promptTokens);
       deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'completion' }, outcome.completionTokens);
-      return useRelay ? outcome : { ...outcome, relayed: collected };
+      return handOver(outcome);
+    };
+    /** Relay mode 'result': the output goes to the body store, the outcome (in history) carries its reference. */
+    const handOver = async (outcome: UpstreamOutcome): Promise<UpstreamOutcome> => {
+      if (useRelay) return outcome;
+      await deps.bodies.put({ requestId, tenantId, kind: 'output', body: Buffer.from(JSON.stringify(collected), 'utf8') });
+      return { ...outcome, outputRef: { requestId } };
     };
 
     try {
@@ -162,7 +181,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
         const error = upstreamErrorBody(err);
         emit({ type: 'error', data: error });
         await writer?.flush();
-        return { ...usageOf(), status: 'failed_before_output', error, relayed: useRelay ? undefined : collected };
+        return handOver({ ...usageOf(), status: 'failed_before_output', error });
       }
       deps.log.warn({ requestId, tenantId, attempt: ctx.info.attempt, err: (err as Error).message }, 'upstream failed before output: retrying');
       if (isUpstreamCallError(err) && !err.retryable) throw ApplicationFailure.nonRetryable(err.message, FailureType.upstreamRejected);

@@ -22,6 +22,7 @@ import { createAccountServices } from '../services';
 import type { BilledRequestClient } from '../workflows/client';
 import { createApiKeyAuthenticator } from './auth';
 import { errorMiddleware } from './errors';
+import { captureRawBody } from './raw-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { chatCompletionsRouter } from './routes/chat-completions';
@@ -47,8 +48,6 @@ export interface ApiDeps {
   log: Logger;
   /** The payload codec of the app's Temporal clients, served at /codec for the Web UI. */
   payloadCodec: PayloadCodec;
-  /** Largest accepted JSON body. @default '1mb' */
-  bodyLimit?: string;
 }
 
 export function createApiApp(deps: ApiDeps): Express {
@@ -73,7 +72,8 @@ export function createApiApp(deps: ApiDeps): Express {
     res.setHeader('X-Request-Id', requestId);
     next();
   });
-  app.use(express.json({ limit: deps.bodyLimit ?? '1mb' }));
+  // A larger body is a 413 (errorMiddleware); the raw bytes are kept for the body store.
+  app.use(express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }));
 
   const { repositories } = deps;
   const accounts = createAccountServices(deps);
@@ -82,6 +82,7 @@ export function createApiApp(deps: ApiDeps): Express {
   const requests = createBilledRequests({
     prices,
     workflows: deps.workflows,
+    bodies: repositories.requestBodies,
     relay: deps.relay,
     redis: deps.redis,
     log: deps.log,

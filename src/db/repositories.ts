@@ -3,18 +3,23 @@
  * handed to the services and activities that need them.
  */
 import type { Knex } from 'knex';
+import type { CodecKeyring } from '../codec/keyring';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
+import { createRequestBodyRepository } from './request-body-repository';
 import { createTenantRepository } from './tenant-repository';
 
-export function createRepositories(db: Knex) {
+/** `bodyKeys`: the payload codec's keys, which also encrypt the body store. */
+export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
   return {
     tenants: createTenantRepository(db),
     apiKeys: createApiKeyRepository(db),
     modelPrices: createModelPriceRepository(db),
     /** The ledger (billing_transaction). */
     billing: createBillingRepository(db),
+    /** Request bodies and relayed outputs, out of Temporal history (request_body). */
+    requestBodies: createRequestBodyRepository(db, opts.bodyKeys),
   };
 }
 

@@ -76,3 +76,15 @@ export type ChatCompletionRequest = z.infer<typeof chatCompletionRequestSchema>;
 export function requestedMaxTokens(request: Pick<ChatCompletionRequest, 'max_tokens' | 'max_completion_tokens'>): number | undefined {
   return request.max_completion_tokens ?? request.max_tokens ?? undefined;
 }
+
+/**
+ * The body sent upstream for a client's request: our output cap (the reservation covers
+ * it) replaces the client's, stream options are ours. The upstream call step builds it
+ * from the stored request body (src/activities/upstream-call-step.ts).
+ */
+export function upstreamBody(req: ChatCompletionRequest, maxOutputTokens: number): Record<string, unknown> {
+  const { stream: _stream, stream_options: _options, max_completion_tokens, max_tokens: _max, ...rest } = req;
+  return max_completion_tokens !== undefined
+    ? { ...rest, max_completion_tokens: maxOutputTokens }
+    : { ...rest, max_tokens: maxOutputTokens };
+}

@@ -85,7 +85,7 @@ export async function startRoles(
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     // Built once and shared by both roles of this process.
-    const repositories = createRepositories(db);
+    const repositories = createRepositories(db, { bodyKeys: config.payloadCodecKeys });
     const scripts = createQuotaScripts(redis, { ttlSeconds: config.RESERVATION_TTL_SECONDS, registry });
     const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary() });
     const { tenants, apiKeys, billing: ledger } = repositories;

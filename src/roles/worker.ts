@@ -34,6 +34,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     ledger: opts.repositories.billing,
     warmup: opts.warmup,
     relay: opts.relay,
+    bodies: opts.repositories.requestBodies,
     metrics: opts.metrics,
     log: opts.log,
     channels: { '*': 'default' },

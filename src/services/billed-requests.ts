@@ -1,7 +1,7 @@
 /**
  * The gateway's side of one billed request, between the HTTP route and the request's
- * workflow: build its workflow input (price, tiktoken estimate, upstream body, request
- * hash, relay mode), learn admission synchronously, and hand back the upstream output
+ * workflow: build its workflow input (price, tiktoken estimate, body store reference,
+ * request hash, relay mode), store the request body, learn admission synchronously, and hand back the upstream output
  * to relay, whether it comes through the Redis Stream or, while Redis is down, through
  * the workflow itself. Refusals are domain errors (./request-errors) the API maps to
  * HTTP answers in one place.
@@ -11,6 +11,7 @@ import type { Redis } from 'ioredis';
 import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
 import { countPromptTokens } from '../billing/token-count';
 import type { ModelPriceRepository } from '../db/model-price-repository';
+import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
 import { requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
 import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
@@ -37,14 +38,6 @@ export function requestIdFor(tenantId: string, idempotencyKey: string | undefine
   return `idem_${createHash('sha256').update(`${tenantId}\n${idempotencyKey}`).digest('hex').slice(0, 40)}`;
 }
 
-/** The upstream body: our output cap replaces the client's, stream options are ours. */
-function upstreamBody(req: ChatCompletionRequest, maxOutputTokens: number): Record<string, unknown> {
-  const { stream: _stream, stream_options: _options, max_completion_tokens, max_tokens: _max, ...rest } = req;
-  return max_completion_tokens !== undefined
-    ? { ...rest, max_completion_tokens: maxOutputTokens }
-    : { ...rest, max_tokens: maxOutputTokens };
-}
-
 /** Who the request is billed to, and the headers that shape it. */
 export interface BilledRequestOrigin {
   tenantId: string;
@@ -56,6 +49,8 @@ export interface BilledRequestOrigin {
 export interface BilledRequestsDeps {
   prices: Pick<ModelPriceRepository, 'find'>;
   workflows: Pick<BilledRequestClient, 'admit' | 'awaitOutput' | 'isFinished'>;
+  /** The body store: the request body goes there, not into the workflow input. */
+  bodies: Pick<RequestBodyRepository, 'put' | 'get' | 'delete'>;
   relay: Pick<RequestRelay, 'entries' | 'read' | 'requestCancel'>;
   /** Admission uses the Redis relay only while Redis answers. */
   redis: Pick<Redis, 'status'>;
@@ -97,8 +92,11 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
       return requestIdFor(origin.tenantId, origin.idempotencyKey);
     },
 
-    /** The workflow input of a chat completion; an unpriced model is a ModelNotPricedError. */
-    async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest): Promise<BilledRequestInput> {
+    /**
+     * The workflow input of a chat completion; an unpriced model is a ModelNotPricedError.
+     * `rawBody`: the client's bytes, hashed for the Idempotency-Key check (no re-serialisation).
+     */
+    async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest, rawBody: Buffer): Promise<BilledRequestInput> {
       const price = await deps.prices.find(body.model);
       if (!price) throw new ModelNotPricedError(body.model);
       const promptTokens = countPromptTokens(body.messages, body.model);
@@ -117,8 +115,8 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         includeUsage: body.stream === true && body.stream_options?.include_usage === true,
         relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',
         ...(origin.conversationId ? { conversationId: origin.conversationId } : {}),
-        body: upstreamBody(body, maxOutputTokens),
-        requestHash: createHash('sha256').update(JSON.stringify(body)).digest('hex'),
+        bodyRef: { requestId },
+        requestHash: createHash('sha256').update(rawBody).digest('hex'),
       };
     },
 
@@ -128,10 +126,15 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
      * Starts (or attaches to) the request's workflow and learns admission; a refusal
      * throws. Returns the output to relay to the client: live entries for an admitted
      * request, the stored ones for a finished duplicate (never run twice).
+     * `rawBody` goes into the body store first (a duplicate keeps the first body); a request
+     * that will not run drops it again.
      */
-    async admit(input: BilledRequestInput, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
+    async admit(input: BilledRequestInput, rawBody: Buffer, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
+      const { requestId, tenantId } = input;
+      const dropBody = (): Promise<void> => deps.bodies.delete(requestId, 'request').catch((err: unknown) => deps.log.warn({ requestId, err }, 'could not delete the request body'));
       let admitted;
       try {
+        await deps.bodies.put({ requestId, tenantId, kind: 'request', body: rawBody });
         admitted = await deps.workflows.admit(input);
       } catch (err) {
         deps.log.error({ requestId: input.requestId, tenantId: input.tenantId, err: (err as Error).message }, 'admission failed');
@@ -139,6 +142,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
       }
       if (admitted.kind === 'finished') {
         // A finished request id: replay its output if the relay still has it, never run it again.
+        await dropBody();
         const { result } = admitted;
         if (!result.admission.admitted) throw denial(result.admission);
         const entries = input.relayMode === 'redis' ? await deps.relay.entries(input.tenantId, input.requestId) : [];
@@ -148,9 +152,19 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
       const { decision } = admitted;
       // The same Idempotency-Key must mean the same request: another body is refused, nothing billed.
       if (decision.requestHash !== undefined && decision.requestHash !== input.requestHash) throw new IdempotencyConflictError('different_body');
-      if (!decision.admitted) throw denial(decision);
+      if (!decision.admitted) {
+        await dropBody();
+        throw denial(decision);
+      }
       if (input.relayMode === 'redis') return relayed(input, signal);
       const outcome = await deps.workflows.awaitOutput(input.requestId);
+      if (outcome?.outputRef) {
+        // The output is in the body store, not in history: read it, then drop it (delivered).
+        const stored = await deps.bodies.get(outcome.outputRef.requestId, 'output');
+        if (!stored) throw new UpstreamFailedError();
+        await deps.bodies.delete(outcome.outputRef.requestId, 'output').catch((err: unknown) => deps.log.warn({ requestId, err }, 'could not delete the relayed output'));
+        return JSON.parse(stored.toString('utf8')) as RelayEntry[];
+      }
       if (!outcome?.relayed) throw new UpstreamFailedError();
       return outcome.relayed as RelayEntry[];
     },

@@ -27,10 +27,19 @@ export interface BilledRequestInput {
   includeUsage: boolean;
   relayMode: RelayMode;
   conversationId?: string;
-  /** The OpenAI request body forwarded upstream (model and max tokens already set). */
-  body: Record<string, unknown>;
+  /**
+   * Where the client's request body is: the body store (request_body, kind 'request'), under this
+   * request id. The body itself never enters history (issue 8). Histories recorded before carry
+   * `body` instead; replay never re-runs activities, so they still replay.
+   */
+  bodyRef: BodyRef;
   /** SHA-256 of the client's request body: a reused Idempotency-Key with another body is refused. */
   requestHash?: string;
+}
+
+/** A row of the body store (src/db/request-body-repository.ts): the request id is the key. */
+export interface BodyRef {
+  requestId: string;
 }
 
 export type AdmissionDecision =
@@ -46,7 +55,9 @@ export interface UpstreamOutcome {
   completionTokens: number;
   tokenSource: TokenSource;
   channel: string;
-  /** Only in relay mode 'result': what the API sends to the client. */
+  /** Only in relay mode 'result': where the output the API sends to the client is (the body store, kind 'output'). */
+  outputRef?: BodyRef;
+  /** Relay mode 'result' before the body store: the output itself (histories and runs started before it). */
   relayed?: unknown[];
   error?: { status: number; message: string; type: string; code: string };
 }

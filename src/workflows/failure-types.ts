@@ -9,5 +9,7 @@ export const FailureType = {
   upstreamRejected: 'UpstreamRejectedError',
   /** Neither Redis nor PostgreSQL could admit: the run fails so the same request id may be started again. */
   admissionUnavailable: 'AdmissionUnavailable',
+  /** The request body is not in the body store (deleted or expired): the request fails, voided, a 502 to the client. */
+  requestBodyMissing: 'RequestBodyMissing',
 } as const;
 export type FailureType = (typeof FailureType)[keyof typeof FailureType];

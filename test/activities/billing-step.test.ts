@@ -100,6 +100,17 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
     expect(await metricValue(deps.registry, 'billing_settlement_total', { outcome: 'committed', token_source: 'upstream' })).toBe(1);
   });
 
+  it('deletes the request body from the body store once settled (idempotent: a replayed settlement finds none)', async () => {
+    const seed = await tenant();
+    const deps = stepDeps(redis, db);
+    const { input } = await admitted(deps, seed);
+    await deps.bodies.put({ requestId: input.requestId, tenantId: seed.tenantId, kind: 'request', body: Buffer.from('{"model":"mock-small"}') });
+
+    await steps(deps).billing(input, outcome('completed', 21, 16));
+    expect(await deps.bodies.get(input.requestId, 'request')).toBeUndefined();
+    await expect(steps(deps).billing(input, outcome('completed', 21, 16))).resolves.toMatchObject({ status: 'committed', costMicros: 213 });
+  });
+
   it('voids a request that failed before any output: full refund in Redis, amount 0 in the ledger', async () => {
     const seed = await tenant(10_000_000, [{ budgetMicros: 50_000 }]);
     const deps = stepDeps(redis, db);

@@ -5,6 +5,8 @@
  * delivered, and cancellation that really closes the upstream request.
  */
 import type { Knex } from 'knex';
+import { createHash } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { get_encoding } from 'tiktoken';
@@ -15,6 +17,7 @@ import { UpstreamHttpError } from '../../src/upstream/errors';
 import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/server';
 import { createOpenAICompatibleProvider } from '../../src/upstream/openai-compatible';
 import type { BilledRequestInput, UpstreamOutcome } from '../../src/workflows/definitions';
+import { FailureType } from '../../src/workflows/failure-types';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { billedInput, stepDeps, type StepDeps } from '../helpers/activity-deps';
 
@@ -23,6 +26,7 @@ let db: Knex;
 let mock: MockUpstream;
 let deps: StepDeps;
 const cl100k = get_encoding('cl100k_base');
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
 beforeAll(async () => {
   redis = await testRedis();
@@ -49,22 +53,28 @@ function activityEnv(attempt = 1): MockActivityEnvironment {
 }
 
 function upstreamCall() {
-  return createUpstreamCallStep({ providers: { default: createOpenAICompatibleProvider({ baseUrl: mock.url }) }, relay: deps.relay, metrics: deps.metrics, log: deps.log, pollIntervalMs: 20 });
+  return createUpstreamCallStep({ providers: { default: createOpenAICompatibleProvider({ baseUrl: mock.url }) }, relay: deps.relay, bodies: deps.bodies, metrics: deps.metrics, log: deps.log, pollIntervalMs: 20 });
 }
 
+/** The client bodies of request(), stored in the body store before the step runs (as the API does). */
+const clientBodies = new Map<string, Record<string, unknown>>();
+
 /** Runs one attempt of the step in `env` (run() itself cannot infer the activity's result type). */
-function callUpstream(env: MockActivityEnvironment, input: BilledRequestInput): Promise<UpstreamOutcome> {
+async function callUpstream(env: MockActivityEnvironment, input: BilledRequestInput): Promise<UpstreamOutcome> {
+  const body = clientBodies.get(input.requestId);
+  if (body) await deps.bodies.put({ requestId: input.requestId, tenantId: input.tenantId, kind: 'request', body: Buffer.from(JSON.stringify(body)) });
   return env.run<[BilledRequestInput, string], UpstreamOutcome, ReturnType<typeof upstreamCall>>(upstreamCall(), input, 'default');
 }
 
 /** A request whose last user message carries the mock's directives. */
 function request(prompt: string, overrides: Partial<BilledRequestInput> = {}): BilledRequestInput {
-  return billedInput(uniqueId('up-t'), uniqueId('up-k'), {
+  const input = billedInput(uniqueId('up-t'), uniqueId('up-k'), {
     reservedMicros: 10_053,
     promptTokens: ESTIMATED_PROMPT,
-    body: { model: 'mock-small', messages: [{ role: 'user', content: prompt }], max_tokens: 1000 },
     ...overrides,
   });
+  clientBodies.set(input.requestId, { model: 'mock-small', messages: [{ role: 'user', content: prompt }], max_tokens: 1000 });
+  return input;
 }
 
 /**
@@ -139,14 +149,49 @@ describe('UpstreamCallStep: relaying and usage (M6)', () => {
     expect(response?.usage).toEqual({ prompt_tokens: promptTokens, completion_tokens: 4, total_tokens: promptTokens + 4 });
   });
 
-  it('relay mode "result": nothing goes to Redis, the outcome carries what the client gets', async () => {
+  it('relay mode "result": nothing goes to Redis, the output goes to the body store and the outcome carries only its reference', async () => {
     const input = request('no relay [mock:tokens=2]', { relayMode: 'result' });
 
     const outcome = await callUpstream(activityEnv(), input);
 
-    expect(outcome).toMatchObject({ status: 'completed', completionTokens: 2, tokenSource: 'upstream' });
-    expect(outcome.relayed?.map((e) => (e as RelayEntry).type)).toEqual(['chunk', 'chunk', 'chunk', 'usage', 'done']);
+    expect(outcome).toMatchObject({ status: 'completed', completionTokens: 2, tokenSource: 'upstream', outputRef: { requestId: input.requestId } });
+    expect(outcome.relayed).toBeUndefined();
+    const stored = await deps.bodies.get(input.requestId, 'output');
+    expect((JSON.parse(stored!.toString('utf8')) as RelayEntry[]).map((e) => e.type)).toEqual(['chunk', 'chunk', 'chunk', 'usage', 'done']);
     expect(await relayed(input)).toEqual([]);
+    await deps.bodies.delete(input.requestId, 'output');
+  });
+
+  it('sends the stored body upstream with our output cap and no client stream options (upstreamBody)', async () => {
+    const input = request('capped [mock:tokens=2]', { maxOutputTokens: 7, stream: false });
+    const client = { model: 'mock-small', messages: [{ role: 'user', content: 'capped [mock:tokens=2]' }], max_tokens: 1000, stream: true, stream_options: { include_usage: true } };
+    clientBodies.set(input.requestId, client);
+
+    await callUpstream(activityEnv(), input);
+
+    const { stream: _s, stream_options: _o, max_tokens: _m, ...rest } = client;
+    const expected = { ...rest, max_tokens: 7 };
+    expect(mock.stats().lastRequest?.messagesSha256).toBe(sha256(JSON.stringify(expected.messages)));
+    expect(mock.stats().lastRequest?.maxTokens).toBe(7);
+  });
+
+  it('a request body missing from the store: a non-retryable RequestBodyMissing, the upstream never called', async () => {
+    const input = request('gone');
+    clientBodies.delete(input.requestId);
+    const before = mock.stats().requests;
+
+    const failure = await callUpstream(activityEnv(), input).then(() => undefined, (err: unknown) => err);
+
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: FailureType.requestBodyMissing, nonRetryable: true });
+    expect(mock.stats().requests).toBe(before);
+    expect(await relayed(input)).toEqual([]);
+  });
+
+  it('a retried attempt finds the body again (it leaves the store only at settlement)', async () => {
+    const input = request('twice [mock:tokens=2] [mock:fail=before]');
+    await expect(callUpstream(activityEnv(1), input)).rejects.toBeInstanceOf(UpstreamHttpError);
+    expect(await deps.bodies.get(input.requestId, 'request')).toBeDefined();
   });
 });
 

@@ -13,6 +13,7 @@ import { errorMiddleware } from '../../src/api/errors';
 import { adminRouter } from '../../src/api/routes/admin';
 import { modelsRouter } from '../../src/api/routes/models';
 import type { Knex } from '../../src/db/knex';
+import { developmentKeyring } from '../../src/codec/keyring';
 import { createRepositories } from '../../src/db/repositories';
 import type { Redis } from '../../src/redis/client';
 import { createQuotaScripts } from '../../src/redis/scripts';
@@ -76,7 +77,7 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
   });
   const logger = pino({ level: 'trace' }, sink);
 
-  const repositories = createRepositories(db);
+  const repositories = createRepositories(db, { bodyKeys: developmentKeyring() });
   const scripts = createQuotaScripts(redis, { ttlSeconds: 3600, registry: new Registry() });
   const { tenants, apiKeys } = createAccountServices({ db, redis, repositories, scripts, log: logger });
   const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis, logger });

@@ -14,6 +14,7 @@ import { ApplicationFailure, defaultPayloadConverter, type DataConverter, type P
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { History } from '@temporalio/common/lib/proto-utils';
+import type { Knex } from 'knex';
 import type { createActivities } from '../../src/activities';
 import { billingDataConverter } from '../../src/codec/data-converter';
 import { keyringOf } from '../../src/codec/keyring';
@@ -31,7 +32,7 @@ import {
 } from '../../src/workflows/definitions';
 import { historyFromFixtureJSON, historyToFixtureJSON } from '../fixtures/history-json';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
-import { testConfig, uniqueId } from '../helpers/services';
+import { testConfig, testDb, uniqueId } from '../helpers/services';
 import { devServerEnv, testDataConverter, withWorker, workflowBundle } from '../helpers/temporal';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -69,9 +70,29 @@ async function decodedStartInput(history: History, codec: AesGcmPayloadCodec): P
   return defaultPayloadConverter.fromPayload<BilledRequestInput>(payload!);
 }
 
+/**
+ * Every payload of a history decoded with `codec` (the view of the Web UI with the codec server):
+ * since the body store, it holds no prompt and no completion either.
+ */
+async function decodedText(history: History, codec: AesGcmPayloadCodec): Promise<string> {
+  const payloads: Payload[] = [];
+  const walk = (value: unknown): void => {
+    if (value instanceof Uint8Array || typeof value !== 'object' || value === null) return;
+    if (Array.isArray(value)) return value.forEach(walk);
+    const record = value as Record<string, unknown>;
+    if ('metadata' in record && 'data' in record && record.data instanceof Uint8Array) payloads.push(record);
+    Object.values(record).forEach(walk);
+  };
+  walk(history);
+  const decoded = await codec.decode(payloads);
+  return decoded.map((p) => Buffer.from(p.data ?? new Uint8Array()).toString('utf8')).join('\n');
+}
+
+/** A billed input; the marker rides in conversationId, the one free-text field left in the input (the prompt is in the body store). */
 function billedInput(marker: string, overrides: Partial<BilledRequestInput> = {}): BilledRequestInput {
+  const requestId = uniqueId('req-codec');
   return {
-    requestId: uniqueId('req-codec'),
+    requestId,
     tenantId: 'tenant-codec',
     apiKeyId: 'key-codec',
     model: 'gpt-test',
@@ -82,7 +103,8 @@ function billedInput(marker: string, overrides: Partial<BilledRequestInput> = {}
     stream: false,
     includeUsage: false,
     relayMode: 'redis',
-    body: { model: 'gpt-test', messages: [{ role: 'user', content: `tell me about ${marker}` }], max_tokens: 100 },
+    conversationId: `conversation ${marker}`,
+    bodyRef: { requestId },
     ...overrides,
   };
 }
@@ -141,17 +163,20 @@ describe('Temporal history is encrypted (issue 8)', () => {
 
   describe('through the gateway (JSON and SSE)', () => {
     let app: TestApp;
+    let db: Knex;
     beforeAll(async () => {
       app = await startTestApp();
+      db = testDb();
     }, 60_000);
     afterAll(async () => {
       await app?.stop();
+      await db?.destroy();
     });
 
     it.each([
       ['JSON', false],
       ['stream', true],
-    ])('%s: the raw history holds no prompt, completion or API key; with the codec it shows the input', async (_mode, stream) => {
+    ])('%s: the raw history holds no prompt, completion or API key; decoded with the codec it holds no prompt or completion either', async (_mode, stream) => {
       const t = await app.tenant();
       const marker = `prompt-marker-${uniqueId('p')}`;
       const res = await chat(app, t.key, { model: TEST_MODEL, stream, messages: [{ role: 'user', content: `tell me about ${marker}` }] });
@@ -171,22 +196,29 @@ describe('Temporal history is encrypted (issue 8)', () => {
       expect(raw).toContain('binary/encrypted');
 
       const input = await decodedStartInput(history, codec);
-      expect(JSON.stringify(input.body)).toContain(marker);
       expect(input.stream).toBe(stream);
+      expect(input.bodyRef).toEqual({ requestId: input.requestId });
+      // The body store keeps the prompt out of history altogether (issue 8, item 1).
+      const decoded = await decodedText(history, codec);
+      expect(decoded).toContain(input.requestId);
+      expect(decoded).not.toContain(marker);
+      expect(decoded).not.toContain(completion);
+      // Settled: the body left the store.
+      expect(await db('request_body').where({ request_id: input.requestId })).toEqual([]);
     });
   });
 
-  it('relay mode result: the completion in the update result and the activity result is encrypted too', async () => {
+  it('relay mode result: the update and activity results carry only the output reference, encrypted', async () => {
     const marker = `prompt-marker-${uniqueId('r')}`;
-    const completion = `completion-marker-${uniqueId('c')}`;
-    const relayed = [{ type: 'chunk', data: { id: 'c1', choices: [{ index: 0, delta: { content: completion } }] } }, { type: 'done' }];
-    const { history, output } = await runBilledRequest(env, billedInput(marker, { relayMode: 'result' }), fakeSteps({
-      upstreamCallStep: () => Promise.resolve({ ...COMPLETED, relayed }),
+    const input = billedInput(marker, { relayMode: 'result' });
+    const outputRef = { requestId: input.requestId };
+    const { history, output } = await runBilledRequest(env, input, fakeSteps({
+      upstreamCallStep: () => Promise.resolve({ ...COMPLETED, outputRef }),
     }), testDataConverter());
-    expect(output?.relayed).toEqual(relayed); // the API still gets it, decrypted
+    expect(output?.outputRef).toEqual(outputRef); // the API reads the output from the body store
+    expect(output?.relayed).toBeUndefined();
     const raw = readableText(history);
     expect(raw).not.toContain(marker);
-    expect(raw).not.toContain(completion);
     expect(history.events?.some((e) => e.workflowExecutionUpdateCompletedEventAttributes)).toBe(true);
   });
 
@@ -243,7 +275,7 @@ describe('Temporal history is encrypted (issue 8)', () => {
     it('a history written under key A replays and decodes once the active key is B (A kept for reading)', async () => {
       expect(readableText(history)).not.toContain(marker);
       expect(await replay(billingDataConverter(ringAB))).toBeUndefined();
-      expect(JSON.stringify((await decodedStartInput(history, new AesGcmPayloadCodec(ringAB))).body)).toContain(marker);
+      expect((await decodedStartInput(history, new AesGcmPayloadCodec(ringAB))).conversationId).toContain(marker);
     });
 
     it('a codec without key A refuses it with a clear error', async () => {

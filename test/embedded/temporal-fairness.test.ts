@@ -41,8 +41,9 @@ const COMMITTED: SettlementResult = { status: 'committed', costMicros: 50, delta
 const NOISY_REQUESTS = 6;
 
 function input(tenantId: string): BilledRequestInput {
+  const requestId = uniqueId('req-fair');
   return {
-    requestId: uniqueId('req-fair'),
+    requestId,
     tenantId,
     apiKeyId: 'key-fair',
     model: 'gpt-test',
@@ -53,7 +54,7 @@ function input(tenantId: string): BilledRequestInput {
     stream: true,
     includeUsage: true,
     relayMode: 'redis',
-    body: { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
+    bodyRef: { requestId },
   };
 }
 

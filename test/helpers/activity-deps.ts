@@ -11,6 +11,8 @@ import { createQuotaWarmup, type QuotaWarmup } from '../../src/redis/quota-warmu
 import type { ModelPrice } from '../../src/billing/pricing';
 import { createApiKeyRepository } from '../../src/db/api-key-repository';
 import { createBillingRepository, type BillingRepository } from '../../src/db/billing-repository';
+import { createRequestBodyRepository, type RequestBodyRepository } from '../../src/db/request-body-repository';
+import { developmentKeyring } from '../../src/codec/keyring';
 import { createTenantRepository } from '../../src/db/tenant-repository';
 import { createLogger, type Logger } from '../../src/log';
 import { createBillingMetrics, type BillingMetrics } from '../../src/metrics';
@@ -42,6 +44,8 @@ export interface StepDeps {
   ledger: BillingRepository;
   warmup: QuotaWarmup;
   relay: RequestRelay;
+  /** The real body store (request_body) under the development key. */
+  bodies: RequestBodyRepository;
   metrics: BillingMetrics;
   registry: Registry;
   log: Logger;
@@ -58,6 +62,7 @@ export function stepDeps(redis: Redis, db: Knex): StepDeps {
     ledger,
     warmup,
     relay: createRequestRelay(redis, { ttlSeconds: TEST_TTL_SECONDS }),
+    bodies: createRequestBodyRepository(db, developmentKeyring()),
     metrics: createBillingMetrics(registry),
     registry,
     log: createLogger('silent', 'activity-test'),
@@ -104,8 +109,9 @@ export function billedInput(
   apiKeyId: string,
   overrides: Partial<BilledRequestInput> & Pick<BilledRequestInput, 'reservedMicros'>,
 ): BilledRequestInput {
+  const requestId = overrides.requestId ?? uniqueId('act-req');
   return {
-    requestId: uniqueId('act-req'),
+    requestId,
     tenantId,
     apiKeyId,
     model: TEST_PRICE.model,
@@ -115,7 +121,7 @@ export function billedInput(
     stream: true,
     includeUsage: true,
     relayMode: 'redis',
-    body: { model: TEST_PRICE.model, messages: [{ role: 'user', content: 'hello' }], max_tokens: TEST_PRICE.maxOutputTokens },
+    bodyRef: { requestId },
     ...overrides,
   };
 }

@@ -31,8 +31,9 @@ const workflowsPath = require.resolve('../../src/workflows');
 type Activities = ReturnType<typeof createActivities>;
 
 function billedInput(overrides: Partial<BilledRequestInput> = {}): BilledRequestInput {
+  const requestId = overrides.requestId ?? uniqueId('req');
   return {
-    requestId: uniqueId('req'),
+    requestId,
     tenantId: 'tenant-wf',
     apiKeyId: 'key-wf',
     model: 'gpt-test',
@@ -43,7 +44,7 @@ function billedInput(overrides: Partial<BilledRequestInput> = {}): BilledRequest
     stream: true,
     includeUsage: true,
     relayMode: 'redis',
-    body: { model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100, stream: true },
+    bodyRef: { requestId },
     ...overrides,
   };
 }

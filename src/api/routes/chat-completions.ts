@@ -11,6 +11,7 @@ import type { EdgeGate } from '../../edge/edge-gate';
 import { chatCompletionRequestSchema } from '../../openai/chat-request';
 import type { BilledRequests } from '../../services/billed-requests';
 import { apiKeyAuthOf } from '../auth';
+import { rawBodyOf } from '../raw-body';
 import { writeRateLimitHeaders } from '../rate-limit-headers';
 import { writeRelayedResponse } from '../relay-response';
 
@@ -30,7 +31,9 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
     const requestId = deps.requests.requestId(origin);
     res.locals.requestId = requestId;
     res.setHeader('X-Request-Id', requestId);
-    const input = await deps.requests.prepare(origin, requestId, body);
+    // The exact bytes the client sent (express.json's verify hook); a body parsed elsewhere is serialised once.
+    const rawBody = rawBodyOf(req) ?? Buffer.from(JSON.stringify(req.body), 'utf8');
+    const input = await deps.requests.prepare(origin, requestId, body, rawBody);
     const pass = await deps.edge.enter(input, limits, (decision) => writeRateLimitHeaders(res, decision));
 
     // Listening before admission: a client gone while admission runs still cancels the upstream call.
@@ -42,7 +45,7 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
     });
     let realTokens: number | undefined;
     try {
-      ({ totalTokens: realTokens } = await writeRelayedResponse(res, input, await deps.requests.admit(input, clientGone.signal)));
+      ({ totalTokens: realTokens } = await writeRelayedResponse(res, input, await deps.requests.admit(input, rawBody, clientGone.signal)));
     } catch (err) {
       // Refused or failed before any output: nothing was billed, so nothing counts against tokens per minute.
       if (!res.headersSent) realTokens = 0;

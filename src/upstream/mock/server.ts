@@ -11,6 +11,7 @@
  * that is what lets tests prove a cancelled UpstreamCallStep really closed the
  * upstream request.
  */
+import { createHash } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -45,6 +46,8 @@ export interface MockUpstreamStats {
   inFlight: number;
   /** Chat-completion requests whose client went away before the answer was complete. */
   cancelled: number;
+  /** What the last chat request carried: its size, the SHA-256 of JSON.stringify(messages) as received, its output cap. */
+  lastRequest?: { bytes: number; messagesSha256: string; maxTokens?: number };
 }
 
 export interface MockUpstream {
@@ -90,7 +93,7 @@ function sendError(res: ServerResponse, status: number, message: string): void {
   sendJson(res, status, openAIErrorBody(message, kind.type, kind.code), status === 429 ? { 'retry-after': '1' } : {});
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, seen?: (bytes: number) => void): Promise<unknown> {
   const parts: Buffer[] = [];
   let size = 0;
   for await (const part of req as AsyncIterable<Buffer>) {
@@ -98,6 +101,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     if (size > MAX_BODY_BYTES) throw new BadRequestError(413, `request body larger than ${MAX_BODY_BYTES} bytes`);
     parts.push(part);
   }
+  seen?.(size);
   try {
     return JSON.parse(Buffer.concat(parts).toString('utf8')) as unknown;
   } catch {
@@ -170,7 +174,9 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
 
   async function chatCompletion(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const exchange = new Exchange(res, stats);
-    const request = parseChatRequest(await readJson(req));
+    let bytes = 0;
+    const request = parseChatRequest(await readJson(req, (n) => (bytes = n)));
+    stats.lastRequest = { bytes, messagesSha256: createHash('sha256').update(JSON.stringify(request.messages)).digest('hex'), maxTokens: request.max_tokens ?? request.max_completion_tokens ?? undefined };
     const behaviour = resolveMockBehaviour(
       defaults,
       parseMockDirectives(lastUserMessageText(request.messages)),
