@@ -91,10 +91,57 @@ export function countTextTokens(text: string, model: string): number {
   if (text.length === 0) return 0;
   const encoding = encodingForModel(model);
   try {
-    return encoderFor(encoding).encode_ordinary(text).length;
+    const encoder = encoderFor(encoding);
+    let tokens = 0;
+    for (const piece of textPieces(text)) tokens += encoder.encode_ordinary(piece).length;
+    return tokens;
   } catch (err) {
     throw new TokenCountError(encoding, err);
   }
+}
+
+/**
+ * Long texts are counted piece by piece: tiktoken's WASM encoder fails on a megabyte-long
+ * run without a break (e.g. 2 MB of one letter, which the 32 MiB body limit admits) and its
+ * byte-pair merge is quadratic in a run's length. A run of more than MAX_RUN_CHARS
+ * non-space characters is cut every MAX_RUN_CHARS (such a run may count a token more per
+ * cut than a whole encode: the estimate only reserves); the text around it is cut before
+ * a whitespace within PIECE_CHARS windows, where tiktoken's pre-tokenizer splits anyway,
+ * so ordinary text counts exactly.
+ */
+const PIECE_CHARS = 64 * 1024;
+const MAX_RUN_CHARS = 256;
+const LONG_RUN = new RegExp(`\\S{${MAX_RUN_CHARS + 1},}`, 'g');
+
+function* textPieces(text: string): Generator<string> {
+  if (text.length <= MAX_RUN_CHARS) {
+    yield text;
+    return;
+  }
+  let at = 0;
+  for (const run of text.matchAll(LONG_RUN)) {
+    yield* windows(text.slice(at, run.index));
+    for (let i = 0; i < run[0].length; i += MAX_RUN_CHARS) {
+      let end = Math.min(i + MAX_RUN_CHARS, run[0].length);
+      if (end < run[0].length && /[\uD800-\uDBFF]/.test(run[0][end - 1] ?? '')) end -= 1; // never split a surrogate pair
+      yield run[0].slice(i, end);
+      i = end - MAX_RUN_CHARS;
+    }
+    at = run.index + run[0].length;
+  }
+  yield* windows(text.slice(at));
+}
+
+/** `text` (no run longer than MAX_RUN_CHARS) in pieces of at most PIECE_CHARS, each cut before a whitespace. */
+function* windows(text: string): Generator<string> {
+  let start = 0;
+  while (text.length - start > PIECE_CHARS) {
+    const space = text.slice(start + PIECE_CHARS / 2, start + PIECE_CHARS).search(/\s\S*$/);
+    const end = space >= 0 ? start + PIECE_CHARS / 2 + space : start + PIECE_CHARS;
+    yield text.slice(start, end);
+    start = end;
+  }
+  if (start < text.length) yield text.slice(start);
 }
 
 /** The content's text (src/openai/message-text.ts decides what that is) plus the fixed cost of each non-text part. */

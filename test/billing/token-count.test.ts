@@ -47,6 +47,18 @@ describe('countTextTokens (M6.2)', () => {
     expect(countTextTokens('你好，世界', 'gpt-4o')).toBe(3);
   });
 
+  it('counts a 2 MB run without a break (tiktoken alone fails on it) in pieces, close to the whole count', () => {
+    const started = Date.now();
+    const run = 'x'.repeat(2 * 1024 * 1024);
+    const tokens = countTextTokens(run, 'gpt-4o-mini');
+    expect(tokens).toBeGreaterThan(run.length / 16);
+    expect(tokens).toBeLessThan(run.length);
+    expect(Date.now() - started).toBeLessThan(5000);
+    // Ordinary text is cut at whitespace: the same count as whole (compared below tiktoken's limit).
+    const unit = ' lorem ipsum dolor sit amet';
+    expect(countTextTokens(unit.repeat(8000), 'gpt-4o-mini')).toBe(8000 * countTextTokens(unit, 'gpt-4o-mini'));
+  });
+
   it('counts the empty string as 0', () => {
     expect(countTextTokens('', 'gpt-4o')).toBe(0);
   });

@@ -55,8 +55,8 @@ describe('bad input changes nothing', () => {
     expect(res.headers.get('x-request-id')).toMatch(/^req_[0-9a-f]{32}$/); // every error can be traced
   });
 
-  it('an oversized body -> 413', async () => {
-    const res = await chat(app, tenant.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'x'.repeat(2 * 1024 * 1024) }] });
+  it('a body above MAX_REQUEST_BODY_BYTES (default 32 MiB) -> 413', async () => {
+    const res = await chat(app, tenant.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'x'.repeat(32 * 1024 * 1024 + 1) }] });
     expect(res.status).toBe(413);
     expect(res.json()).toEqual(errorShape('request_too_large'));
   });

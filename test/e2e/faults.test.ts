@@ -170,6 +170,8 @@ describe('fault recovery (M10.2)', () => {
 
       const row = await onlyRow(t.tenantId);
       expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
+      // The body outlived the crash in the body store (the retry found it) and left it at settlement.
+      expect(await db('request_body').where({ request_id: requestId })).toEqual([]);
       // The restarted worker's own /metrics saw the settlement it made.
       const metrics = await (await fetch(worker.metricsUrl)).text();
       expect(metrics).toMatch(/^billing_settlement_total\{outcome="committed",token_source="tiktoken"\} 1$/m);
