@@ -1,0 +1,106 @@
+/**
+ * `npm run bench:bodies` (issue 8, item 5): what the body store and the payload codec add
+ * to one request, at 1 KB, 100 KB and 10 MB bodies.
+ *
+ * - store: put + get + delete of one body in request_body (AES-256-GCM with the codec
+ *   keyring, a round trip each) against a real embedded PostgreSQL (fsync on);
+ * - codec: encode + decode of one Temporal payload of that size (AesGcmPayloadCodec).
+ *
+ * Wall time per op (P50/P99) and this process's CPU per op (user + system; the PostgreSQL
+ * server's own CPU is not counted).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { developmentKeyring } from '../src/codec/keyring';
+import { AesGcmPayloadCodec } from '../src/codec/payload-codec';
+import { freePort } from '../src/embedded/child';
+import { startEmbeddedPostgres } from '../src/embedded/postgres';
+import { createDb } from '../src/db/knex';
+import { migrateLatest } from '../src/db/migrate';
+import { createRequestBodyRepository } from '../src/db/request-body-repository';
+
+const SIZES: ReadonlyArray<{ label: string; bytes: number; iterations: number }> = [
+  { label: '1 KB', bytes: 1024, iterations: 400 },
+  { label: '100 KB', bytes: 100 * 1024, iterations: 200 },
+  { label: '10 MB', bytes: 10 * 1024 * 1024, iterations: 20 },
+];
+
+interface Sample { wallMs: number[]; cpuMs: number }
+
+async function measure(iterations: number, op: () => Promise<void>): Promise<Sample> {
+  for (let i = 0; i < Math.min(5, iterations); i++) await op(); // warm-up
+  const wallMs: number[] = [];
+  const cpu = process.cpuUsage();
+  for (let i = 0; i < iterations; i++) {
+    const start = performance.now();
+    await op();
+    wallMs.push(performance.now() - start);
+  }
+  const used = process.cpuUsage(cpu);
+  return { wallMs, cpuMs: (used.user + used.system) / 1000 / iterations };
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** A chat request body of about `bytes` bytes (one user message of base64 text). */
+function bodyOf(bytes: number): Buffer {
+  const head = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"';
+  const tail = '"}]}';
+  const filler = randomBytes(Math.ceil((bytes * 3) / 4)).toString('base64').slice(0, Math.max(0, bytes - head.length - tail.length));
+  return Buffer.from(head + filler + tail, 'utf8');
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-bodies-'));
+  fs.chmodSync(dir, 0o755); // the server may run as the postgres user (when we are root)
+  const pg = await startEmbeddedPostgres({ port: await freePort(), dir: path.join(dir, 'postgres') });
+  const db = createDb(pg.url, { max: 4 });
+  try {
+    await migrateLatest(db);
+    const keyring = developmentKeyring();
+    const store = createRequestBodyRepository(db, keyring);
+    const codec = new AesGcmPayloadCodec(keyring);
+    const rows: string[][] = [];
+    for (const size of SIZES) {
+      const body = bodyOf(size.bytes);
+      const storeSample = await measure(size.iterations, async () => {
+        const requestId = `bench_${randomUUID()}`;
+        await store.put({ requestId, tenantId: 'bench', kind: 'request', body });
+        const back = await store.get(requestId, 'request');
+        if (back?.length !== body.length) throw new Error('body store returned another body');
+        await store.delete(requestId, 'request');
+      });
+      const payload = defaultPayloadConverter.toPayload(JSON.parse(body.toString('utf8')) as unknown);
+      const codecSample = await measure(size.iterations, async () => {
+        const [decoded] = await codec.decode(await codec.encode([payload]));
+        if (decoded?.data?.length !== payload.data?.length) throw new Error('codec returned another payload');
+      });
+      for (const [what, s] of [['store put+get+delete', storeSample], ['codec encode+decode', codecSample]] as const) {
+        rows.push([size.label, what, percentile(s.wallMs, 50).toFixed(2), percentile(s.wallMs, 99).toFixed(2), s.cpuMs.toFixed(2), String(size.iterations)]);
+      }
+    }
+    const header = ['body', 'operation', 'P50 ms', 'P99 ms', 'CPU ms/op', 'n'];
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+    console.log(line(header));
+    console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+    for (const r of rows) console.log(line(r));
+    console.log(`\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}); PostgreSQL embedded, fsync on; CPU = this process only.`);
+  } finally {
+    await db.destroy();
+    await pg.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
