@@ -140,6 +140,8 @@ export function createBillingStep(deps: BillingStepDeps) {
           });
           return { changed: committed.committed, entry: committed.entry };
         });
+    // The ledger has settled: the body is not needed any more (not even while a Redis outage delays the rest).
+    await deps.bodies.delete(requestId, 'request');
     // A replayed settlement keeps the first settlement's figures (exactly once); a voided one costs 0.
     const billed = entry.status === 'committed' ? (entry.amountMicros ?? 0) : 0;
     if (changed && entry.status === 'committed') {
@@ -151,7 +153,6 @@ export function createBillingStep(deps: BillingStepDeps) {
       costMicros: billed,
       deltaMicros: await settleRedis(input, billed),
     };
-    await deps.bodies.delete(requestId, 'request');
 
     stopTimer();
     deps.metrics.settlements.inc({ outcome: result.status, token_source: outcome.tokenSource });

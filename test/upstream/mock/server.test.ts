@@ -3,6 +3,7 @@
  * (the figures every billing test relies on, M6.2/M6.3), usage on/off, latency,
  * faults, cancellation and the directive/header precedence.
  */
+import { createHash } from 'node:crypto';
 import { countPromptTokens } from '../../../src/billing/token-count';
 import type { ChatCompletion, ChatCompletionChunk } from '../../../src/openai/chat-response';
 import { parseSseEvents } from '../../../src/openai/sse';
@@ -209,7 +210,15 @@ describe('mock upstream: faults', () => {
     controller.abort();
     await expect(pending).rejects.toThrow('aborted');
     await waitFor(() => mock.stats().cancelled === before.cancelled + 1);
-    expect(mock.stats()).toEqual({ requests: before.requests + 1, inFlight: before.inFlight, cancelled: before.cancelled + 1 });
+    expect(mock.stats()).toMatchObject({ requests: before.requests + 1, inFlight: before.inFlight, cancelled: before.cancelled + 1 });
+  });
+
+  it('records what the last request carried: its size, the hash of its messages, its output cap', async () => {
+    const messages = [{ role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }] }];
+    const body = JSON.stringify({ model: 'mock-small', messages, max_tokens: 5 });
+    const res = await fetch(`${mock.url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(res.status).toBe(200);
+    expect(mock.stats().lastRequest).toEqual({ bytes: Buffer.byteLength(body), messagesSha256: createHash('sha256').update(JSON.stringify(messages)).digest('hex'), maxTokens: 5 });
   });
 
   it('notices a client leaving mid-stream and stops writing', async () => {
