@@ -25,7 +25,7 @@ import { errorMiddleware } from './errors';
 import { captureRawBody } from './raw-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
-import { chatCompletionsRouter } from './routes/chat-completions';
+import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
 import { modelsRouter } from './routes/models';
 
@@ -72,8 +72,11 @@ export function createApiApp(deps: ApiDeps): Express {
     res.setHeader('X-Request-Id', requestId);
     next();
   });
-  // A larger body is a 413 (errorMiddleware); the raw bytes are kept for the body store.
-  app.use(express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }));
+  // Admin, codec and other JSON bodies: 1 MB. The chat route parses its own body, up to
+  // MAX_REQUEST_BODY_BYTES, only after the API key is authenticated (an anonymous client
+  // cannot make the API buffer 32 MiB), keeping the raw bytes for the body store.
+  const smallJson = express.json({ limit: '1mb' });
+  app.use((req: Request, res: Response, next: NextFunction) => (req.path === CHAT_COMPLETIONS_PATH ? next() : smallJson(req, res, next)));
 
   const { repositories } = deps;
   const accounts = createAccountServices(deps);
@@ -97,7 +100,7 @@ export function createApiApp(deps: ApiDeps): Express {
     log: deps.log,
     leaseMs: deps.config.PARALLEL_LEASE_SECONDS * 1000,
   });
-  app.use(chatCompletionsRouter({ authenticate, requests, edge }));
+  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }) }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.use(adminRouter({
     tenants: accounts.tenants,

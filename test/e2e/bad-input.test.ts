@@ -55,6 +55,16 @@ describe('bad input changes nothing', () => {
     expect(res.headers.get('x-request-id')).toMatch(/^req_[0-9a-f]{32}$/); // every error can be traced
   });
 
+  it('a large body with an unknown API key -> 401: the body is parsed only after authentication', async () => {
+    const res = await chat(app, 'sk-not-a-key', { model: TEST_MODEL, messages: [{ role: 'user', content: 'x'.repeat(4 * 1024 * 1024) }] });
+    expect(res.status).toBe(401);
+  });
+
+  it('admin bodies keep the 1 MB limit -> 413', async () => {
+    const res = await app.admin('POST', '/admin/tenants', { id: 'too-big', name: 'x'.repeat(1024 * 1024 + 1), quota_limit_micros: 1 });
+    expect(res.status).toBe(413);
+  });
+
   it('a body above MAX_REQUEST_BODY_BYTES (default 32 MiB) -> 413', async () => {
     const res = await chat(app, tenant.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'x'.repeat(32 * 1024 * 1024 + 1) }] });
     expect(res.status).toBe(413);

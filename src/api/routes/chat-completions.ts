@@ -15,8 +15,12 @@ import { rawBodyOf } from '../raw-body';
 import { writeRateLimitHeaders } from '../rate-limit-headers';
 import { writeRelayedResponse } from '../relay-response';
 
+export const CHAT_COMPLETIONS_PATH = '/v1/chat/completions';
+
 export interface ChatCompletionsDeps {
   authenticate: RequestHandler;
+  /** The JSON body parser of this route (up to MAX_REQUEST_BODY_BYTES, raw bytes kept), run after authentication. */
+  parseBody: RequestHandler;
   requests: BilledRequests;
   edge: EdgeGate;
 }
@@ -24,7 +28,7 @@ export interface ChatCompletionsDeps {
 export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
   const router = Router();
 
-  router.post('/v1/chat/completions', deps.authenticate, async (req: Request, res: Response) => {
+  router.post(CHAT_COMPLETIONS_PATH, deps.authenticate, deps.parseBody, async (req: Request, res: Response) => {
     const { tenantId, apiKeyId, limits } = apiKeyAuthOf(res);
     const body = chatCompletionRequestSchema.parse(req.body);
     const origin = { tenantId, apiKeyId, idempotencyKey: req.get('Idempotency-Key'), conversationId: req.get('X-Conversation-Id') };
