@@ -32,6 +32,7 @@ import {
 } from '../../src/workflows/definitions';
 import { historyFromFixtureJSON, historyToFixtureJSON } from '../fixtures/history-json';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { decodedHistoryText } from '../helpers/history-text';
 import { testConfig, testDb, uniqueId } from '../helpers/services';
 import { devServerEnv, testDataConverter, withWorker, workflowBundle } from '../helpers/temporal';
 
@@ -68,24 +69,6 @@ function startInput(history: History): Payload[] {
 async function decodedStartInput(history: History, codec: AesGcmPayloadCodec): Promise<BilledRequestInput> {
   const [payload] = await codec.decode(startInput(history));
   return defaultPayloadConverter.fromPayload<BilledRequestInput>(payload!);
-}
-
-/**
- * Every payload of a history decoded with `codec` (the view of the Web UI with the codec server):
- * since the body store, it holds no prompt and no completion either.
- */
-async function decodedText(history: History, codec: AesGcmPayloadCodec): Promise<string> {
-  const payloads: Payload[] = [];
-  const walk = (value: unknown): void => {
-    if (value instanceof Uint8Array || typeof value !== 'object' || value === null) return;
-    if (Array.isArray(value)) return value.forEach(walk);
-    const record = value as Record<string, unknown>;
-    if ('metadata' in record && 'data' in record && record.data instanceof Uint8Array) payloads.push(record);
-    Object.values(record).forEach(walk);
-  };
-  walk(history);
-  const decoded = await codec.decode(payloads);
-  return decoded.map((p) => Buffer.from(p.data ?? new Uint8Array()).toString('utf8')).join('\n');
 }
 
 /** A billed input; the marker rides in conversationId, the one free-text field left in the input (the prompt is in the body store). */
@@ -199,7 +182,7 @@ describe('Temporal history is encrypted (issue 8)', () => {
       expect(input.stream).toBe(stream);
       expect(input.bodyRef).toEqual({ requestId: input.requestId });
       // The body store keeps the prompt out of history altogether (issue 8, item 1).
-      const decoded = await decodedText(history, codec);
+      const decoded = await decodedHistoryText(history, codec);
       expect(decoded).toContain(input.requestId);
       expect(decoded).not.toContain(marker);
       expect(decoded).not.toContain(completion);

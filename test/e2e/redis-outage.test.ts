@@ -10,7 +10,13 @@ import type { Knex } from 'knex';
 import Redis from 'ioredis';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { ledgerUsage, settled } from '../helpers/ledger';
-import { testDb } from '../helpers/services';
+import { Client, Connection } from '@temporalio/client';
+import { AesGcmPayloadCodec } from '../../src/codec/payload-codec';
+import { billedRequestWorkflowId } from '../../src/workflows/definitions';
+import { decodedHistoryText } from '../helpers/history-text';
+import { temporalAddress, testConfig, testDb } from '../helpers/services';
+
+const PROMPT_MARKER = 'prompt-marker-outage';
 import { freePort } from '../../src/embedded/child';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/embedded/redis';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
@@ -46,7 +52,7 @@ describe('Redis outage (M2.3, M12)', () => {
 
   it('admits through PostgreSQL while Redis is down and converges exactly after it returns', async () => {
     const t = await app.tenant({ quotaMicros: 1_000_000, budgetMicros: 500_000 });
-    const ask = (i: number, stream = false) => chat(app, t.key, { model: TEST_MODEL, stream, messages: [{ role: 'user', content: `request ${i}` }] });
+    const ask = (i: number, stream = false) => chat(app, t.key, { model: TEST_MODEL, stream, messages: [{ role: 'user', content: `request ${i} ${PROMPT_MARKER}` }] });
 
     const before = await Promise.all(Array.from({ length: 10 }, (_, i) => ask(i)));
     expect(before.map((r) => r.status)).toEqual(Array(10).fill(200));
@@ -57,6 +63,23 @@ describe('Redis outage (M2.3, M12)', () => {
     for (let i = 0; i < 12; i++) during.push(await ask(100 + i, i % 3 === 0));
     expect(during.map((r) => r.status)).toEqual(Array(12).fill(200));
     expect(during.filter((_, i) => i % 3 === 0).every((r) => r.text.trimEnd().endsWith('data: [DONE]'))).toBe(true);
+    // Relay mode result: neither the prompt nor the completion is in history, even decoded with the codec.
+    const temporal = await Connection.connect({ address: temporalAddress() });
+    try {
+      const plain = new Client({ connection: temporal });
+      for (const res of [during[1]!, during[2]!]) {
+        const requestId = res.headers.get('x-request-id')!;
+        const completion = (res.json() as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content;
+        const history = await plain.workflow.getHandle(billedRequestWorkflowId(requestId)).fetchHistory();
+        const decoded = await decodedHistoryText(history, new AesGcmPayloadCodec(testConfig().payloadCodecKeys));
+        expect(decoded).toContain('"relayMode":"result"');
+        expect(decoded).toContain('outputRef');
+        expect(decoded).not.toContain(PROMPT_MARKER);
+        expect(decoded).not.toContain(completion);
+      }
+    } finally {
+      await temporal.close();
+    }
     const fallbackRows = await db('billing_transaction').where({ tenant_id: t.tenantId, admission_path: 'postgres' });
     expect(fallbackRows).toHaveLength(12);
 
