@@ -140,8 +140,6 @@ export function createBillingStep(deps: BillingStepDeps) {
           });
           return { changed: committed.committed, entry: committed.entry };
         });
-    // The ledger has settled: the body is not needed any more (not even while a Redis outage delays the rest).
-    await deps.bodies.delete(requestId, 'request');
     // A replayed settlement keeps the first settlement's figures (exactly once); a voided one costs 0.
     const billed = entry.status === 'committed' ? (entry.amountMicros ?? 0) : 0;
     if (changed && entry.status === 'committed') {
@@ -153,6 +151,9 @@ export function createBillingStep(deps: BillingStepDeps) {
       costMicros: billed,
       deltaMicros: await settleRedis(input, billed),
     };
+    // Settled (ledger and Redis): the body is not needed any more. After the Redis settlement, so the
+    // ledger and the counters stay as close in time as before (readers compare them at quiescence).
+    await deps.bodies.delete(requestId, 'request');
 
     stopTimer();
     deps.metrics.settlements.inc({ outcome: result.status, token_source: outcome.tokenSource });
