@@ -78,7 +78,9 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
 
     const provider = deps.providers[channel];
     if (!provider) throw ApplicationFailure.nonRetryable(`no upstream channel "${channel}"`, 'UnknownChannelError');
-    const stored = await deps.bodies.get(input.bodyRef.requestId, 'request');
+    // A run started before the body store carries `body` and no bodyRef: its body is not in the store either.
+    const ref = (input as Partial<BilledRequestInput>).bodyRef;
+    const stored = ref ? await deps.bodies.get(ref.requestId, 'request') : undefined;
     if (!stored) {
       deps.log.error({ requestId, tenantId }, 'request body missing from the body store: the request fails, nothing billed');
       throw ApplicationFailure.nonRetryable(`request body of ${requestId} is missing`, FailureType.requestBodyMissing);

@@ -188,6 +188,12 @@ describe('UpstreamCallStep: relaying and usage (M6)', () => {
     expect(await relayed(input)).toEqual([]);
   });
 
+  it('an input from before the body store (no bodyRef) fails the same clean way', async () => {
+    const { bodyRef: _ref, ...legacy } = request('legacy');
+    const failure = await callUpstream(activityEnv(), legacy as BilledRequestInput).then(() => undefined, (err: unknown) => err);
+    expect(failure).toMatchObject({ type: FailureType.requestBodyMissing, nonRetryable: true });
+  });
+
   it('a retried attempt finds the body again (it leaves the store only at settlement)', async () => {
     const input = request('twice [mock:tokens=2] [mock:fail=before]');
     await expect(callUpstream(activityEnv(1), input)).rejects.toBeInstanceOf(UpstreamHttpError);
