@@ -131,7 +131,8 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
      */
     async admit(input: BilledRequestInput, rawBody: Buffer, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
       const { requestId, tenantId } = input;
-      const dropBody = (): Promise<void> => deps.bodies.delete(requestId, 'request').catch((err: unknown) => deps.log.warn({ requestId, err }, 'could not delete the request body'));
+      const drop = (kind: 'request' | 'output'): Promise<void> =>
+        deps.bodies.delete(requestId, kind).catch((err: unknown) => deps.log.warn({ requestId, kind, err }, 'could not delete a stored body'));
       let admitted;
       try {
         await deps.bodies.put({ requestId, tenantId, kind: 'request', body: rawBody });
@@ -142,7 +143,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
       }
       if (admitted.kind === 'finished') {
         // A finished request id: replay its output if the relay still has it, never run it again.
-        await dropBody();
+        await drop('request');
         const { result } = admitted;
         if (!result.admission.admitted) throw denial(result.admission);
         const entries = input.relayMode === 'redis' ? await deps.relay.entries(input.tenantId, input.requestId) : [];
@@ -153,16 +154,16 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
       // The same Idempotency-Key must mean the same request: another body is refused, nothing billed.
       if (decision.requestHash !== undefined && decision.requestHash !== input.requestHash) throw new IdempotencyConflictError('different_body');
       if (!decision.admitted) {
-        await dropBody();
+        await drop('request');
         throw denial(decision);
       }
       if (input.relayMode === 'redis') return relayed(input, signal);
       const outcome = await deps.workflows.awaitOutput(input.requestId);
       if (outcome?.outputRef) {
         // The output is in the body store, not in history: read it, then drop it (delivered).
-        const stored = await deps.bodies.get(outcome.outputRef.requestId, 'output');
+        const stored = await deps.bodies.get(requestId, 'output');
         if (!stored) throw new UpstreamFailedError();
-        await deps.bodies.delete(outcome.outputRef.requestId, 'output').catch((err: unknown) => deps.log.warn({ requestId, err }, 'could not delete the relayed output'));
+        await drop('output');
         return JSON.parse(stored.toString('utf8')) as RelayEntry[];
       }
       if (!outcome?.relayed) throw new UpstreamFailedError();
