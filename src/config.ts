@@ -70,6 +70,12 @@ const envSchema = z.object({
   MAX_REQUEST_BODY_BYTES: positiveInt.default(32 * 1024 * 1024),
   /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
   PARALLEL_LEASE_SECONDS: positiveInt.default(30),
+
+  /** Periods of the maintenance Schedules (M4.5: a shorter period is a setting), in seconds. */
+  QUOTA_SYNC_INTERVAL_SECONDS: positiveInt.default(300),
+  APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),
+  /** Whether a worker creates/updates the maintenance Schedules at start; `false` for a worker that must not (tests). */
+  MAINTENANCE_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

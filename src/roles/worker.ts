@@ -4,9 +4,11 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
+import { createMaintenanceActivities } from '../activities/maintenance-jobs';
+import type { CounterSync } from '../sync/counter-sync';
 import { billingDataConverter } from '../codec/data-converter';
 import type { QuotaWarmup } from '../redis/quota-warmup';
-import type { BillingMetrics } from '../metrics';
+import type { BillingMetrics, MaintenanceMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
@@ -19,6 +21,8 @@ export interface BillingWorkerOptions {
   warmup: QuotaWarmup;
   relay: RequestRelay;
   metrics: BillingMetrics;
+  maintenanceMetrics: MaintenanceMetrics;
+  counterSync: CounterSync;
   log: Logger;
   /** Base URL of the default upstream channel (…/v1). */
   upstreamBaseUrl: string;
@@ -29,7 +33,13 @@ export interface BillingWorkerOptions {
 
 /** The activities with real dependencies, as the worker registers them. */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'>) {
-  return createActivities({
+  const maintenance = createMaintenanceActivities({
+    counterSync: opts.counterSync,
+    syncRuns: opts.repositories.syncRuns,
+    maintenanceMetrics: opts.maintenanceMetrics,
+    log: opts.log,
+  });
+  const billedRequest = createActivities({
     scripts: opts.scripts,
     ledger: opts.repositories.billing,
     warmup: opts.warmup,
@@ -41,6 +51,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },
     pollIntervalMs: opts.pollIntervalMs,
   });
+  return { ...billedRequest, ...maintenance };
 }
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
