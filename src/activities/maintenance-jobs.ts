@@ -31,7 +31,7 @@ export function createMaintenanceActivities(deps: MaintenanceDeps) {
       deps.maintenanceMetrics.runs.inc({ job, outcome: 'ok' });
       if (result.written) deps.maintenanceMetrics.rowsWritten.inc({ job }, result.written);
       await deps.syncRuns.record({ job, outcome: 'ok', startedAt, finishedAt: new Date(), subjects: result.subjects, written: result.written });
-      deps.log.info({ job, result: result as object }, 'maintenance job done');
+      deps.log.info({ job, result: result }, 'maintenance job done');
       return result;
     } catch (err) {
       stopTimer();

@@ -104,7 +104,7 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
   async function write(job: SyncJob, rows: Array<{ id: string; value: string; version: string }>): Promise<number> {
     if (rows.length === 0) return 0;
     const t = TABLES[job];
-    const result = await db.raw(
+    const result: { rowCount: number } = await db.raw(
       `UPDATE ${t.table} AS t
           SET ${t.column} = v.value, synced_version = v.version, synced_at = now()
          FROM (SELECT unnest(?::text[]) AS id, unnest(?::bigint[]) AS value, unnest(?::bigint[]) AS version) AS v
@@ -112,7 +112,7 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
           AND (t.synced_version IS NULL OR t.synced_version <= v.version)`,
       [rows.map((r) => r.id), rows.map((r) => r.value), rows.map((r) => r.version)],
     );
-    return (result as { rowCount: number }).rowCount;
+    return result.rowCount;
   }
 
   async function run(job: SyncJob, scope: SyncScope = {}): Promise<SyncRunSummary> {

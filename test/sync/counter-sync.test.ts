@@ -108,7 +108,7 @@ describe('quota and API-key sync (M4.1, M4.2)', () => {
             readDone();
             await gate;
             return replies;
-          }) as typeof pipeline.exec;
+          });
           return pipeline;
         };
       },
