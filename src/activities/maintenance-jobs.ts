@@ -24,18 +24,18 @@ interface JobFigures {
 export function createMaintenanceActivities(deps: MaintenanceDeps) {
   async function recorded<T extends JobFigures>(job: MaintenanceJob, run: () => Promise<T>): Promise<T> {
     const startedAt = new Date();
-    const stopTimer = deps.maintenanceMetrics.duration.startTimer({ job });
+    const stopTimer = deps.maintenanceMetrics.duration.startTimer({ task: job });
     try {
       const result = await run();
       stopTimer();
-      deps.maintenanceMetrics.runs.inc({ job, outcome: 'ok' });
-      if (result.written) deps.maintenanceMetrics.rowsWritten.inc({ job }, result.written);
+      deps.maintenanceMetrics.runs.inc({ task: job, outcome: 'ok' });
+      if (result.written) deps.maintenanceMetrics.rowsWritten.inc({ task: job }, result.written);
       await deps.syncRuns.record({ job, outcome: 'ok', startedAt, finishedAt: new Date(), subjects: result.subjects, written: result.written });
       deps.log.info({ job, result: result }, 'maintenance job done');
       return result;
     } catch (err) {
       stopTimer();
-      deps.maintenanceMetrics.runs.inc({ job, outcome: 'error' });
+      deps.maintenanceMetrics.runs.inc({ task: job, outcome: 'error' });
       const message = (err as Error).message;
       await deps.syncRuns.record({ job, outcome: 'error', startedAt, finishedAt: new Date(), error: message }).catch(() => undefined);
       deps.log.error({ job, err: message }, 'maintenance job failed');

@@ -127,7 +127,7 @@ describe('maintenance Schedules (M4)', () => {
     await client.workflow.getHandle(apikey.body.workflow_id).result();
 
     const metrics = await (await fetch(`${first.url}/metrics`)).text();
-    const lag = /^billing_sync_lag_seconds\{job="quota"\} (\S+)$/m.exec(metrics);
+    const lag = /^billing_sync_lag_seconds\{task="quota"\} (\S+)$/m.exec(metrics);
     expect(lag).not.toBeNull();
     expect(Number(lag![1])).toBeLessThan(60);
   });
