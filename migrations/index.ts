@@ -10,6 +10,7 @@ import * as billingTransaction from './20261126000004_billing_transaction';
 import * as rateLimits from './20261201000001_rate_limits';
 import * as requestBody from './20261201000002_request_body';
 import * as counterSync from './20261202000001_counter_sync';
+import * as usageReportIndexes from './20261202000002_usage_report_indexes';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -19,6 +20,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261201000001_rate_limits', rateLimits],
   ['20261201000002_request_body', requestBody],
   ['20261202000001_counter_sync', counterSync],
+  ['20261202000002_usage_report_indexes', usageReportIndexes],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -26,6 +26,7 @@ import { errorMiddleware } from './errors';
 import { captureRawBody } from './raw-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
+import { dashboardBillingRouter } from './routes/dashboard-billing';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
 import { modelsRouter } from './routes/models';
@@ -105,9 +106,11 @@ export function createApiApp(deps: ApiDeps): Express {
   });
   app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }) }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
+  app.use(dashboardBillingRouter({ usage: accounts.usage, authenticate }));
   app.use(adminRouter({
     tenants: accounts.tenants,
     apiKeys: accounts.apiKeys,
+    usage: accounts.usage,
     prices,
     repositories,
     logger: deps.log,

@@ -9,6 +9,7 @@ import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
 import { createSyncRunRepository } from './sync-run-repository';
+import { createUsageReportRepository } from './usage-report-repository';
 import { createTenantRepository } from './tenant-repository';
 
 /** `bodyKeys`: the payload codec's keys, which also encrypt the body store. */
@@ -23,6 +24,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     requestBodies: createRequestBodyRepository(db, opts.bodyKeys),
     /** Runs of the scheduled maintenance jobs (sync_run). */
     syncRuns: createSyncRunRepository(db),
+    /** Spend reports over the ledger's committed usage. */
+    usageReports: createUsageReportRepository(db),
   };
 }
 

@@ -12,6 +12,7 @@ import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyService } from './api-key-service';
 import { createBalances } from './balances';
 import { createTenantService } from './tenant-service';
+import { createUsageService } from './usage-service';
 
 export interface AccountServicesDeps {
   db: Knex;
@@ -32,6 +33,7 @@ export function createAccountServices(deps: AccountServicesDeps) {
       db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log,
       syncAfterTopUp: maintenance ? (tenantId) => maintenance.start('quota', { scope: { tenantIds: [tenantId] }, reason: 'topup' }) : undefined,
     }),
+    usage: createUsageService({ repositories: deps.repositories, balances }),
     apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, tenants: deps.repositories.tenants, redis: deps.redis, balances, log: deps.log }),
   };
 }

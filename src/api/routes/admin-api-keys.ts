@@ -3,10 +3,9 @@
  * (immediately: see src/services/api-key-service.ts).
  */
 import { Router } from 'express';
-import { z } from 'zod';
 import type { ApiKey, ApiKeyStatus } from '../../db/api-key-repository';
 import type { ApiKeyService } from '../../services/api-key-service';
-import { createApiKeyBodySchema, patchLimitsBodySchema, rateLimitsOf, tenantParamsSchema, toRateLimitView, type RateLimitView } from '../schemas';
+import { apiKeyParamsSchema, createApiKeyBodySchema, patchLimitsBodySchema, rateLimitsOf, tenantParamsSchema, toRateLimitView, type RateLimitView } from '../schemas';
 
 /** `POST /admin/tenants/:id/api-keys`: the only answer that ever holds the key. */
 export interface CreatedApiKeyView extends RateLimitView {
@@ -28,7 +27,6 @@ export interface ApiKeyView extends RateLimitView {
   status: ApiKeyStatus;
 }
 
-const keyParamsSchema = z.object({ id: z.string().min(1).max(200) });
 
 function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }): ApiKeyView {
   return {
@@ -63,19 +61,19 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
   });
 
   router.get('/api-keys/:id', async (req, res) => {
-    const { id } = keyParamsSchema.parse(req.params);
+    const { id } = apiKeyParamsSchema.parse(req.params);
     res.json(toApiKeyView(await apiKeys.get(id)));
   });
 
   /** Sets rate limits; null clears one. */
   router.patch('/api-keys/:id', async (req, res) => {
-    const { id } = keyParamsSchema.parse(req.params);
+    const { id } = apiKeyParamsSchema.parse(req.params);
     const body = patchLimitsBodySchema.parse(req.body);
     res.json(toApiKeyView(await apiKeys.updateLimits(id, rateLimitsOf(body))));
   });
 
   router.delete('/api-keys/:id', async (req, res) => {
-    const { id } = keyParamsSchema.parse(req.params);
+    const { id } = apiKeyParamsSchema.parse(req.params);
     const revoked = await apiKeys.revoke(id);
     res.json({ id: revoked.id, status: revoked.status });
   });

@@ -19,11 +19,14 @@ import { adminModelRoutes } from './admin-models';
 import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
 import { adminSyncRoutes } from './admin-sync';
+import { adminUsageRoutes } from './admin-usage';
+import type { UsageService } from '../../services/usage-service';
 import type { MaintenanceClient } from '../../schedules/maintenance-client';
 
 export interface AdminRouterDeps {
   tenants: TenantService;
   apiKeys: ApiKeyService;
+  usage: UsageService;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
   repositories: Pick<Repositories, 'billing'>;
@@ -42,6 +45,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminTenantRoutes(deps.tenants),
     adminApiKeyRoutes(deps.apiKeys),
     adminModelRoutes(deps.prices),
+    adminUsageRoutes(deps.usage),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
   );
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
