@@ -92,7 +92,7 @@ const checkedEnvSchema = envSchema.refine((env) => env.NODE_ENV !== 'production'
   // A sweep after the relay expired finds no evidence of delivered output and voids what was delivered.
   .refine((env) => env.SWEEP_PENDING_AFTER_SECONDS < env.RELAY_TTL_SECONDS, {
     path: ['SWEEP_PENDING_AFTER_SECONDS'],
-    message: 'SWEEP_PENDING_AFTER_SECONDS must be less than RELAY_TTL_SECONDS (the relay is what a sweep bills delivered output from)',
+    message: 'must be less than RELAY_TTL_SECONDS (the relay is what a sweep bills delivered output from)',
   });
 
 export type Env = z.infer<typeof envSchema>;

@@ -59,6 +59,14 @@ export const SweepOutcome = {
 } as const;
 export type SweepOutcome = (typeof SweepOutcome)[keyof typeof SweepOutcome];
 
+/** One examined row: its outcome and, when this run settled it, what it was settled from. */
+export interface SweptRow {
+  requestId: string;
+  outcome: SweepOutcome;
+  /** history: the workflow's decoded input (and upstream outcome); ledger: the row alone (no history). */
+  settledFrom?: 'history' | 'ledger';
+}
+
 export interface SweeperSettings {
   /** Only rows pending longer than this are examined (SWEEP_PENDING_AFTER_SECONDS). */
   pendingAfterSeconds: number;
@@ -88,7 +96,7 @@ export interface SweepOptions {
   /** Called after each row with the summary so far (an activity heartbeats with it). */
   onProgress?: (summary: Readonly<SweepSummary>) => void;
   /** Called with each examined row's outcome (what the log lines say, for a caller that wants it per request). */
-  onRow?: (row: { requestId: string; outcome: SweepOutcome }) => void;
+  onRow?: (row: SweptRow) => void;
   /** Stops the run between rows (an activity's cancellation signal). */
   signal?: AbortSignal;
 }
@@ -152,12 +160,14 @@ export function createReservationSweeper(deps: ReservationSweeperDeps) {
         await forEachBounded(page.entries, concurrency, stopped, async (entry) => {
           summary.examined++;
           let outcome: SweepOutcome;
+          let settledFrom: SweptRow['settledFrom'];
           try {
             const result = await sweepRow(entry);
             if (result.outcome === 'still_running') summary.stillRunning++;
             else {
               summary[result.outcome]++;
               if (!result.withHistory) summary.withoutHistory++;
+              settledFrom = result.withHistory ? 'history' : 'ledger';
             }
             outcome = result.outcome === 'still_running' ? SweepOutcome.stillRunning : result.outcome;
           } catch (err) {
@@ -167,7 +177,7 @@ export function createReservationSweeper(deps: ReservationSweeperDeps) {
             deps.log.error({ requestId: entry.requestId, tenantId: entry.tenantId, err: (err as Error).message, errorType: (err as Error).name }, 'sweep of a pending reservation failed');
           }
           deps.metrics.sweptReservations.inc({ outcome });
-          opts.onRow?.({ requestId: entry.requestId, outcome });
+          opts.onRow?.({ requestId: entry.requestId, outcome, ...(settledFrom ? { settledFrom } : {}) });
           opts.onProgress?.(summary);
         });
         if (page.next === null) break;
