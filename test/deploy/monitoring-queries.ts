@@ -57,6 +57,7 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_redis_script_reloads_total: { type: 'counter', labels: { script: null } },
   billing_pending_reservations: { type: 'gauge', labels: {} },
   billing_pending_oldest_age_seconds: { type: 'gauge', labels: {} },
+  billing_swept_reservations_total: { type: 'counter', labels: { outcome: ['committed', 'voided', 'still_running', 'error'] } },
 };
 
 /**
