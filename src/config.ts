@@ -80,6 +80,11 @@ const envSchema = z.object({
   SWEEP_PENDING_AFTER_SECONDS: positiveInt.default(900),
   /** Most pending reservations one sweeper run examines; older ones left over wait for the next run. @default 1000 */
   SWEEP_MAX_PER_RUN: positiveInt.default(1000),
+  /** Periods of the maintenance Schedules (M4.5: a shorter period is a setting), in seconds. */
+  QUOTA_SYNC_INTERVAL_SECONDS: positiveInt.default(300),
+  APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),
+  /** Whether a worker creates/updates the maintenance Schedules at start; `false` for a worker that must not (tests). */
+  MAINTENANCE_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

@@ -20,6 +20,7 @@ import { createBilledRequests } from '../services/billed-requests';
 import { createPriceList } from '../services/price-list';
 import { createAccountServices } from '../services';
 import type { BilledRequestClient } from '../workflows/client';
+import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyAuthenticator } from './auth';
 import { errorMiddleware } from './errors';
 import { captureRawBody } from './raw-body';
@@ -48,6 +49,8 @@ export interface ApiDeps {
   log: Logger;
   /** The payload codec of the app's Temporal clients, served at /codec for the Web UI. */
   payloadCodec: PayloadCodec;
+  /** Starts maintenance jobs (POST /admin/sync/:job, the sync after a top-up). */
+  maintenance?: MaintenanceClient;
 }
 
 export function createApiApp(deps: ApiDeps): Express {
@@ -110,6 +113,7 @@ export function createApiApp(deps: ApiDeps): Express {
     logger: deps.log,
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
+    maintenance: deps.maintenance,
   }));
   app.use(codecRouter({ codec: deps.payloadCodec, adminToken: deps.config.ADMIN_TOKEN, allowedOrigins: deps.config.codecCorsOrigins }));
   app.use(errorMiddleware(deps.log));

@@ -8,6 +8,7 @@ import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
+import { createSyncRunRepository } from './sync-run-repository';
 import { createTenantRepository } from './tenant-repository';
 
 /** `bodyKeys`: the payload codec's keys, which also encrypt the body store. */
@@ -20,6 +21,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     billing: createBillingRepository(db),
     /** Request bodies and relayed outputs, out of Temporal history (request_body). */
     requestBodies: createRequestBodyRepository(db, opts.bodyKeys),
+    /** Runs of the scheduled maintenance jobs (sync_run). */
+    syncRuns: createSyncRunRepository(db),
   };
 }
 

@@ -5,9 +5,11 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
+import { createMaintenanceActivities } from '../activities/maintenance-jobs';
+import type { CounterSync } from '../sync/counter-sync';
 import { billingDataConverter } from '../codec/data-converter';
 import type { QuotaWarmup } from '../redis/quota-warmup';
-import type { BillingMetrics } from '../metrics';
+import type { BillingMetrics, MaintenanceMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
@@ -21,6 +23,8 @@ export interface BillingWorkerOptions {
   warmup: QuotaWarmup;
   relay: RequestRelay;
   metrics: BillingMetrics;
+  maintenanceMetrics: MaintenanceMetrics;
+  counterSync: CounterSync;
   log: Logger;
   /** Base URL of the default upstream channel (…/v1). */
   upstreamBaseUrl: string;
@@ -35,7 +39,13 @@ export interface BillingWorkerOptions {
  * workflows and decodes their histories).
  */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'> & { client: Client }) {
-  const steps = createActivities({
+  const maintenance = createMaintenanceActivities({
+    counterSync: opts.counterSync,
+    syncRuns: opts.repositories.syncRuns,
+    maintenanceMetrics: opts.maintenanceMetrics,
+    log: opts.log,
+  });
+  const billedRequest = createActivities({
     scripts: opts.scripts,
     ledger: opts.repositories.billing,
     warmup: opts.warmup,
@@ -49,11 +59,11 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
   });
   // Settles through the billed request's own BillingStep (docs/sweeper.md).
   const sweeper = createReservationSweeper({
-    ledger: opts.repositories.billing, client: opts.client, billingStep: steps.billingStep, prices: opts.repositories.modelPrices,
+    ledger: opts.repositories.billing, client: opts.client, billingStep: billedRequest.billingStep, prices: opts.repositories.modelPrices,
     relay: opts.relay, bodies: opts.repositories.requestBodies, metrics: opts.metrics, log: opts.log,
     settings: { pendingAfterSeconds: opts.config.SWEEP_PENDING_AFTER_SECONDS, maxPerRun: opts.config.SWEEP_MAX_PER_RUN },
   });
-  return { ...steps, ...createSweeperActivities(sweeper) };
+  return { ...billedRequest, ...maintenance, ...createSweeperActivities(sweeper) };
 }
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };

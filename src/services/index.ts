@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import type { QuotaScripts } from '../redis/scripts';
+import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyService } from './api-key-service';
 import { createBalances } from './balances';
 import { createTenantService } from './tenant-service';
@@ -18,13 +19,19 @@ export interface AccountServicesDeps {
   repositories: Repositories;
   scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
   log: Pick<Logger, 'warn'>;
+  /** Starts the quota sync that follows a top-up (M4.5); absent in tests without Temporal. */
+  maintenance?: Pick<MaintenanceClient, 'start'>;
 }
 
 export function createAccountServices(deps: AccountServicesDeps) {
+  const { maintenance } = deps;
   const balances = createBalances({ redis: deps.redis, ledger: deps.repositories.billing, log: deps.log });
   return {
     balances,
-    tenants: createTenantService({ db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log }),
+    tenants: createTenantService({
+      db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log,
+      syncAfterTopUp: maintenance ? (tenantId) => maintenance.start('quota', { scope: { tenantIds: [tenantId] }, reason: 'topup' }) : undefined,
+    }),
     apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, tenants: deps.repositories.tenants, redis: deps.redis, balances, log: deps.log }),
   };
 }

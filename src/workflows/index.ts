@@ -1,2 +1,3 @@
 /** Every workflow the billing worker runs (the bundle's entry point). */
 export { billedRequest } from './billed-request';
+export { quotaSyncWorkflow, apiKeySyncWorkflow } from './maintenance';

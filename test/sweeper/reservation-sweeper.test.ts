@@ -22,6 +22,8 @@ import { createBillingStep } from '../../src/activities/billing-step';
 import { createQuotaCheckStep } from '../../src/activities/quota-check-step';
 import { loadConfig } from '../../src/config';
 import { createModelPriceRepository } from '../../src/db/model-price-repository';
+import { createMaintenanceMetrics } from '../../src/metrics';
+import { createCounterSync } from '../../src/sync/counter-sync';
 import { createRepositories } from '../../src/db/repositories';
 import type { Redis } from '../../src/redis/client';
 import { buildActivities } from '../../src/roles/worker';
@@ -361,6 +363,7 @@ describe("the worker's sweep activity (src/roles/worker.ts buildActivities)", ()
     const activities = buildActivities({
       config, repositories: createRepositories(db, { bodyKeys: config.payloadCodecKeys }), scripts: deps.scripts, warmup: deps.warmup,
       relay: deps.relay, metrics: deps.metrics, log: deps.log, upstreamBaseUrl: app.mock.url, client: env.client,
+      maintenanceMetrics: createMaintenanceMetrics(deps.registry), counterSync: createCounterSync(db, redis),
     });
     const activityEnv = new MockActivityEnvironment();
     const beats: SweepSummary[] = [];

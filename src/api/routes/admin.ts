@@ -18,6 +18,8 @@ import { adminApiKeyRoutes } from './admin-api-keys';
 import { adminModelRoutes } from './admin-models';
 import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
+import { adminSyncRoutes } from './admin-sync';
+import type { MaintenanceClient } from '../../schedules/maintenance-client';
 
 export interface AdminRouterDeps {
   tenants: TenantService;
@@ -30,6 +32,8 @@ export interface AdminRouterDeps {
   adminToken: string;
   /** Workflow status for GET /admin/requests/:id; without it the status is null. */
   describeWorkflow?: DescribeWorkflow;
+  /** Starts maintenance jobs for POST /admin/sync/:job; without it that route answers 404. */
+  maintenance?: MaintenanceClient;
 }
 
 export function adminRouter(deps: AdminRouterDeps): Router {
@@ -40,6 +44,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminModelRoutes(deps.prices),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
   );
+  if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   const router = Router();
   router.use('/admin', adminAuth(deps.adminToken), admin);
   return router;
