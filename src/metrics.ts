@@ -66,6 +66,9 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     redisFallbackActive: once(registry, 'billing_redis_fallback_active', () => new Gauge({
       name: 'billing_redis_fallback_active', help: '1 while admission runs on the PostgreSQL fallback', registers,
     })),
+    sweptReservations: once(registry, 'billing_swept_reservations_total', () => new Counter({
+      name: 'billing_swept_reservations_total', help: 'Stale pending reservations the sweeper examined, by outcome: committed or voided by the sweep, still_running (left to its workflow), error (left pending)', labelNames: ['outcome'], registers,
+    })),
     pendingReservations: once(registry, 'billing_pending_reservations', () => new Gauge({
       name: 'billing_pending_reservations', help: 'Ledger rows still pending (nothing may stay pending forever)', registers,
       async collect() {

@@ -130,8 +130,9 @@ describe('deploy/prometheus/alerts.yml (M13 complete AlertManager rules)', () =>
     ['BillingUpstreamErrorRateHigh', 'warning', '5m', 'billing_upstream_duration_seconds_count{outcome=~"error|timeout"}', '> 0.05'],
     ['BillingSettlementFailures', 'critical', '5m', 'increase(billing_settlement_total{outcome="failed"}[10m])', '> 0'],
     ['BillingRedisFallbackActive', 'critical', '1m', 'max(billing_redis_fallback_active)', '> 0'],
-    ['BillingPendingReservationStale', 'warning', '1m', 'max(billing_pending_oldest_age_seconds)', '> 900'],
+    ['BillingPendingReservationStale', 'warning', '1m', 'max(billing_pending_oldest_age_seconds)', '> 1800'],
     ['BillingPendingReservationStuck', 'critical', '5m', 'max(billing_pending_oldest_age_seconds)', '> 3600'],
+    ['BillingSweeperErrors', 'warning', '20m', 'increase(billing_swept_reservations_total{outcome="error"}[15m])', '> 0'],
     ['BillingRedisScriptsReloaded', 'info', '0m', 'increase(billing_redis_script_reloads_total[10m])', '> 0'],
     ['BillingTargetDown', 'critical', '1m', 'up{job=~"billing-api|billing-worker|temporal"} == 0', 'absent(up{job="billing-worker"})'],
   ])('alerts on %s (%s, for %s)', (name, severity, forDuration, piece, ending) => {

@@ -60,6 +60,7 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_redis_script_reloads_total: { type: 'counter', labels: { script: null } },
   billing_pending_reservations: { type: 'gauge', labels: {} },
   billing_pending_oldest_age_seconds: { type: 'gauge', labels: {} },
+  billing_swept_reservations_total: { type: 'counter', labels: { outcome: ['committed', 'voided', 'still_running', 'error'] } },
   billing_sync_runs_total: { type: 'counter', labels: { task: MAINTENANCE_JOBS, outcome: ['ok', 'error'] } },
   billing_sync_duration_seconds: { type: 'histogram', labels: { task: MAINTENANCE_JOBS } },
   billing_sync_rows_written_total: { type: 'counter', labels: { task: SYNC_JOBS } },
