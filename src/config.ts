@@ -83,6 +83,7 @@ const envSchema = z.object({
   /** Periods of the maintenance Schedules (M4.5: a shorter period is a setting), in seconds. */
   QUOTA_SYNC_INTERVAL_SECONDS: positiveInt.default(300),
   APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),
+  RESERVATION_SWEEP_INTERVAL_SECONDS: positiveInt.default(300),
   /** Whether a worker creates/updates the maintenance Schedules at start; `false` for a worker that must not (tests). */
   MAINTENANCE_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
 });

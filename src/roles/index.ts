@@ -97,7 +97,7 @@ export async function startRoles(
     const taskQueue = opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE;
 
     if (opts.worker) {
-      const { worker, connection } = await createBillingWorker({
+      const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, repositories, scripts, warmup, relay, metrics, log,
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
         upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue, pollIntervalMs: opts.pollIntervalMs,
@@ -111,9 +111,9 @@ export async function startRoles(
       running.worker = worker;
       log.info({ taskQueue }, 'worker started');
       if (config.MAINTENANCE_SCHEDULES) {
-        await ensureMaintenanceSchedules(new Client({ connection, namespace: config.TEMPORAL_NAMESPACE }), {
+        await ensureMaintenanceSchedules(workerClient, {
           taskQueue,
-          periodsSeconds: { quota: config.QUOTA_SYNC_INTERVAL_SECONDS, apikey: config.APIKEY_SYNC_INTERVAL_SECONDS },
+          periodsSeconds: { quota: config.QUOTA_SYNC_INTERVAL_SECONDS, apikey: config.APIKEY_SYNC_INTERVAL_SECONDS, sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS },
           log,
         });
       }

@@ -39,12 +39,6 @@ export interface BillingWorkerOptions {
  * workflows and decodes their histories).
  */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'> & { client: Client }) {
-  const maintenance = createMaintenanceActivities({
-    counterSync: opts.counterSync,
-    syncRuns: opts.repositories.syncRuns,
-    maintenanceMetrics: opts.maintenanceMetrics,
-    log: opts.log,
-  });
   const billedRequest = createActivities({
     scripts: opts.scripts,
     ledger: opts.repositories.billing,
@@ -63,7 +57,14 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     relay: opts.relay, bodies: opts.repositories.requestBodies, metrics: opts.metrics, log: opts.log,
     settings: { pendingAfterSeconds: opts.config.SWEEP_PENDING_AFTER_SECONDS, maxPerRun: opts.config.SWEEP_MAX_PER_RUN },
   });
-  return { ...billedRequest, ...maintenance, ...createSweeperActivities(sweeper) };
+  const maintenance = createMaintenanceActivities({
+    counterSync: opts.counterSync,
+    sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
+    syncRuns: opts.repositories.syncRuns,
+    maintenanceMetrics: opts.maintenanceMetrics,
+    log: opts.log,
+  });
+  return { ...billedRequest, ...maintenance };
 }
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };

@@ -7,10 +7,18 @@
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { MaintenanceActivities } from '../activities/maintenance-jobs';
+import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { SyncRunSummary, SyncScope } from '../sync/counter-sync';
 
 const jobs = proxyActivities<MaintenanceActivities>({
   startToCloseTimeout: '10 minutes',
+  retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumAttempts: 3 },
+});
+
+/** The sweeper heartbeats after each row: a worker that died mid-run is noticed within a minute, and the retry sweeps on. */
+const sweeper = proxyActivities<MaintenanceActivities>({
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumAttempts: 3 },
 });
 
@@ -22,4 +30,9 @@ export async function quotaSyncWorkflow(scope: SyncScope = {}): Promise<SyncRunS
 /** API-key sync (M4.2); `scope.tenantIds` limits it to those tenants' keys. */
 export async function apiKeySyncWorkflow(scope: SyncScope = {}): Promise<SyncRunSummary> {
   return jobs.syncApiKeyBudgets(scope);
+}
+
+/** The sweeper: ends pending reservations whose workflow no longer runs, deletes expired bodies. */
+export async function reservationSweepWorkflow(): Promise<SweepSummary> {
+  return sweeper.sweepPendingReservations();
 }

@@ -18,7 +18,8 @@ import { devServerEnv } from '../helpers/temporal';
 import { testDb, uniqueId } from '../helpers/services';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
-const PERIODS = { QUOTA_SYNC_INTERVAL_SECONDS: '300', APIKEY_SYNC_INTERVAL_SECONDS: '600' };
+const PERIODS = { QUOTA_SYNC_INTERVAL_SECONDS: '300', APIKEY_SYNC_INTERVAL_SECONDS: '600', RESERVATION_SWEEP_INTERVAL_SECONDS: '300' };
+const PERIOD_OF = { quota: 300, apikey: 600, sweep: 300 } as const;
 const scheduleEnv = { MAINTENANCE_SCHEDULES: 'true', ...PERIODS };
 
 describe('maintenance Schedules (M4)', () => {
@@ -58,15 +59,15 @@ describe('maintenance Schedules (M4)', () => {
       const description = await client.schedule.getHandle(scheduleId).describe();
       expect(description.action).toMatchObject({ type: 'startWorkflow', workflowType, taskQueue });
       expect(description.policies.overlap).toBe(ScheduleOverlapPolicy.SKIP);
-      expect(description.spec.intervals?.map((i) => i.every)).toEqual([Number(job === 'quota' ? PERIODS.QUOTA_SYNC_INTERVAL_SECONDS : PERIODS.APIKEY_SYNC_INTERVAL_SECONDS) * 1000]);
+      expect(description.spec.intervals?.map((i) => i.every)).toEqual([PERIOD_OF[job] * 1000]);
     }
     const ids: string[] = [];
     for await (const s of client.schedule.list()) ids.push(s.scheduleId);
     for (const job of MAINTENANCE_JOB_NAMES) expect(ids.filter((id) => id === MAINTENANCE_JOBS[job].scheduleId)).toHaveLength(1);
 
     // A third start with the same settings changes nothing.
-    const again = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 600 }, log: createLogger('silent', 'test') });
-    expect(again).toEqual({ quota: 'unchanged', apikey: 'unchanged' });
+    const again = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 600, sweep: 300 }, log: createLogger('silent', 'test') });
+    expect(again).toEqual({ quota: 'unchanged', apikey: 'unchanged', sweep: 'unchanged' });
   });
 
   it('a period change updates the Schedule; a Schedule an operator paused stays paused', async () => {
@@ -74,13 +75,13 @@ describe('maintenance Schedules (M4)', () => {
     await handle.pause('paused by an operator in the test');
     const log = createLogger('silent', 'test');
 
-    const changed = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 120 }, log });
+    const changed = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 120, sweep: 300 }, log });
 
-    expect(changed).toEqual({ quota: 'unchanged', apikey: 'updated' });
+    expect(changed).toEqual({ quota: 'unchanged', apikey: 'updated', sweep: 'unchanged' });
     const description = await handle.describe();
     expect(description.spec.intervals?.map((i) => i.every)).toEqual([120_000]);
     expect(description.state.paused).toBe(true);
-    await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 600 }, log });
+    await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 600, sweep: 300 }, log });
     await handle.unpause();
   });
 

@@ -15,7 +15,7 @@ import { createLogger } from '../../src/log';
 import { createMaintenanceMetrics } from '../../src/metrics';
 import type { Redis } from '../../src/redis/client';
 import { createCounterSync } from '../../src/sync/counter-sync';
-import { apiKeySyncWorkflow, quotaSyncWorkflow } from '../../src/workflows/maintenance';
+import { apiKeySyncWorkflow, quotaSyncWorkflow, reservationSweepWorkflow } from '../../src/workflows/maintenance';
 import { billedInput, closeTenant, metricValue, seedTenant, stepDeps, type StepDeps, type TenantSeed } from '../helpers/activity-deps';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { timeSkippingEnv, withWorker } from '../helpers/temporal';
@@ -46,9 +46,13 @@ afterAll(async () => {
   await db.destroy();
 });
 
+/** What the sweeper's activity answered (its own tests run the real one: test/sweeper/). */
+const SWEPT = { examined: 4, stillRunning: 1, committed: 2, voided: 1, withoutHistory: 0, errors: 0, expiredBodiesDeleted: 3, truncated: false };
+
 function activities(registry: Registry) {
   return createMaintenanceActivities({
     counterSync: createCounterSync(db, redis),
+    sweepPendingReservations: () => Promise.resolve({ ...SWEPT }),
     syncRuns: createSyncRunRepository(db),
     maintenanceMetrics: createMaintenanceMetrics(registry),
     log: createLogger('silent', 'test'),
@@ -115,5 +119,17 @@ describe('maintenance workflows (time-skipping)', () => {
     expect(runs.filter((r) => r.outcome === 'ok')).toHaveLength(1);
     expect(runs.filter((r) => r.outcome === 'error')).toHaveLength(3);
     expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'quota', outcome: 'error' })).toBe(3);
+  });
+
+  it('reservationSweepWorkflow runs the sweeper and records what it examined and ended', async () => {
+    const registry = new Registry();
+    const since = new Date();
+
+    const result = await withWorker(env, { workflowsPath, activities: activities(registry) }, (taskQueue) =>
+      env.client.workflow.execute(reservationSweepWorkflow, { taskQueue, workflowId: uniqueId('reservation-sweep') }));
+
+    expect(result).toEqual(SWEPT);
+    expect(await runsSince('sweep', since)).toEqual([{ outcome: 'ok', written: 6 }]);
+    expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'sweep', outcome: 'ok' })).toBe(1);
   });
 });
