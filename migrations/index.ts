@@ -9,6 +9,7 @@ import * as modelPrice from './20261126000003_model_price';
 import * as billingTransaction from './20261126000004_billing_transaction';
 import * as rateLimits from './20261201000001_rate_limits';
 import * as requestBody from './20261201000002_request_body';
+import * as consistencyReport from './20261202000010_consistency_report';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -17,6 +18,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000004_billing_transaction', billingTransaction],
   ['20261201000001_rate_limits', rateLimits],
   ['20261201000002_request_body', requestBody],
+  ['20261202000010_consistency_report', consistencyReport],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -70,6 +70,19 @@ const envSchema = z.object({
   MAX_REQUEST_BODY_BYTES: positiveInt.default(32 * 1024 * 1024),
   /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
   PARALLEL_LEASE_SECONDS: positiveInt.default(30),
+
+  /** Consistency check (M4.3): confirmed drift above this (summed per kind, micros) raises the alert; 0 = any drift. */
+  CONSISTENCY_DRIFT_THRESHOLD_MICROS: z.coerce.number().int().min(0).default(0),
+  /**
+   * How long a counter that disagrees with the ledger must stay unmoved (no script touched it, no
+   * ledger row of it changed) before its drift is confirmed: longer than a request spends between
+   * its Redis and its ledger write.
+   */
+  CONSISTENCY_CONFIRM_GRACE_MS: positiveInt.default(2000),
+  /** Re-reads of a candidate that keeps moving before it is reported busy (unconfirmed) instead. */
+  CONSISTENCY_CONFIRM_ROUNDS: positiveInt.default(3),
+  /** Rebuild confirmed drifted counters from the ledger; `false` only reports them. */
+  CONSISTENCY_HEAL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

@@ -4,6 +4,8 @@
  */
 import type { Knex } from 'knex';
 import type { CodecKeyring } from '../codec/keyring';
+import { createConsistencyLedger } from '../consistency/ledger-figures';
+import { createConsistencyReportRepository } from '../consistency/report-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
@@ -20,6 +22,10 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     billing: createBillingRepository(db),
     /** Request bodies and relayed outputs, out of Temporal history (request_body). */
     requestBodies: createRequestBodyRepository(db, opts.bodyKeys),
+    /** The consistency check's set-based ledger reads (M4.3). */
+    consistencyLedger: createConsistencyLedger(db),
+    /** Consistency check runs (consistency_report). */
+    consistencyReports: createConsistencyReportRepository(db),
   };
 }
 

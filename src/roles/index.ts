@@ -87,7 +87,10 @@ export async function startRoles(
     // Built once and shared by both roles of this process.
     const repositories = createRepositories(db, { bodyKeys: config.payloadCodecKeys });
     const scripts = createQuotaScripts(redis, { ttlSeconds: config.RESERVATION_TTL_SECONDS, registry });
-    const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary() });
+    const metrics = createBillingMetrics(registry, {
+      pending: () => repositories.billing.pendingSummary(),
+      consistency: () => repositories.consistencyReports.latestCompleted(),
+    });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
 
