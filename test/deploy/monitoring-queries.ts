@@ -27,6 +27,8 @@ export interface MetricSpec { type: MetricType; labels: LabelValues }
 const ADMISSION_OUTCOMES = ['admitted', 'insufficient_quota', 'budget_exceeded', 'duplicate', 'error'] as const;
 /** Why the api refused a request before any workflow started (issue 7, admission at the edge). */
 const EDGE_REFUSAL_REASONS = ['insufficient_quota', 'budget_exceeded', 'rate_limit_requests', 'rate_limit_tokens', 'parallel_requests'] as const;
+/** What the consistency check compares (M4.3): a tenant's quota counter, an API key's budget counter. */
+const CONSISTENCY_KINDS = ['tenant', 'api_key'] as const;
 
 /**
  * Every billing metric the api and the worker export (src/metrics.ts, src/redis/scripts.ts):
@@ -57,6 +59,15 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_redis_script_reloads_total: { type: 'counter', labels: { script: null } },
   billing_pending_reservations: { type: 'gauge', labels: {} },
   billing_pending_oldest_age_seconds: { type: 'gauge', labels: {} },
+  billing_consistency_drift_micros: { type: 'gauge', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_synced_drift_micros: { type: 'gauge', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_drifted_subjects: { type: 'gauge', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_busy_subjects: { type: 'gauge', labels: {} },
+  billing_consistency_drift_threshold_micros: { type: 'gauge', labels: {} },
+  billing_consistency_last_run_timestamp_seconds: { type: 'gauge', labels: {} },
+  billing_consistency_heals_total: { type: 'counter', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_rebuilds_total: { type: 'counter', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_runs_total: { type: 'counter', labels: { status: ['ok', 'drift', 'failed'] } },
 };
 
 /**
