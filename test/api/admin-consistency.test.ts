@@ -72,7 +72,8 @@ describe('GET /admin/consistency/latest (M4.3)', () => {
       error: null,
     });
     expect(res.body.drifted[0]).not.toHaveProperty('api_key_id');
-    expect(Date.parse(res.body.started_at)).toBeLessThanOrEqual(Date.parse(res.body.finished_at));
+    const finishedAt = Date.parse(String(res.body.finished_at));
+    expect(Date.parse(String(res.body.started_at))).toBeLessThanOrEqual(finishedAt);
     expect(await h.testRedis.hget(CacheKeys.tenantQuota(tenantId), 'used_micros')).toBe('210');
 
     // The run's own gauges (a run over every tenant sets them) ...
@@ -85,7 +86,7 @@ describe('GET /admin/consistency/latest (M4.3)', () => {
     expect(await metricValue(replica, 'billing_consistency_drift_micros', { kind: 'tenant' })).toBe(5_000);
     expect(await metricValue(replica, 'billing_consistency_drift_threshold_micros')).toBe(0);
     expect(await metricValue(replica, 'billing_consistency_busy_subjects')).toBe(0);
-    expect(await metricValue(replica, 'billing_consistency_last_run_timestamp_seconds')).toBe(Date.parse(res.body.finished_at) / 1000);
+    expect(await metricValue(replica, 'billing_consistency_last_run_timestamp_seconds')).toBe(finishedAt / 1000);
 
     // A later clean run is the latest.
     const clean = await check.check.run();
