@@ -26,7 +26,7 @@ import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { CounterToken } from '../redis/scripts';
 import { readCounters, sameToken, type CounterReading } from './counter-reader';
-import { createCounterRebuild, subjectId } from './counter-rebuild';
+import { CALLS_IN_FLIGHT, createCounterRebuild, mapLimit, subjectId } from './counter-rebuild';
 import { SubjectKind, sameFingerprint, type ConsistencyLedger, type LedgerFingerprint, type SubjectFigures, type SubjectRef, type SubjectSnapshot } from './ledger-figures';
 import {
   DriftOutcome,
@@ -135,20 +135,25 @@ export function createConsistencyCheck(deps: ConsistencyCheckDeps) {
       const readings = await readCounters(deps.redis, open.map((c) => c.subject));
       const snapshots = await rebuild.snapshotsOf(open.map((c) => c.subject));
       const next: Candidate[] = [];
+      const confirmed: Array<{ candidate: Candidate; reading: NonNullable<CounterReading>; snapshot: SubjectSnapshot }> = [];
+      const vanished: SubjectSnapshot[] = [];
       for (const [i, candidate] of open.entries()) {
         const reading = readings[i];
         const snapshot = snapshots.get(subjectId(candidate.subject));
         if (reading === undefined || snapshot === undefined) continue; // the subject no longer exists
         if (reading === null) {
-          if (snapshot.active && (await rebuild.warm(snapshot))) rebuilt.push(candidate.subject);
+          if (snapshot.active) vanished.push(snapshot);
         } else if (reading.usedMicros === snapshot.usageMicros) {
           // transient: a request was between Redis and the ledger at the first read
         } else if (sameToken(reading.token, candidate.token) && sameFingerprint(snapshot.fingerprint, candidate.fingerprint)) {
-          drifted.push(await heal(candidate, reading, snapshot));
+          confirmed.push({ candidate, reading, snapshot });
         } else {
           next.push({ subject: candidate.subject, token: reading.token, fingerprint: snapshot.fingerprint });
         }
       }
+      drifted.push(...(await mapLimit(confirmed, CALLS_IN_FLIGHT, (c) => heal(c.candidate, c.reading, c.snapshot))));
+      const created = await mapLimit(vanished, CALLS_IN_FLIGHT, (snapshot) => rebuild.warm(snapshot));
+      rebuilt.push(...vanished.filter((_, i) => created[i]));
       open = next;
     }
     return { drifted, busy: open.map((c) => c.subject), rebuilt };

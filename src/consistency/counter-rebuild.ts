@@ -15,7 +15,7 @@ import { SubjectKind, type ConsistencyLedger, type SubjectRef, type SubjectSnaps
 /** Subjects per snapshot query (ids in one JSON parameter, index-backed lookups). */
 export const SNAPSHOT_BATCH = 500;
 /** Lua calls in flight at once: one connection pipelines them. */
-const CALLS_IN_FLIGHT = 32;
+export const CALLS_IN_FLIGHT = 32;
 
 export function subjectId(subject: SubjectRef): string {
   return subject.kind === SubjectKind.tenant ? `tenant:${subject.tenantId}` : `api_key:${subject.apiKeyId ?? ''}`;

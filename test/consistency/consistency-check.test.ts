@@ -204,6 +204,18 @@ describe('consistency check: confirmation (M4.3)', () => {
   });
 });
 
+describe('consistency check: a counter lost between the reads (M4.3)', () => {
+  it('a drifted counter that vanishes during the grace period is rebuilt, not declared drift', async () => {
+    const { seed, open } = await busyTenant();
+    await redis.hincrby(CacheKeys.tenantQuota(seed.tenantId), 'used_micros', 300);
+    const h = consistencyHarness(redis, db, { sleep: async () => void (await redis.del(CacheKeys.tenantQuota(seed.tenantId))) });
+    expect(await h.check.run({ tenantIds: [seed.tenantId] })).toMatchObject({ status: 'ok', driftedSubjects: 0, heals: 0, rebuilt: 1, busy: 0 });
+    expect(await counterMismatches(redis, db, seed)).toEqual([]);
+    await billing()(open, completed);
+    expect(await counterMismatches(redis, db, seed)).toEqual([]);
+  });
+});
+
 describe('consistency check: the synced tables (M4.3)', () => {
   it('compares a synced copy only when nothing moved since its sync: a wrong quiet copy is reported, a lagging one counted', async () => {
     const seed = await tenant();

@@ -100,8 +100,8 @@ describe('consistency check under concurrent traffic (M4.3, M12)', () => {
     expect(during.length).toBeGreaterThanOrEqual(3);
     expect(during.filter((s) => s.driftedSubjects > 0 || s.heals > 0 || s.rebuilt > 0)).toEqual([]);
     // The checks did meet counters in mid-move (and let them go): the confirmation was exercised.
-    const reports = await db('consistency_report').whereIn('id', during.map((s) => s.reportId)).select('candidates');
-    expect(reports.reduce((sum, r: { candidates: number }) => sum + r.candidates, 0)).toBeGreaterThan(0);
+    const reports = await db('consistency_report').whereIn('id', during.map((s) => s.reportId)).select<Array<{ candidates: number }>>('candidates');
+    expect(reports.reduce((sum, r) => sum + r.candidates, 0)).toBeGreaterThan(0);
 
     // At quiescence: nothing to find, every counter exact.
     const final = await h.check.run({ tenantIds });
