@@ -16,11 +16,12 @@ request), read from the request record:
   nothing                                 not counted (PostgreSQL fallback): delta = cost
 One race remains, outside this script: a record that outlives its counter (the hash
 alone lost and rebuilt while quota_check.lua's record stays) describes the old hash;
-src/activities/billing-step.ts documents it.
+src/activities/billing-step.ts documents it, and the consistency check heals it
+(docs/consistency.md).
 Idempotent per request id (marker key_adjusted).
 
-KEYS[1]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros, warmup_id }
-KEYS[2]  request record hash   bq:{t:<tenant>}:req:<requestId>  { reserved_micros, api_key_id, key_counted_micros, key_warmup_id, key_adjusted, ... }
+KEYS[1]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros, warmup_id, version }
+KEYS[2]  request record hash   bq:{t:<tenant>}:req:<requestId>  { reserved_micros, api_key_id, key_counted_micros, key_warmup_id, key_adjusted, cost_micros, ... }
 ARGV[1]  cost_micros    non-negative integer: the request's final cost, 0 for a void
 ARGV[2]  ttl_seconds    positive integer: expiry of the request record (refreshed here)
 ARGV[3]  after_warmup   '0', or '1' when the caller warmed the hash after the ledger settled
@@ -28,7 +29,8 @@ ARGV[3]  after_warmup   '0', or '1' when the caller warmed the hash after the le
 
 Returns
   {'applied', delta_micros, spent_after_micros, budget_micros}
-      spent_micros += delta and key_adjusted = delta were written together;
+      spent_micros += delta, version += 1 (the consistency check's compare-and-set token),
+      and in the record key_adjusted = delta and cost_micros = cost, written together;
       budget_micros is -1 for an unlimited key (the caller derives remaining = budget - spent)
   {'duplicate', stored_delta_micros}
       key_adjusted already exists: nothing changes, the delta applied first is returned

@@ -3,8 +3,8 @@ quota_check.lua: admission (M2.1). Checks AND reserves a request's worst-case co
 against the tenant quota and the API key budget in ONE atomic call, so two
 concurrent requests can never both pass a check that only one of them fits.
 
-KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota            { limit_micros, used_micros }
-KEYS[2]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros }
+KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota            { limit_micros, used_micros, version }
+KEYS[2]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros (-1 = unlimited), spent_micros, version }
 KEYS[3]  request record hash   bq:{t:<tenant>}:req:<requestId>
 ARGV[1]  amount_micros   non-negative integer: the reservation (worst-case cost)
 ARGV[2]  ttl_seconds     positive integer: expiry of the request record (refreshed here)
@@ -12,7 +12,8 @@ ARGV[3]  api_key_id      non-empty string, stored in the request record
 ARGV[4]  now_ms          non-negative integer, stored as reserved_at
 
 Returns {status, reserved_micros, tenant_remaining_micros, key_remaining_micros}
-  'reserved'            used and spent were incremented by amount; the record was written
+  'reserved'            used and spent were incremented by amount, each hash's version by 1
+                        (the consistency check's compare-and-set token); the record was written
   'duplicate'           the request record already exists: nothing changes and
                         reserved_micros is the ORIGINAL reservation (idempotent per request id)
   'insufficient_quota'  used + amount > limit; nothing changes (reserved_micros = 0)
@@ -125,6 +126,8 @@ end
 
 c.used = redis.call('HINCRBY', quota_key, 'used_micros', ARGV[1])
 c.spent = redis.call('HINCRBY', budget_key, 'spent_micros', ARGV[1])
+redis.call('HINCRBY', quota_key, 'version', 1)
+redis.call('HINCRBY', budget_key, 'version', 1)
 redis.call('HSET', record_key,
   'reserved_micros', ARGV[1],
   'api_key_id', api_key_id,

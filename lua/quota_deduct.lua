@@ -23,12 +23,13 @@ holds the reservation is read from the request record, not from the admission pa
                                              the counter was live): delta = cost
 One race remains, outside this script: a record that outlives its counter (the hash
 alone lost and rebuilt while quota_check.lua's record stays) describes the old hash;
-src/activities/billing-step.ts documents it.
+src/activities/billing-step.ts documents it, and the consistency check heals it
+(docs/consistency.md).
 Idempotent per request id: the delta is applied at most once (marker tenant_adjusted),
 whatever retries or activity replays happen.
 
-KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota           { limit_micros, used_micros, warmup_id }
-KEYS[2]  request record hash   bq:{t:<tenant>}:req:<requestId>  { reserved_micros, api_key_id, tenant_counted_micros, tenant_warmup_id, tenant_adjusted, ... }
+KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota           { limit_micros, used_micros, warmup_id, version }
+KEYS[2]  request record hash   bq:{t:<tenant>}:req:<requestId>  { reserved_micros, api_key_id, tenant_counted_micros, tenant_warmup_id, tenant_adjusted, cost_micros, ... }
 ARGV[1]  cost_micros    non-negative integer: the request's final cost, 0 for a void
 ARGV[2]  ttl_seconds    positive integer: expiry of the request record (refreshed here)
 ARGV[3]  after_warmup   '0', or '1' when the caller warmed the hash after the ledger settled
@@ -36,7 +37,8 @@ ARGV[3]  after_warmup   '0', or '1' when the caller warmed the hash after the le
 
 Returns
   {'applied', delta_micros, used_after_micros, remaining_after_micros}
-      used_micros += delta and tenant_adjusted = delta were written together;
+      used_micros += delta, version += 1 (the consistency check's compare-and-set token),
+      and in the record tenant_adjusted = delta and cost_micros = cost, written together;
       remaining = limit - used, negative after a settled overage
   {'duplicate', stored_delta_micros}
       tenant_adjusted already exists: nothing changes, the delta applied first is returned

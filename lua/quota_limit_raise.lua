@@ -6,11 +6,12 @@ Redis calls arrive out of order still end at the highest (latest) limit: the exa
 A hash that is not cached is left alone: the next warm-up reads the new limit from
 PostgreSQL, and creating the hash here without used_micros would admit against 0 used.
 
-KEYS[1]  tenant quota hash   bq:{t:<tenant>}:quota   { limit_micros, used_micros }
+KEYS[1]  tenant quota hash   bq:{t:<tenant>}:quota   { limit_micros, used_micros, version }
 ARGV[1]  limit_micros        non-negative canonical integer: the tenant's limit in PostgreSQL
 
 Returns
-  {'raised', limit_micros}      limit_micros was lower and is now ARGV[1]
+  {'raised', limit_micros}      limit_micros was lower and is now ARGV[1]; version += 1 (the
+                                consistency check's compare-and-set token)
   {'kept', limit_micros}        limit_micros was already >= ARGV[1]: nothing changes
   {'tenant_missing'}            the quota hash is not cached: nothing changes
 Malformed ARGV or a corrupt cached limit -> error reply, nothing changes.
@@ -39,4 +40,5 @@ if current >= new_limit then
   return {'kept', current}
 end
 redis.call('HSET', quota_key, 'limit_micros', ARGV[1])
+redis.call('HINCRBY', quota_key, 'version', 1)
 return {'raised', new_limit}

@@ -5,14 +5,15 @@ counters give the reservation back and the request record is deleted, so Redis n
 counts a reservation the ledger does not know, and a retry of the same request id
 reserves again from scratch instead of finding a 'duplicate' nobody counted.
 
-KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota            { limit_micros, used_micros }
-KEYS[2]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros, spent_micros }
+KEYS[1]  tenant quota hash     bq:{t:<tenant>}:quota            { limit_micros, used_micros, version }
+KEYS[2]  api key budget hash   bq:{t:<tenant>}:key:<apiKeyId>   { budget_micros, spent_micros, version }
 KEYS[3]  request record hash   bq:{t:<tenant>}:req:<requestId>
 ARGV[1]  api_key_id      the key the reservation was made for (must match the record)
 
 Returns {status, released_micros}
-  'released'  used and spent were decremented by the record's reserved_micros (each only
-              if its hash is cached) and the record deleted
+  'released'  used and spent were decremented by the record's reserved_micros and each
+              hash's version incremented (each only if its hash is cached), and the
+              record deleted
   'absent'    no request record: nothing to release (a second call is a no-op)
   'kept'      the record is not a pristine quota_check reservation for this key (a warm-up
               counted it, or a settlement marked it): nothing changes
@@ -41,9 +42,11 @@ if reserved == nil then return redis.error_reply(reserved_err) end
 
 if redis.call('EXISTS', quota_key) == 1 then
   redis.call('HINCRBY', quota_key, 'used_micros', -reserved)
+  redis.call('HINCRBY', quota_key, 'version', 1)
 end
 if redis.call('EXISTS', budget_key) == 1 then
   redis.call('HINCRBY', budget_key, 'spent_micros', -reserved)
+  redis.call('HINCRBY', budget_key, 'version', 1)
 end
 redis.call('DEL', record_key)
 return {'released', reserved}

@@ -11,6 +11,7 @@ import * as rateLimits from './20261201000001_rate_limits';
 import * as requestBody from './20261201000002_request_body';
 import * as counterSync from './20261202000001_counter_sync';
 import * as usageReportIndexes from './20261202000002_usage_report_indexes';
+import * as consistencyReport from './20261202000010_consistency_report';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -21,6 +22,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261201000002_request_body', requestBody],
   ['20261202000001_counter_sync', counterSync],
   ['20261202000002_usage_report_indexes', usageReportIndexes],
+  ['20261202000010_consistency_report', consistencyReport],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

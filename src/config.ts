@@ -83,9 +83,22 @@ const envSchema = z.object({
   /** Periods of the maintenance Schedules (M4.5: a shorter period is a setting), in seconds. */
   QUOTA_SYNC_INTERVAL_SECONDS: positiveInt.default(300),
   APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),
+  CONSISTENCY_CHECK_INTERVAL_SECONDS: positiveInt.default(3600),
   RESERVATION_SWEEP_INTERVAL_SECONDS: positiveInt.default(300),
   /** Whether a worker creates/updates the maintenance Schedules at start; `false` for a worker that must not (tests). */
   MAINTENANCE_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Consistency check (M4.3): confirmed drift above this (summed per kind, micros) raises the alert; 0 = any drift. */
+  CONSISTENCY_DRIFT_THRESHOLD_MICROS: z.coerce.number().int().min(0).default(0),
+  /**
+   * How long a counter that disagrees with the ledger must stay unmoved (no script touched it, no
+   * ledger row of it changed) before its drift is confirmed: longer than a request spends between
+   * its Redis and its ledger write.
+   */
+  CONSISTENCY_CONFIRM_GRACE_MS: positiveInt.default(2000),
+  /** Re-reads of a candidate that keeps moving before it is reported busy (unconfirmed) instead. */
+  CONSISTENCY_CONFIRM_ROUNDS: positiveInt.default(3),
+  /** Rebuild confirmed drifted counters from the ledger; `false` only reports them. */
+  CONSISTENCY_HEAL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

@@ -14,12 +14,39 @@ function once<T>(registry: Registry, name: string, make: () => T): T {
 /** Where the pending-reservation gauges read from (the ledger); refreshed on scrape. */
 export type PendingSnapshot = () => Promise<{ count: number; oldestSeconds: number }>;
 
-export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot } = {}) {
+/** The figures of the latest completed consistency check over every tenant (M4.3). */
+export interface ConsistencyFigures {
+  finishedAt: Date;
+  tenantDriftMicros: number;
+  apikeyDriftMicros: number;
+  tenantSyncedDriftMicros: number;
+  apikeySyncedDriftMicros: number;
+  tenantsDrifted: number;
+  keysDrifted: number;
+  busy: number;
+  thresholdMicros: number;
+}
+
+/**
+ * Where the consistency gauges read from (the latest report in PostgreSQL); refreshed on
+ * scrape, so every replica, and a restarted one, exports the last check whoever ran it.
+ */
+export type ConsistencySnapshot = () => Promise<ConsistencyFigures | undefined>;
+
+export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot; consistency?: ConsistencySnapshot } = {}) {
   const registers = [registry];
   let pending: Promise<{ count: number; oldestSeconds: number }> | undefined;
   // One ledger query serves both gauges of one scrape.
   const readPending = (): Promise<{ count: number; oldestSeconds: number }> =>
     (pending ??= (opts.pending ?? (() => Promise.resolve({ count: 0, oldestSeconds: 0 })))().finally(() => (pending = undefined)));
+  let consistency: Promise<ConsistencyFigures | undefined> | undefined;
+  // One report query serves every consistency gauge of one scrape; without a source the check's run sets them.
+  const readConsistency = (): Promise<ConsistencyFigures | undefined> | undefined =>
+    opts.consistency && (consistency ??= opts.consistency().catch(() => undefined).finally(() => (consistency = undefined)));
+  const perKind = (gauge: Gauge<'kind'>, tenant: number, apiKey: number): void => {
+    gauge.set({ kind: 'tenant' }, tenant);
+    gauge.set({ kind: 'api_key' }, apiKey);
+  };
   return {
     admissionDuration: once(registry, 'billing_admission_duration_seconds', () => new Histogram({
       name: 'billing_admission_duration_seconds', help: 'QuotaCheckStep latency: estimate reserved against quota and budget', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers,
@@ -80,6 +107,57 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
       async collect() {
         if (opts.pending) this.set((await readPending().catch(() => ({ oldestSeconds: 0 }))).oldestSeconds);
       },
+    })),
+    consistencyDriftMicros: once(registry, 'billing_consistency_drift_micros', () => new Gauge({
+      name: 'billing_consistency_drift_micros', help: 'Latest consistency check: sum of |Redis counter - ledger| over the confirmed drifted counters, in micros', labelNames: ['kind'], registers,
+      async collect() {
+        const f = await readConsistency();
+        if (f) perKind(this, f.tenantDriftMicros, f.apikeyDriftMicros);
+      },
+    })),
+    consistencySyncedDriftMicros: once(registry, 'billing_consistency_synced_drift_micros', () => new Gauge({
+      name: 'billing_consistency_synced_drift_micros', help: 'Latest consistency check: sum of |synced table - ledger| over subjects quiet since their sync, in micros', labelNames: ['kind'], registers,
+      async collect() {
+        const f = await readConsistency();
+        if (f) perKind(this, f.tenantSyncedDriftMicros, f.apikeySyncedDriftMicros);
+      },
+    })),
+    consistencyDriftedSubjects: once(registry, 'billing_consistency_drifted_subjects', () => new Gauge({
+      name: 'billing_consistency_drifted_subjects', help: 'Latest consistency check: counters confirmed to differ from the ledger', labelNames: ['kind'], registers,
+      async collect() {
+        const f = await readConsistency();
+        if (f) perKind(this, f.tenantsDrifted, f.keysDrifted);
+      },
+    })),
+    consistencyBusySubjects: once(registry, 'billing_consistency_busy_subjects', () => new Gauge({
+      name: 'billing_consistency_busy_subjects', help: 'Latest consistency check: counters that disagreed with the ledger but kept moving (unconfirmed, not drift)', registers,
+      async collect() {
+        const f = await readConsistency();
+        if (f) this.set(f.busy);
+      },
+    })),
+    consistencyThresholdMicros: once(registry, 'billing_consistency_drift_threshold_micros', () => new Gauge({
+      name: 'billing_consistency_drift_threshold_micros', help: 'CONSISTENCY_DRIFT_THRESHOLD_MICROS of the latest consistency check: drift above it alerts', registers,
+      async collect() {
+        const f = await readConsistency();
+        if (f) this.set(f.thresholdMicros);
+      },
+    })),
+    consistencyLastRun: once(registry, 'billing_consistency_last_run_timestamp_seconds', () => new Gauge({
+      name: 'billing_consistency_last_run_timestamp_seconds', help: 'When the latest consistency check over every tenant completed (Unix seconds; 0 = never)', registers,
+      async collect() {
+        const f = await readConsistency();
+        if (f) this.set(f.finishedAt.getTime() / 1000);
+      },
+    })),
+    consistencyHeals: once(registry, 'billing_consistency_heals_total', () => new Counter({
+      name: 'billing_consistency_heals_total', help: 'Drifted Redis counters rebuilt from the ledger by the consistency check', labelNames: ['kind'], registers,
+    })),
+    consistencyRebuilds: once(registry, 'billing_consistency_rebuilds_total', () => new Counter({
+      name: 'billing_consistency_rebuilds_total', help: 'Missing Redis counters warmed from the ledger by the consistency check (lost, not drifted)', labelNames: ['kind'], registers,
+    })),
+    consistencyRuns: once(registry, 'billing_consistency_runs_total', () => new Counter({
+      name: 'billing_consistency_runs_total', help: 'Consistency check runs by status (ok, drift, failed)', labelNames: ['status'], registers,
     })),
   };
 }

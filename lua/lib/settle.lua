@@ -85,7 +85,11 @@ local function settle_to_cost(counter)
   -- %.0f prints an integral double below 2^53 exactly, never in exponent form.
   local delta_text = string.format('%.0f', delta)
   local used = redis.call('HINCRBY', counter_key, counter.used, delta_text)
-  redis.call('HSET', record_key, counter.adjusted, delta_text)
+  -- The consistency check's compare-and-set token: this counter moved.
+  redis.call('HINCRBY', counter_key, 'version', 1)
+  -- cost_micros: a rebuild from a snapshot that still shows this request pending counts
+  -- the cost, not the reservation (cache_warmup.lua), since no settlement will follow.
+  redis.call('HSET', record_key, counter.adjusted, delta_text, 'cost_micros', ARGV[1])
   redis.call('EXPIRE', record_key, ttl)
 
   return counter.applied(delta, used, limit)

@@ -88,17 +88,26 @@ export function createBillingStep(deps: BillingStepDeps) {
    * the reservation when a concurrent warm-up whose snapshot predates the commit built the
    * counter (that warm-up marked the reservation as pending).
    *
-   * Remaining race (documented, healed by the consistency check): a request record that
-   * outlives its counter. If the tenant or key hash alone is lost and rebuilt by ANOTHER
-   * request's warm-up while this request's quota_check.lua record survives, the record
-   * still says "reserved on this counter": (a) rebuilt between this request's ledger commit
-   * and its first settlement attempt, the counter holds the cost and the script subtracts
-   * the reservation anyway (Redis ends low by it); (b) rebuilt between the Redis
-   * reservation and the pending ledger row, the counter never held it (same effect); (c) a
-   * settlement attempt that dies between a warm-up another request won and its afterWarmup
-   * call retries without afterWarmup (same effect). Losing only the hash needs eviction of
-   * a key without expiry (Redis must run with noeviction) or a manual delete; a restart or
-   * failover loses records and hashes together, and then the markers are exact.
+   * Remaining race, healed by the consistency check (src/consistency, docs/consistency.md):
+   * a request record that outlives its counter. If the tenant or key hash alone is lost and
+   * rebuilt by ANOTHER request's warm-up while this request's quota_check.lua record
+   * survives, the record still says "reserved on this counter": (a) rebuilt between this
+   * request's ledger commit and its first settlement attempt, the counter holds the cost and
+   * the script subtracts the reservation anyway (Redis ends low by it); (b) rebuilt between
+   * the Redis reservation and the pending ledger row, the counter never held it (same
+   * effect); (c) a settlement attempt that dies between a warm-up another request won and
+   * its afterWarmup call retries without afterWarmup (same effect). Losing only the hash
+   * needs eviction of a key without expiry (Redis must run with noeviction) or a manual
+   * delete; a restart or failover loses records and hashes together, and then the markers
+   * are exact. Whatever the cause, the counter then stays off the ledger with nothing moving
+   * it back: the hourly check confirms that drift and rebuilds the counter from one ledger
+   * snapshot, marking the records of the pending reservations and of the rows settled
+   * within the record TTL, so the settlements still to come apply exactly what the rebuilt
+   * counter lacks (0 for a request already committed). One case is left to the check after
+   * it: a Redis reservation whose pending ledger row is written only after a heal (the
+   * insert stalled longer than the confirmation grace) is in neither the snapshot nor its
+   * marks, so its settlement subtracts a reservation the rebuilt counter never held; the
+   * next check finds that drift and heals again.
    */
   async function settleRedis(input: BilledRequestInput, cost: number): Promise<number> {
     const { tenantId, apiKeyId, requestId } = input;

@@ -7,12 +7,15 @@
 import type { SyncRunRepository } from '../db/sync-run-repository';
 import type { Logger } from '../log';
 import type { MaintenanceMetrics } from '../metrics';
+import type { ConsistencyCheck } from '../consistency/consistency-check';
+import type { ConsistencyRunSummary } from '../consistency/report';
 import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { CounterSync, SyncScope } from '../sync/counter-sync';
 import type { MaintenanceJob } from '../workflows/maintenance-jobs';
 
 export interface MaintenanceDeps {
   counterSync: CounterSync;
+  consistencyCheck: Pick<ConsistencyCheck, 'run'>;
   /** The sweeper's activity (src/sweeper/sweep-activity.ts): heartbeats and honours cancellation. */
   sweepPendingReservations: () => Promise<SweepSummary>;
   syncRuns: Pick<SyncRunRepository, 'record'>;
@@ -54,6 +57,9 @@ export function createMaintenanceActivities(deps: MaintenanceDeps) {
   return {
     syncTenantQuotas: (scope?: SyncScope) => recorded('quota', () => deps.counterSync.syncTenantQuotas(scope), syncFigures),
     syncApiKeyBudgets: (scope?: SyncScope) => recorded('apikey', () => deps.counterSync.syncApiKeyBudgets(scope), syncFigures),
+    /** The consistency check (M4.3); its summary says whether a sync should follow a heal (M4.5). */
+    checkConsistency: (): Promise<ConsistencyRunSummary> =>
+      recorded('consistency', () => deps.consistencyCheck.run(), (r) => ({ subjects: r.tenantsChecked + r.keysChecked, written: r.heals + r.rebuilt })),
     sweepPendingReservations: () =>
       recorded('sweep', deps.sweepPendingReservations, (s) => ({ subjects: s.examined, written: s.committed + s.voided + s.expiredBodiesDeleted })),
   };

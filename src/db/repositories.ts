@@ -4,6 +4,8 @@
  */
 import type { Knex } from 'knex';
 import type { CodecKeyring } from '../codec/keyring';
+import { createConsistencyLedger } from '../consistency/ledger-figures';
+import { createConsistencyReportRepository } from '../consistency/report-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
@@ -26,6 +28,10 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     syncRuns: createSyncRunRepository(db),
     /** Spend reports over the ledger's committed usage. */
     usageReports: createUsageReportRepository(db),
+    /** The consistency check's set-based ledger reads (M4.3). */
+    consistencyLedger: createConsistencyLedger(db),
+    /** Consistency check runs (consistency_report). */
+    consistencyReports: createConsistencyReportRepository(db),
   };
 }
 

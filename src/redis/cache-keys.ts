@@ -56,19 +56,24 @@ export const CacheKeys = {
     return tenantTag(tenantId);
   },
 
-  /** HASH { limit_micros, used_micros }: the tenant quota; used includes open reservations. */
+  /**
+   * HASH { limit_micros, used_micros, warmup_id, version }: the tenant quota; used includes open
+   * reservations. warmup_id names the build of the hash, version counts the scripts that moved it
+   * (the consistency check's compare-and-set token).
+   */
   tenantQuota(tenantId: string): string {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:quota`;
   },
 
-  /** HASH { budget_micros (-1 = unlimited), spent_micros }: one API key's budget; spent includes open reservations. */
+  /** HASH { budget_micros (-1 = unlimited), spent_micros, warmup_id, version }: one API key's budget; spent includes open reservations. */
   apiKeyBudget(tenantId: string, apiKeyId: string): string {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:key:${checkedId('api key id', apiKeyId)}`;
   },
 
   /**
-   * HASH { reserved_micros, api_key_id, tenant_adjusted, key_adjusted, reserved_at }:
-   * the per-request record that makes every admission and adjustment script idempotent.
+   * HASH { reserved_micros, api_key_id, reserved_at, tenant_adjusted, key_adjusted, cost_micros,
+   * tenant_/key_counted_micros, tenant_/key_warmup_id }: the per-request record that makes every
+   * admission and adjustment script idempotent, and tells settlement what a counter holds for it.
    */
   request(tenantId: string, requestId: string): string {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:req:${checkedId('request id', requestId)}`;

@@ -111,3 +111,9 @@ export function parseLimitRaiseReply(reply: unknown): LimitRaiseResult {
   if (status === 'raised' || status === 'kept') return { status, limitMicros: limit };
   return { status: 'tenant_missing' };
 }
+
+/** cache_warmup.lua's answer: true when it wrote the hash (created or replaced), false when it left it alone. */
+export function parseWarmupReply(reply: unknown): boolean {
+  if (reply !== 0 && reply !== 1) throw new UnexpectedScriptReplyError(QuotaScriptName.cacheWarmup, reply);
+  return reply === 1;
+}

@@ -1,5 +1,5 @@
 /**
- * The quota scripts (M1.2): admission, settlement, warm-up, release and limit raise,
+ * The quota scripts (M1.2): admission, settlement, warm-up and heal, release and limit raise,
  * each a typed call of one lua/*.lua script through the runner (./script-runner.ts:
  * by SHA, reloaded on NOSCRIPT). How a script's source is assembled: lua-source.ts;
  * its replies: script-replies.ts. The edge's scripts: ./edge-scripts.ts.
@@ -16,6 +16,7 @@ import {
   parseReserveReply,
   parseSettleKeyReply,
   parseSettleTenantReply,
+  parseWarmupReply,
   type LimitRaiseResult,
   type ReleaseResult,
   type ReserveResult,
@@ -71,7 +72,26 @@ export interface WarmupMarks {
   pending?: ReadonlyArray<{ requestId: string; reservedMicros: number }>;
   /** The request whose settlement found the counter missing: the snapshot, read after its ledger commit, holds its final cost. */
   settled?: { requestId: string; costMicros: number };
+  /**
+   * Requests the snapshot shows settled whose Redis settlement may still come (the consistency
+   * check passes the subject's rows settled within the request record TTL): each is marked with
+   * its cost, so a settlement after the build applies 0.
+   */
+  recentlySettled?: ReadonlyArray<{ requestId: string; costMicros: number }>;
 }
+
+/**
+ * What a reader saw of a counter hash: its warmup_id ('' when it has none) and version (0
+ * when it has none). Every script that moves used/spent/limit bumps the version and every
+ * build writes a fresh warmup_id, so an equal token means the counter did not move.
+ */
+export interface CounterToken {
+  warmupId: string;
+  version: number;
+}
+
+/** create: only when the hash is missing (a warm-up); replace: only over the counter `expected` names (a heal). */
+type BuildMode = { mode: 'create' } | { mode: 'replace'; expected: CounterToken };
 
 export interface TenantCounters {
   limitMicros: number;
@@ -89,17 +109,25 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
   const run = createScriptRunner(redis, options.registry ?? defaultRegistry);
 
   /** cache_warmup.lua: the hash, and the records of `marks` with their role and amount; a fresh warmup_id per call. */
-  async function warm(kind: 'tenant' | 'key', tenantId: string, hashKey: string, values: [limit: string, used: string], marks: WarmupMarks): Promise<boolean> {
+  async function build(kind: 'tenant' | 'key', tenantId: string, hashKey: string, values: [limit: string, used: string], marks: WarmupMarks, how: BuildMode): Promise<boolean> {
     const records: Array<{ requestId: string; role: 'pending' | 'settled'; amount: string }> = (marks.pending ?? []).map((p) => ({
       requestId: p.requestId,
       role: 'pending',
       amount: micros('reservedMicros', p.reservedMicros, { min: 0 }),
     }));
-    if (marks.settled) records.push({ requestId: marks.settled.requestId, role: 'settled', amount: micros('costMicros', marks.settled.costMicros, { min: 0 }) });
+    const settled = [...(marks.settled ? [marks.settled] : []), ...(marks.recentlySettled ?? [])];
+    for (const s of settled) records.push({ requestId: s.requestId, role: 'settled', amount: micros('costMicros', s.costMicros, { min: 0 }) });
     const keys = [hashKey, ...records.map((r) => CacheKeys.request(tenantId, r.requestId))];
-    const reply = await run(QuotaScriptName.cacheWarmup, keys, [kind, randomUUID(), ttl, ...values, ...records.flatMap((r) => [r.role, r.amount])]);
-    return reply === 1;
+    const guard = how.mode === 'replace' ? [how.expected.warmupId, micros('version', how.expected.version, { min: 0 })] : ['', '0'];
+    const argv = [kind, randomUUID(), ttl, ...values, how.mode, ...guard, ...records.flatMap((r) => [r.role, r.amount])];
+    return parseWarmupReply(await run(QuotaScriptName.cacheWarmup, keys, argv));
   }
+
+  const tenantValues = (counters: TenantCounters): [string, string] => [micros('limitMicros', counters.limitMicros, { min: 0 }), micros('usedMicros', counters.usedMicros)];
+  const keyValues = (counters: KeyCounters): [string, string] => [
+    counters.budgetMicros === null ? '-1' : micros('budgetMicros', counters.budgetMicros, { min: 0 }),
+    micros('spentMicros', counters.spentMicros),
+  ];
 
   function reserveCall(args: ReserveArgs): { keys: string[]; argv: string[] } {
     return {
@@ -177,14 +205,27 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
      * In the same atomic call the records of `marks` are marked as counted by the new hash.
      */
     async warmTenant(tenantId: string, counters: TenantCounters, marks: WarmupMarks = {}): Promise<boolean> {
-      const values: [string, string] = [micros('limitMicros', counters.limitMicros, { min: 0 }), micros('usedMicros', counters.usedMicros)];
-      return warm('tenant', tenantId, CacheKeys.tenantQuota(tenantId), values, marks);
+      return build('tenant', tenantId, CacheKeys.tenantQuota(tenantId), tenantValues(counters), marks, { mode: 'create' });
     },
 
     /** Creates the API key budget hash unless it exists (M2.2), marking `marks` as warmTenant does; true when this call created it. */
     async warmKey(tenantId: string, apiKeyId: string, counters: KeyCounters, marks: WarmupMarks = {}): Promise<boolean> {
-      const budget = counters.budgetMicros === null ? '-1' : micros('budgetMicros', counters.budgetMicros, { min: 0 });
-      return warm('key', tenantId, CacheKeys.apiKeyBudget(tenantId, apiKeyId), [budget, micros('spentMicros', counters.spentMicros)], marks);
+      return build('key', tenantId, CacheKeys.apiKeyBudget(tenantId, apiKeyId), keyValues(counters), marks, { mode: 'create' });
+    },
+
+    /**
+     * The consistency check's heal (M4.3): overwrites the tenant quota hash with a ledger
+     * snapshot, marking `marks` as warmTenant does, but only if the hash is still the counter
+     * `expected` names (compare-and-set); a hash that is gone is created. False when the
+     * counter moved since it was read: nothing changes, the caller reports it busy.
+     */
+    async replaceTenant(tenantId: string, counters: TenantCounters, marks: WarmupMarks, expected: CounterToken): Promise<boolean> {
+      return build('tenant', tenantId, CacheKeys.tenantQuota(tenantId), tenantValues(counters), marks, { mode: 'replace', expected });
+    },
+
+    /** replaceTenant for an API key budget hash. */
+    async replaceKey(tenantId: string, apiKeyId: string, counters: KeyCounters, marks: WarmupMarks, expected: CounterToken): Promise<boolean> {
+      return build('key', tenantId, CacheKeys.apiKeyBudget(tenantId, apiKeyId), keyValues(counters), marks, { mode: 'replace', expected });
     },
   };
 }

@@ -15,6 +15,7 @@ import { migrateLatest } from '../db/migrate';
 import { createRepositories } from '../db/repositories';
 import { createBillingMetrics, createMaintenanceMetrics } from '../metrics';
 import { createCounterSync } from '../sync/counter-sync';
+import { consistencySettings, createConsistencyCheck } from '../consistency/consistency-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
 import { createMaintenanceClient } from '../schedules/maintenance-client';
 import { createRedis } from '../redis/client';
@@ -90,7 +91,10 @@ export async function startRoles(
     // Built once and shared by both roles of this process.
     const repositories = createRepositories(db, { bodyKeys: config.payloadCodecKeys });
     const scripts = createQuotaScripts(redis, { ttlSeconds: config.RESERVATION_TTL_SECONDS, registry });
-    const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary() });
+    const metrics = createBillingMetrics(registry, {
+      pending: () => repositories.billing.pendingSummary(),
+      consistency: () => repositories.consistencyReports.latestCompleted(),
+    });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
     const maintenanceMetrics = createMaintenanceMetrics(registry, { lastRuns: () => repositories.syncRuns.lastSuccessByJob() });
@@ -100,6 +104,10 @@ export async function startRoles(
       const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, repositories, scripts, warmup, relay, metrics, log,
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
+        consistencyCheck: createConsistencyCheck({
+          ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,
+          settings: consistencySettings(config),
+        }),
         upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue, pollIntervalMs: opts.pollIntervalMs,
       });
       const run = worker.run();
@@ -113,7 +121,12 @@ export async function startRoles(
       if (config.MAINTENANCE_SCHEDULES) {
         await ensureMaintenanceSchedules(workerClient, {
           taskQueue,
-          periodsSeconds: { quota: config.QUOTA_SYNC_INTERVAL_SECONDS, apikey: config.APIKEY_SYNC_INTERVAL_SECONDS, sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS },
+          periodsSeconds: {
+            quota: config.QUOTA_SYNC_INTERVAL_SECONDS,
+            apikey: config.APIKEY_SYNC_INTERVAL_SECONDS,
+            consistency: config.CONSISTENCY_CHECK_INTERVAL_SECONDS,
+            sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS,
+          },
           log,
         });
       }

@@ -7,6 +7,7 @@ import type { Logger } from '../log';
 import { createActivities } from '../activities';
 import { createMaintenanceActivities } from '../activities/maintenance-jobs';
 import type { CounterSync } from '../sync/counter-sync';
+import type { ConsistencyCheck } from '../consistency/consistency-check';
 import { billingDataConverter } from '../codec/data-converter';
 import type { QuotaWarmup } from '../redis/quota-warmup';
 import type { BillingMetrics, MaintenanceMetrics } from '../metrics';
@@ -25,6 +26,7 @@ export interface BillingWorkerOptions {
   metrics: BillingMetrics;
   maintenanceMetrics: MaintenanceMetrics;
   counterSync: CounterSync;
+  consistencyCheck: ConsistencyCheck;
   log: Logger;
   /** Base URL of the default upstream channel (…/v1). */
   upstreamBaseUrl: string;
@@ -59,6 +61,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
   });
   const maintenance = createMaintenanceActivities({
     counterSync: opts.counterSync,
+    consistencyCheck: opts.consistencyCheck,
     sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
     syncRuns: opts.repositories.syncRuns,
     maintenanceMetrics: opts.maintenanceMetrics,

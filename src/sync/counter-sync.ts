@@ -101,16 +101,16 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
   }
 
   /** One UPDATE for the page; returns how many rows took the new figure. */
-  async function write(job: SyncJob, rows: Array<{ id: string; value: string; version: string }>): Promise<number> {
+  async function write(job: SyncJob, rows: Array<{ id: string; value: string; version: string }>, readAt: Date): Promise<number> {
     if (rows.length === 0) return 0;
     const t = TABLES[job];
     const result: { rowCount: number } = await db.raw(
       `UPDATE ${t.table} AS t
-          SET ${t.column} = v.value, synced_version = v.version, synced_at = now()
+          SET ${t.column} = v.value, synced_version = v.version, synced_at = ?
          FROM (SELECT unnest(?::text[]) AS id, unnest(?::bigint[]) AS value, unnest(?::bigint[]) AS version) AS v
         WHERE t.${t.id} = v.id
           AND (t.synced_version IS NULL OR t.synced_version <= v.version)`,
-      [rows.map((r) => r.id), rows.map((r) => r.value), rows.map((r) => r.version)],
+      [readAt, rows.map((r) => r.id), rows.map((r) => r.value), rows.map((r) => r.version)],
     );
     return result.rowCount;
   }
@@ -123,9 +123,12 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
     for (;;) {
       const subjects = await page(job, after, scope);
       if (subjects.length === 0) break;
+      // synced_at is when the figures were read (not written): the consistency check compares a synced
+      // figure with the ledger only when no ledger row of the subject changed since then.
+      const readAt = new Date();
       const counters = await readCounters(job, subjects);
       const cached = counters.filter((c): c is NonNullable<typeof c> => c !== null);
-      const written = await write(job, cached);
+      const written = await write(job, cached, readAt);
       summary.subjects += subjects.length;
       summary.notCached += subjects.length - cached.length;
       summary.written += written;

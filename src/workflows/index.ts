@@ -1,3 +1,3 @@
 /** Every workflow the billing worker runs (the bundle's entry point). */
 export { billedRequest } from './billed-request';
-export { quotaSyncWorkflow, apiKeySyncWorkflow, reservationSweepWorkflow } from './maintenance';
+export { quotaSyncWorkflow, apiKeySyncWorkflow, consistencyCheckWorkflow, reservationSweepWorkflow } from './maintenance';

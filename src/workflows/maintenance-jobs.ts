@@ -8,6 +8,8 @@ export const MAINTENANCE_JOBS = {
   quota: { scheduleId: 'quota-sync', workflowType: 'quotaSyncWorkflow' },
   /** API-key sync (M4.2): Redis spent_micros -> api_key_quota. */
   apikey: { scheduleId: 'apikey-sync', workflowType: 'apiKeySyncWorkflow' },
+  /** The consistency check (M4.3): Redis vs the synced tables vs the ledger; heals confirmed drift. */
+  consistency: { scheduleId: 'consistency-check', workflowType: 'consistencyCheckWorkflow' },
   /** The sweeper (docs/sweeper.md): pending reservations whose workflow no longer runs, and expired bodies. */
   sweep: { scheduleId: 'reservation-sweep', workflowType: 'reservationSweepWorkflow' },
 } as const;

@@ -7,6 +7,7 @@
  */
 import { proxyActivities } from '@temporalio/workflow';
 import type { MaintenanceActivities } from '../activities/maintenance-jobs';
+import type { ConsistencyRunSummary } from '../consistency/report';
 import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { SyncRunSummary, SyncScope } from '../sync/counter-sync';
 
@@ -30,6 +31,20 @@ export async function quotaSyncWorkflow(scope: SyncScope = {}): Promise<SyncRunS
 /** API-key sync (M4.2); `scope.tenantIds` limits it to those tenants' keys. */
 export async function apiKeySyncWorkflow(scope: SyncScope = {}): Promise<SyncRunSummary> {
   return jobs.syncApiKeyBudgets(scope);
+}
+
+/**
+ * The consistency check (M4.3). When it healed or rebuilt a counter, both syncs run at once
+ * (M4.5: a sync when drift passes the threshold), so the synced tables show the healed figures
+ * now rather than one period later.
+ */
+export async function consistencyCheckWorkflow(): Promise<ConsistencyRunSummary> {
+  const summary = await jobs.checkConsistency();
+  if (summary.syncNeeded) {
+    await jobs.syncTenantQuotas({});
+    await jobs.syncApiKeyBudgets({});
+  }
+  return summary;
 }
 
 /** The sweeper: ends pending reservations whose workflow no longer runs, deletes expired bodies. */

@@ -246,6 +246,7 @@ describe('BillingStep: settle to cost whichever path admitted the request (M2.3,
         key_warmup_id: await redis.hget(CacheKeys.apiKeyBudget(seed.tenantId, seed.apiKeyIds[0]!), 'warmup_id'),
         tenant_adjusted: '0',
         key_adjusted: '0',
+        cost_micros: '213',
       });
     } finally {
       down.disconnect();

@@ -51,6 +51,8 @@ export interface AdminHarness {
 export interface HarnessOptions {
   /** The Redis the app uses, e.g. an unreachable one; the harness does not close it. */
   appRedis?: Redis;
+  /** The database the app uses, e.g. a fresh one; the harness does not close it. @default testDb() */
+  db?: Knex;
 }
 
 async function toJsonResponse(res: Response): Promise<JsonResponse> {
@@ -65,7 +67,7 @@ async function toJsonResponse(res: Response): Promise<JsonResponse> {
 }
 
 export async function startAdminHarness(options: HarnessOptions = {}): Promise<AdminHarness> {
-  const db = testDb();
+  const db = options.db ?? testDb();
   const realRedis = await testRedis();
   const redis = options.appRedis ?? realRedis;
   const logLines: string[] = [];
@@ -115,7 +117,7 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
     async close() {
       await new Promise<void>((resolve, reject) => server.close((err) => (err ? reject(err) : resolve())));
       realRedis.disconnect();
-      await db.destroy();
+      if (options.db === undefined) await db.destroy();
     },
   };
 }

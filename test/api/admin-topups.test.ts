@@ -113,7 +113,7 @@ describe('POST /admin/tenants/:id/topups', () => {
 
     expect(results.every((r) => r.status === 201)).toBe(true);
     expect(await limitOf(id)).toBe(String(5_000_000 + sum));
-    expect(await h.testRedis.hgetall(CacheKeys.tenantQuota(id))).toEqual({ limit_micros: String(5_000_000 + sum), used_micros: '4200000' });
+    expect(await h.testRedis.hgetall(CacheKeys.tenantQuota(id))).toMatchObject({ limit_micros: String(5_000_000 + sum), used_micros: '4200000' });
     const rows = await ledgerRows(id);
     expect(rows).toHaveLength(20);
     expect(rows.map((r) => Number(r.amount_micros)).sort((x, y) => x - y)).toEqual(amounts);
@@ -233,7 +233,7 @@ describe('M12 top-ups while Redis is unreachable', () => {
 
     const retry = await topUp(id, 4_000_000, 'during-outage');
     expect(retry.status).toBe(200);
-    expect(await h.testRedis.hgetall(CacheKeys.tenantQuota(id))).toEqual({ limit_micros: '5000000', used_micros: '250000' });
+    expect(await h.testRedis.hgetall(CacheKeys.tenantQuota(id))).toEqual({ limit_micros: '5000000', used_micros: '250000', version: '1' });
     expect(await ledgerRows(id)).toHaveLength(1);
   });
 });

@@ -1,32 +1,10 @@
 /** M1.1: the knex migrations run up, down and up again cleanly on real PostgreSQL. */
 import type { Knex } from 'knex';
-import { Client } from 'pg';
-import { createDb } from '../../src/db/knex';
 import { appliedMigrations, migrateLatest, rollbackAll } from '../../src/db/migrate';
 import { MIGRATION_NAMES } from '../../migrations';
-import { testConfig, uniqueId } from '../helpers/services';
+import { scratchDatabase } from '../helpers/services';
 
-const TABLES = ['api_key_quota', 'billing_transaction', 'model_price', 'tenant_quota'];
-
-/** Migration tests get a database of their own so they never drop tables under other test files. */
-async function scratchDatabase(): Promise<{ db: Knex; drop: () => Promise<void> }> {
-  const base = testConfig().DATABASE_URL!;
-  const name = uniqueId('migr').replace(/-/g, '_');
-  const admin = new Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  const url = new URL(base);
-  url.pathname = `/${name}`;
-  const db = createDb(url.toString());
-  return {
-    db,
-    drop: async () => {
-      await db.destroy();
-      await admin.query(`DROP DATABASE ${name}`);
-      await admin.end();
-    },
-  };
-}
+const TABLES = ['api_key_quota', 'billing_transaction', 'consistency_report', 'model_price', 'tenant_quota'];
 
 async function tables(db: Knex): Promise<string[]> {
   const rows = (await db('information_schema.tables').where({ table_schema: 'public' }).pluck('table_name')) as string[];
@@ -36,7 +14,8 @@ async function tables(db: Knex): Promise<string[]> {
 describe('migrations (M1.1)', () => {
   let scratch: Awaited<ReturnType<typeof scratchDatabase>>;
   beforeAll(async () => {
-    scratch = await scratchDatabase();
+    // A database of its own, so the migrations never drop tables under other test files.
+    scratch = await scratchDatabase('migr');
   });
   afterAll(async () => {
     await scratch.drop();
@@ -62,7 +41,7 @@ describe('migrations (M1.1)', () => {
       .where({ table_schema: 'public' })
       .andWhere('column_name', 'like', '%_micros%')
       .select('column_name', 'data_type');
-    expect(cols.length).toBe(8);
+    expect(cols.length).toBe(13);
     for (const c of cols) expect([c.column_name, c.data_type]).toEqual([c.column_name, 'bigint']);
 
     await db('tenant_quota').insert({ tenant_id: 't1', name: 'T1', quota_limit_micros: '9007199254740993' });

@@ -81,7 +81,7 @@ describe('PromQL contract checker (test of the test)', () => {
 });
 
 const Severity = { critical: 'critical', warning: 'warning', info: 'info' } as const;
-const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'availability'] as const;
+const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability'] as const;
 const ruleSchema = z.object({
   alert: z.string().regex(/^Billing[A-Za-z]+$/),
   expr: z.string().min(1),
@@ -212,10 +212,10 @@ describe('deploy/grafana/dashboards/billing.json (M13 complete Grafana dashboard
     expect(new Set(ids).size).toBe(ids.length);
   });
 
-  // Locks come back with the feature that exports their metrics (M7.3).
-  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, HTTP, Sync & maintenance', () => {
+  // Locks come back with the feature that exports its metrics (M7.3).
+  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, HTTP', () => {
     expect(panels.filter((p) => p.type === 'row').map((p) => p.title)).toEqual([
-      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'HTTP', 'Sync & maintenance',
+      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'HTTP',
     ]);
   });
 

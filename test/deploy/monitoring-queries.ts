@@ -30,6 +30,8 @@ const EDGE_REFUSAL_REASONS = ['insufficient_quota', 'budget_exceeded', 'rate_lim
 /** The scheduled maintenance jobs (src/workflows/maintenance-jobs.ts), the `task` label of their metrics. */
 const MAINTENANCE_JOBS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox'] as const;
 const SYNC_JOBS = ['quota', 'apikey'] as const;
+/** What the consistency check compares (M4.3): a tenant's quota counter, an API key's budget counter. */
+const CONSISTENCY_KINDS = ['tenant', 'api_key'] as const;
 
 /**
  * Every billing metric the api and the worker export (src/metrics.ts, src/redis/scripts.ts):
@@ -65,6 +67,15 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_sync_duration_seconds: { type: 'histogram', labels: { task: MAINTENANCE_JOBS } },
   billing_sync_rows_written_total: { type: 'counter', labels: { task: SYNC_JOBS } },
   billing_sync_lag_seconds: { type: 'gauge', labels: { task: SYNC_JOBS } },
+  billing_consistency_drift_micros: { type: 'gauge', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_synced_drift_micros: { type: 'gauge', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_drifted_subjects: { type: 'gauge', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_busy_subjects: { type: 'gauge', labels: {} },
+  billing_consistency_drift_threshold_micros: { type: 'gauge', labels: {} },
+  billing_consistency_last_run_timestamp_seconds: { type: 'gauge', labels: {} },
+  billing_consistency_heals_total: { type: 'counter', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_rebuilds_total: { type: 'counter', labels: { kind: CONSISTENCY_KINDS } },
+  billing_consistency_runs_total: { type: 'counter', labels: { status: ['ok', 'drift', 'failed'] } },
 };
 
 /**

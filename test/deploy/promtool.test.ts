@@ -84,6 +84,13 @@ describe('deploy/prometheus/alerts.yml under promtool', () => {
           .toEqual({ name, alerts: ['BillingLoadShedding'], firing: [] });
       }
     });
+
+    it('expects drift above the threshold to fire BillingConsistencyDrift for that kind, and an overdue check BillingConsistencyCheckStale', () => {
+      const labels = (name: string) => firing(test(name)).map((c) => [c.alertname, (c.exp_alerts ?? []).map((a) => a.exp_labels?.kind ?? a.exp_labels?.severity)]);
+      expect(labels('consistency drift above the threshold fires BillingConsistencyDrift')).toEqual([['BillingConsistencyDrift', ['tenant']]]);
+      expect(labels('no completed consistency check for three hours fires BillingConsistencyCheckStale')).toEqual([['BillingConsistencyCheckStale', ['warning']]]);
+      expect(labels('a stack that never completed a consistency check does not fire BillingConsistencyCheckStale')).toEqual([]);
+    });
   });
 
   it('the unit tests can fail: they fail on a copy of alerts.yml whose shedding threshold is never reached', () => {

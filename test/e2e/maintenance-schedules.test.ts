@@ -18,8 +18,15 @@ import { devServerEnv } from '../helpers/temporal';
 import { testDb, uniqueId } from '../helpers/services';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
-const PERIODS = { QUOTA_SYNC_INTERVAL_SECONDS: '300', APIKEY_SYNC_INTERVAL_SECONDS: '600', RESERVATION_SWEEP_INTERVAL_SECONDS: '300' };
-const PERIOD_OF = { quota: 300, apikey: 600, sweep: 300 } as const;
+// The consistency check every 30 days: a full check firing while other test files run could heal a
+// counter one of them drifted on purpose. The test deletes its Schedules when it ends.
+const PERIOD_OF = { quota: 300, apikey: 600, consistency: 30 * 86_400, sweep: 300 } as const;
+const PERIODS = {
+  QUOTA_SYNC_INTERVAL_SECONDS: String(PERIOD_OF.quota),
+  APIKEY_SYNC_INTERVAL_SECONDS: String(PERIOD_OF.apikey),
+  CONSISTENCY_CHECK_INTERVAL_SECONDS: String(PERIOD_OF.consistency),
+  RESERVATION_SWEEP_INTERVAL_SECONDS: String(PERIOD_OF.sweep),
+};
 const scheduleEnv = { MAINTENANCE_SCHEDULES: 'true', ...PERIODS };
 
 describe('maintenance Schedules (M4)', () => {
@@ -66,8 +73,8 @@ describe('maintenance Schedules (M4)', () => {
     for (const job of MAINTENANCE_JOB_NAMES) expect(ids.filter((id) => id === MAINTENANCE_JOBS[job].scheduleId)).toHaveLength(1);
 
     // A third start with the same settings changes nothing.
-    const again = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 600, sweep: 300 }, log: createLogger('silent', 'test') });
-    expect(again).toEqual({ quota: 'unchanged', apikey: 'unchanged', sweep: 'unchanged' });
+    const again = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { ...PERIOD_OF }, log: createLogger('silent', 'test') });
+    expect(again).toEqual({ quota: 'unchanged', apikey: 'unchanged', consistency: 'unchanged', sweep: 'unchanged' });
   });
 
   it('a period change updates the Schedule; a Schedule an operator paused stays paused', async () => {
@@ -75,13 +82,13 @@ describe('maintenance Schedules (M4)', () => {
     await handle.pause('paused by an operator in the test');
     const log = createLogger('silent', 'test');
 
-    const changed = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 120, sweep: 300 }, log });
+    const changed = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { ...PERIOD_OF, apikey: 120 }, log });
 
-    expect(changed).toEqual({ quota: 'unchanged', apikey: 'updated', sweep: 'unchanged' });
+    expect(changed).toEqual({ quota: 'unchanged', apikey: 'updated', consistency: 'unchanged', sweep: 'unchanged' });
     const description = await handle.describe();
     expect(description.spec.intervals?.map((i) => i.every)).toEqual([120_000]);
     expect(description.state.paused).toBe(true);
-    await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { quota: 300, apikey: 600, sweep: 300 }, log });
+    await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { ...PERIOD_OF }, log });
     await handle.unpause();
   });
 
@@ -158,7 +165,7 @@ describe('maintenance Schedules (M4)', () => {
   it('an unknown job is 404 and no admin token is 401, both in the OpenAI error shape', async () => {
     const unknown = await first.admin<{ error: { code: string; message: string } }>('POST', '/admin/sync/everything');
     expect(unknown.status).toBe(404);
-    expect(unknown.body.error.message).toContain('quota, apikey');
+    expect(unknown.body.error.message).toContain('quota, apikey, consistency, sweep');
     const anonymous = await fetch(`${first.url}/admin/sync/quota`, { method: 'POST' });
     expect(anonymous.status).toBe(401);
     expect(((await anonymous.json()) as { error: { type: string } }).error.type).toBeDefined();

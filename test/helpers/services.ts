@@ -5,6 +5,7 @@
 import { loadConfig, type Config } from '../../src/config';
 import IORedis from 'ioredis';
 import { createRedis, type Redis } from '../../src/redis/client';
+import { Client } from 'pg';
 import { createDb, type Knex } from '../../src/db/knex';
 
 export function testConfig(): Readonly<Config> {
@@ -26,6 +27,29 @@ export async function testRedis(): Promise<Redis> {
 /** A knex instance on the test database (migrated by global setup). */
 export function testDb(): Knex {
   return createDb(required('DATABASE_URL', testConfig().DATABASE_URL), { max: 5 });
+}
+
+/**
+ * An empty database of its own on the test PostgreSQL (not migrated): for tests that need
+ * the whole database to themselves. `drop` destroys the handle and the database.
+ */
+export async function scratchDatabase(prefix: string): Promise<{ db: Knex; drop: () => Promise<void> }> {
+  const base = required('DATABASE_URL', testConfig().DATABASE_URL);
+  const name = uniqueId(prefix).replace(/-/g, '_');
+  const admin = new Client({ connectionString: base });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  const db = createDb(url.toString());
+  return {
+    db,
+    drop: async () => {
+      await db.destroy();
+      await admin.query(`DROP DATABASE ${name}`);
+      await admin.end();
+    },
+  };
 }
 
 export function temporalAddress(): string {

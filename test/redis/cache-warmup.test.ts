@@ -37,9 +37,9 @@ describe('cache_warmup.lua (M2.2 warm-up with SETNX semantics)', () => {
     const tenant = await redis.hgetall(CacheKeys.tenantQuota(tenantId));
     const limited = await redis.hgetall(CacheKeys.apiKeyBudget(tenantId, 'k-limited'));
     const unlimited = await redis.hgetall(CacheKeys.apiKeyBudget(tenantId, 'k-unlimited'));
-    expect(tenant).toEqual({ limit_micros: '25000000', used_micros: '1234567', warmup_id: expect.stringMatching(UUID) });
-    expect(limited).toEqual({ budget_micros: '3000000', spent_micros: '42', warmup_id: expect.stringMatching(UUID) });
-    expect(unlimited).toEqual({ budget_micros: '-1', spent_micros: '0', warmup_id: expect.stringMatching(UUID) });
+    expect(tenant).toEqual({ limit_micros: '25000000', used_micros: '1234567', warmup_id: expect.stringMatching(UUID), version: expect.stringMatching(/^[1-9][0-9]{15}$/) });
+    expect(limited).toEqual({ budget_micros: '3000000', spent_micros: '42', warmup_id: expect.stringMatching(UUID), version: expect.stringMatching(/^[1-9][0-9]{15}$/) });
+    expect(unlimited).toEqual({ budget_micros: '-1', spent_micros: '0', warmup_id: expect.stringMatching(UUID), version: expect.stringMatching(/^[1-9][0-9]{15}$/) });
     expect(new Set([tenant.warmup_id, limited.warmup_id, unlimited.warmup_id]).size).toBe(3);
     expect(await redis.ttl(CacheKeys.tenantQuota(tenantId))).toBe(-1);
   });
@@ -109,7 +109,7 @@ describe('cache_warmup.lua (M2.2 warm-up with SETNX semantics)', () => {
       expect(winners).toHaveLength(1);
       const winner = winners[0]!;
       const hash = await redis.hgetall(CacheKeys.tenantQuota(tenantId));
-      expect(hash).toEqual({ limit_micros: String(1_000 + winner), used_micros: String(winner), warmup_id: expect.stringMatching(UUID) });
+      expect(hash).toEqual({ limit_micros: String(1_000 + winner), used_micros: String(winner), warmup_id: expect.stringMatching(UUID), version: expect.stringMatching(/^[1-9][0-9]{15}$/) });
       const marked = [];
       for (const requestId of requestIds) if ((await redis.exists(CacheKeys.request(tenantId, requestId))) === 1) marked.push(requestId);
       expect(marked).toEqual([requestIds[winner]]);
@@ -124,18 +124,21 @@ describe('cache_warmup.lua (M2.2 warm-up with SETNX semantics)', () => {
     const key = CacheKeys.tenantQuota(tenantId);
     const record = CacheKeys.request(tenantId, 'r1');
     const warm = (keys: string[], argv: string[]) => rawEval(redis, QuotaScriptName.cacheWarmup, keys, argv);
-    await expect(warm([key], ['tenant', 'w', '60', '1'])).rejects.toThrow(/^ERR cache_warmup expects 5 arguments for 0 records, got 4/);
-    await expect(warm([key, record], ['tenant', 'w', '60', '1', '0'])).rejects.toThrow(/^ERR cache_warmup expects 7 arguments for 1 records, got 5/);
-    await expect(warm([key], ['quota', 'w', '60', '1', '0'])).rejects.toThrow(/^ERR kind must be 'tenant' or 'key', got quota/);
-    await expect(warm([key], ['tenant', '', '60', '1', '0'])).rejects.toThrow(/^ERR warmup_id must not be empty/);
-    await expect(warm([key], ['tenant', 'w', '60', '-1', '0'])).rejects.toThrow(/^ERR limit_micros must be >= 0/);
-    await expect(warm([key], ['tenant', 'w', '60', '1', '1.5'])).rejects.toThrow(/^ERR used_micros must be a canonical integer/);
+    const create = ['create', '', '0'];
+    await expect(warm([key], ['tenant', 'w', '60', '1', '0'])).rejects.toThrow(/^ERR cache_warmup expects 8 arguments for 0 records, got 5/);
+    await expect(warm([key, record], ['tenant', 'w', '60', '1', '0', ...create])).rejects.toThrow(/^ERR cache_warmup expects 10 arguments for 1 records, got 8/);
+    await expect(warm([key], ['quota', 'w', '60', '1', '0', ...create])).rejects.toThrow(/^ERR kind must be 'tenant' or 'key', got quota/);
+    await expect(warm([key], ['tenant', '', '60', '1', '0', ...create])).rejects.toThrow(/^ERR warmup_id must not be empty/);
+    await expect(warm([key], ['tenant', 'w', '60', '-1', '0', ...create])).rejects.toThrow(/^ERR limit_micros must be >= 0/);
+    await expect(warm([key], ['tenant', 'w', '60', '1', '1.5', ...create])).rejects.toThrow(/^ERR used_micros must be a canonical integer/);
+    await expect(warm([key], ['tenant', 'w', '60', '1', '0', 'upsert', '', '0'])).rejects.toThrow(/^ERR mode must be 'create' or 'replace', got upsert/);
+    await expect(warm([key], ['tenant', 'w', '60', '1', '0', 'replace', '', '-1'])).rejects.toThrow(/^ERR expected_version must not be negative/);
     // The record's amount is only checked after the hash fields: a failure there must still write nothing.
-    await expect(warm([key, record], ['tenant', 'w', '60', '1', '0', 'pending', '-3'])).rejects.toThrow(/^ERR counted_micros must not be negative/);
-    await expect(warm([key, record], ['tenant', 'w', '60', '1', '0', 'reserved', '3'])).rejects.toThrow(/^ERR record role must be 'pending' or 'settled', got reserved/);
+    await expect(warm([key, record], ['tenant', 'w', '60', '1', '0', ...create, 'pending', '-3'])).rejects.toThrow(/^ERR counted_micros must not be negative/);
+    await expect(warm([key, record], ['tenant', 'w', '60', '1', '0', ...create, 'reserved', '3'])).rejects.toThrow(/^ERR record role must be 'pending' or 'settled', got reserved/);
     expect(await redis.exists(key, record)).toBe(0);
     // -1 is an unlimited key budget, not a tenant limit.
-    expect(await warm([CacheKeys.apiKeyBudget(tenantId, 'k')], ['key', 'w', '60', '-1', '0'])).toBe(1);
+    expect(await warm([CacheKeys.apiKeyBudget(tenantId, 'k')], ['key', 'w', '60', '-1', '0', ...create])).toBe(1);
   });
 
   it('M2.2 the typed warm-up refuses non-integer or negative amounts before calling Redis', async () => {

@@ -70,7 +70,7 @@ describe('quota_deduct.lua (M3.2 settle the tenant quota to cost)', () => {
     expect(await f.scripts.settleTenant({ tenantId: f.tenantId, requestId, costMicros: 100 })).toEqual({
       status: 'applied', deltaMicros: 100, usedMicros: 600, remainingMicros: 9_999_400,
     });
-    expect(await redis.hgetall(f.recordKey(requestId))).toEqual({ tenant_adjusted: '100' });
+    expect(await redis.hgetall(f.recordKey(requestId))).toEqual({ tenant_adjusted: '100', cost_micros: '100' });
     expect(await redis.ttl(f.recordKey(requestId))).toBeGreaterThan(TTL_SECONDS - 5);
     // A late admission retry with that request id must not reserve on top of the fallback's charge.
     const late = await f.scripts.reserve({ tenantId: f.tenantId, apiKeyId: f.apiKeyId, requestId, amountMicros: 1_000, nowMs: 1 });
@@ -84,7 +84,7 @@ describe('quota_deduct.lua (M3.2 settle the tenant quota to cost)', () => {
     expect(await f.scripts.settleTenant({ tenantId: f.tenantId, requestId, costMicros: 0 })).toEqual({
       status: 'applied', deltaMicros: 0, usedMicros: 500, remainingMicros: 9_999_500,
     });
-    expect(await redis.hgetall(f.recordKey(requestId))).toEqual({ tenant_adjusted: '0' });
+    expect(await redis.hgetall(f.recordKey(requestId))).toEqual({ tenant_adjusted: '0', cost_micros: '0' });
   });
 
   it('M2.2 M3.2 a fallback reservation counted by a later warm-up is settled against it (cost - reservation)', async () => {
@@ -202,7 +202,7 @@ describe('apikey_budget_deduct.lua (M3.3 settle the key budget to cost)', () => 
       budget: { budget_micros: '-1', spent_micros: '600000' },
     });
     expect(await redis.hgetall(f.recordKey(requestId))).toEqual({
-      reserved_micros: '1000000', api_key_id: f.apiKeyId, reserved_at: '1', tenant_adjusted: '-400000', key_adjusted: '-400000',
+      reserved_micros: '1000000', api_key_id: f.apiKeyId, reserved_at: '1', tenant_adjusted: '-400000', key_adjusted: '-400000', cost_micros: '600000',
     });
   });
 

@@ -58,9 +58,10 @@ export async function rawEval(redis: Redis, name: QuotaScriptName, keys: string[
 
 /**
  * Both counters as stored, as exact strings (so a float or a wrong type would show).
- * warmup_id, a random id per warm-up (cache_warmup.lua), is left out: cache-warmup.test.ts checks it.
+ * warmup_id, a random id per warm-up (cache_warmup.lua), and version, the consistency
+ * check's token, are left out: cache-warmup.test.ts and counter-version.test.ts check them.
  */
 export async function counters(redis: Redis, f: QuotaFixture): Promise<{ quota: Record<string, string>; budget: Record<string, string> }> {
-  const withoutWarmupId = ({ warmup_id: _warmupId, ...fields }: Record<string, string>): Record<string, string> => fields;
-  return { quota: withoutWarmupId(await redis.hgetall(f.quotaKey)), budget: withoutWarmupId(await redis.hgetall(f.budgetKey)) };
+  const money = ({ warmup_id: _warmupId, version: _version, ...fields }: Record<string, string>): Record<string, string> => fields;
+  return { quota: money(await redis.hgetall(f.quotaKey)), budget: money(await redis.hgetall(f.budgetKey)) };
 }

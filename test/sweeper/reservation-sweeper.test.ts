@@ -23,6 +23,7 @@ import { createQuotaCheckStep } from '../../src/activities/quota-check-step';
 import { loadConfig } from '../../src/config';
 import { createModelPriceRepository } from '../../src/db/model-price-repository';
 import { createMaintenanceMetrics } from '../../src/metrics';
+import { consistencySettings, createConsistencyCheck } from '../../src/consistency/consistency-check';
 import { createCounterSync } from '../../src/sync/counter-sync';
 import { createRepositories } from '../../src/db/repositories';
 import type { Redis } from '../../src/redis/client';
@@ -360,10 +361,15 @@ describe("the worker's sweep activity (src/roles/worker.ts buildActivities)", ()
     const input = await reservedWithoutWorkflow(t.tenantId, t.apiKeyId, { model: TEST_MODEL, price: APP_PRICE, promptTokens: 12, maxOutputTokens: 64, reservedMicros: 140 });
     await age(input.requestId);
     const config = loadConfig({ ...process.env, SWEEP_PENDING_AFTER_SECONDS: String(AGE_SECONDS), RELAY_TTL_SECONDS: String(4 * AGE_SECONDS), LOG_LEVEL: 'silent' });
+    const repositories = createRepositories(db, { bodyKeys: config.payloadCodecKeys });
     const activities = buildActivities({
-      config, repositories: createRepositories(db, { bodyKeys: config.payloadCodecKeys }), scripts: deps.scripts, warmup: deps.warmup,
+      config, repositories, scripts: deps.scripts, warmup: deps.warmup,
       relay: deps.relay, metrics: deps.metrics, log: deps.log, upstreamBaseUrl: app.mock.url, client: env.client,
       maintenanceMetrics: createMaintenanceMetrics(deps.registry), counterSync: createCounterSync(db, redis),
+      consistencyCheck: createConsistencyCheck({
+        ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts: deps.scripts, metrics: deps.metrics, log: deps.log,
+        settings: consistencySettings(config),
+      }),
     });
     const activityEnv = new MockActivityEnvironment();
     const beats: SweepSummary[] = [];

@@ -10,12 +10,13 @@ import { WorkflowFailedError } from '@temporalio/client';
 import type { Knex } from 'knex';
 import { Registry } from 'prom-client';
 import { createMaintenanceActivities } from '../../src/activities/maintenance-jobs';
+import type { ConsistencyRunSummary } from '../../src/consistency/report';
 import { createSyncRunRepository } from '../../src/db/sync-run-repository';
 import { createLogger } from '../../src/log';
 import { createMaintenanceMetrics } from '../../src/metrics';
 import type { Redis } from '../../src/redis/client';
 import { createCounterSync } from '../../src/sync/counter-sync';
-import { apiKeySyncWorkflow, quotaSyncWorkflow, reservationSweepWorkflow } from '../../src/workflows/maintenance';
+import { apiKeySyncWorkflow, consistencyCheckWorkflow, quotaSyncWorkflow, reservationSweepWorkflow } from '../../src/workflows/maintenance';
 import { billedInput, closeTenant, metricValue, seedTenant, stepDeps, type StepDeps, type TenantSeed } from '../helpers/activity-deps';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { timeSkippingEnv, withWorker } from '../helpers/temporal';
@@ -49,9 +50,13 @@ afterAll(async () => {
 /** What the sweeper's activity answered (its own tests run the real one: test/sweeper/). */
 const SWEPT = { examined: 4, stillRunning: 1, committed: 2, voided: 1, withoutHistory: 0, errors: 0, expiredBodiesDeleted: 3, truncated: false };
 
+/** A consistency check that healed (its own tests run the real one: test/consistency/); a full check here would touch other files' tenants. */
+const HEALED: ConsistencyRunSummary = { reportId: 1, status: 'drift', tenantsChecked: 3, keysChecked: 4, tenantDriftMicros: 777, apikeyDriftMicros: 0, driftedSubjects: 1, healed: true, heals: 1, rebuilt: 0, busy: 0, alerted: true, syncNeeded: true, durationMs: 12 };
+
 function activities(registry: Registry) {
   return createMaintenanceActivities({
     counterSync: createCounterSync(db, redis),
+    consistencyCheck: { run: () => Promise.resolve({ ...HEALED }) },
     sweepPendingReservations: () => Promise.resolve({ ...SWEPT }),
     syncRuns: createSyncRunRepository(db),
     maintenanceMetrics: createMaintenanceMetrics(registry),
@@ -131,5 +136,18 @@ describe('maintenance workflows (time-skipping)', () => {
     expect(result).toEqual(SWEPT);
     expect(await runsSince('sweep', since)).toEqual([{ outcome: 'ok', written: 6 }]);
     expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'sweep', outcome: 'ok' })).toBe(1);
+  });
+
+  it('consistencyCheckWorkflow runs both syncs at once after a heal (M4.5), and records all three runs', async () => {
+    const registry = new Registry();
+    const since = new Date();
+
+    const result = await withWorker(env, { workflowsPath, activities: activities(registry) }, (taskQueue) =>
+      env.client.workflow.execute(consistencyCheckWorkflow, { taskQueue, workflowId: uniqueId('consistency-check') }));
+
+    expect(result).toEqual(HEALED);
+    expect(await runsSince('consistency', since)).toEqual([{ outcome: 'ok', written: 1 }]);
+    expect((await runsSince('quota', since)).map((r) => r.outcome)).toEqual(['ok']);
+    expect((await runsSince('apikey', since)).map((r) => r.outcome)).toEqual(['ok']);
   });
 });

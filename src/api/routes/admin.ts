@@ -15,6 +15,7 @@ import type { PriceList } from '../../services/price-list';
 import type { TenantService } from '../../services/tenant-service';
 import { adminAuth } from '../auth';
 import { adminApiKeyRoutes } from './admin-api-keys';
+import { adminConsistencyRoutes } from './admin-consistency';
 import { adminModelRoutes } from './admin-models';
 import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
@@ -29,7 +30,7 @@ export interface AdminRouterDeps {
   usage: UsageService;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
-  repositories: Pick<Repositories, 'billing'>;
+  repositories: Pick<Repositories, 'billing' | 'consistencyReports'>;
   logger: Pick<Logger, 'warn'>;
   /** The config's ADMIN_TOKEN. */
   adminToken: string;
@@ -47,6 +48,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminModelRoutes(deps.prices),
     adminUsageRoutes(deps.usage),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
+    adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),
   );
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   const router = Router();
