@@ -4,13 +4,16 @@
  */
 import type { Knex } from 'knex';
 import type { CodecKeyring } from '../codec/keyring';
+import { createAlertRepository } from '../alerts/alert-repository';
+import { createAlertSecretRepository } from '../alerts/alert-secrets';
+import { createOutboxRepository } from '../dispatch/outbox-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
 import { createTenantRepository } from './tenant-repository';
 
-/** `bodyKeys`: the payload codec's keys, which also encrypt the body store. */
+/** `bodyKeys`: the payload codec's keys, which also encrypt the body store and the alert signing secrets. */
 export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
   return {
     tenants: createTenantRepository(db),
@@ -20,6 +23,12 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     billing: createBillingRepository(db),
     /** Request bodies and relayed outputs, out of Temporal history (request_body). */
     requestBodies: createRequestBodyRepository(db, opts.bodyKeys),
+    /** Budget alert state and records (budget_alert_state, budget_alert). */
+    alerts: createAlertRepository(db),
+    /** Tenants' webhook signing secrets, encrypted (tenant_quota). */
+    alertSecrets: createAlertSecretRepository(db, opts.bodyKeys),
+    /** Follow-up tasks committed, waiting to be (or sent as) workflow starts (dispatch_outbox). */
+    outbox: createOutboxRepository(db),
   };
 }
 

@@ -87,13 +87,13 @@ export async function startRoles(
     // Built once and shared by both roles of this process.
     const repositories = createRepositories(db, { bodyKeys: config.payloadCodecKeys });
     const scripts = createQuotaScripts(redis, { ttlSeconds: config.RESERVATION_TTL_SECONDS, registry });
-    const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary() });
+    const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary(), outbox: () => repositories.outbox.stats() });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
 
     if (opts.worker) {
       const { worker, connection } = await createBillingWorker({
-        config, temporalAddress: endpoints.temporalAddress, repositories, scripts, warmup, relay, metrics, log,
+        config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
         upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue: opts.taskQueue, pollIntervalMs: opts.pollIntervalMs,
       });
       const run = worker.run();

@@ -1,5 +1,8 @@
 /** The Temporal worker: the billed-request workflow and its activities on one task queue. */
+import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
@@ -10,10 +13,17 @@ import type { BillingMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
+import { createFollowUps } from '../dispatch/follow-ups';
+import { createDispatchActivities } from '../dispatch/activities';
+import { createBudgetAlertActivities } from '../alerts/delivery-activities';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
   temporalAddress: string;
+  /** The database handle of `repositories` (the dispatcher's transactions). */
+  db: Knex;
+  /** The Redis of `scripts` (budget alerts read counters there after a retried settlement). */
+  redis: Redis;
   repositories: Repositories;
   scripts: QuotaScripts;
   warmup: QuotaWarmup;
@@ -27,9 +37,14 @@ export interface BillingWorkerOptions {
   taskQueue?: string;
 }
 
-/** The activities with real dependencies, as the worker registers them. */
-export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'>) {
-  return createActivities({
+/**
+ * The activities with real dependencies, as the worker registers them. `client` is a
+ * Temporal client on the worker's connection: follow-up workflows (budget alerts) are
+ * started through it after their transaction commits (src/dispatch/).
+ */
+export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress'> & { client: Client }) {
+  const { dispatcher, budgetAlerts } = createFollowUps({ ...opts, taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE });
+  const steps = createActivities({
     scripts: opts.scripts,
     ledger: opts.repositories.billing,
     warmup: opts.warmup,
@@ -40,7 +55,14 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     channels: { '*': 'default' },
     providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },
     pollIntervalMs: opts.pollIntervalMs,
+    budgetAlerts,
   });
+  // The follow-up workflows' activities: budget-alert delivery and the outbox drain.
+  const followUps = {
+    ...createBudgetAlertActivities({ alerts: opts.repositories.alerts, alertSecrets: opts.repositories.alertSecrets, metrics: opts.metrics, log: opts.log }),
+    ...createDispatchActivities({ dispatcher }),
+  };
+  return { ...steps, ...followUps };
 }
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
@@ -65,14 +87,17 @@ export function installTemporalRuntime(level: string): void {
 export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
   installTemporalRuntime(opts.config.LOG_LEVEL);
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
+  const dataConverter = billingDataConverter(opts.config.payloadCodecKeys);
+  // The activities' own client, on the worker's connection and with the same codec.
+  const client = new Client({ connection, namespace: opts.config.TEMPORAL_NAMESPACE, dataConverter });
   const worker = await Worker.create({
     connection,
     namespace: opts.config.TEMPORAL_NAMESPACE,
     taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
-    activities: buildActivities(opts),
+    activities: buildActivities({ ...opts, client }),
     // Everything the worker writes into history is encrypted (src/codec/), failure messages included.
-    dataConverter: billingDataConverter(opts.config.payloadCodecKeys),
+    dataConverter,
     // Many short workflows at once: more slots and pollers than the defaults (40 / 10) cut the
     // task-queue wait under load (bench: gateway P99 overhead 4.2 s -> 2.2 s at 50 clients).
     maxConcurrentWorkflowTaskExecutions: 100,

@@ -25,7 +25,16 @@ export function createAccountServices(deps: AccountServicesDeps) {
   return {
     balances,
     tenants: createTenantService({ db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log }),
-    apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, tenants: deps.repositories.tenants, redis: deps.redis, balances, log: deps.log }),
+    apiKeys: createApiKeyService({
+      db: deps.db,
+      apiKeys: deps.repositories.apiKeys,
+      alerts: deps.repositories.alerts,
+      alertSecrets: deps.repositories.alertSecrets,
+      tenants: deps.repositories.tenants,
+      redis: deps.redis,
+      balances,
+      log: deps.log,
+    }),
   };
 }
 
