@@ -214,12 +214,13 @@ export function createDispatcher(deps: DispatcherDeps) {
      * Sends every undispatched row older than DISPATCH_DRAIN_MIN_AGE_SECONDS, in batches,
      * up to maxDrainBatches; stops early when a whole batch fails (Temporal is likely down:
      * the next run retries). Also prunes dispatched rows past their retention.
-     * `onBatch` is called after each batch (the activity heartbeats there).
+     * `onBatch` is called after each batch (the activity heartbeats there); `taskQueue`
+     * limits the drain to the rows of one task queue (every queue by default).
      */
-    async drainOutbox(opts: { onBatch?: (report: DispatchReport) => void } = {}): Promise<DispatchReport & { pruned: number }> {
+    async drainOutbox(opts: { onBatch?: (report: DispatchReport) => void; taskQueue?: string } = {}): Promise<DispatchReport & { pruned: number }> {
       const report = emptyReport();
       for (let round = 0; round < maxDrainBatches; round += 1) {
-        const rows = await deps.outbox.undispatched(minAge, batchSize);
+        const rows = await deps.outbox.undispatched(minAge, batchSize, opts.taskQueue);
         if (rows.length === 0) break;
         const batch = await sendBatch(rows);
         add(report, batch);

@@ -44,12 +44,14 @@ export function createOutboxRepository(db: Knex) {
 
     /**
      * Undispatched rows created at least `minAgeSeconds` ago, at most `limit`: the ones
-     * tried least first, so a row that keeps failing cannot hold up the others.
+     * tried least first, so a row that keeps failing cannot hold up the others. With
+     * `taskQueue`, only the rows of that task queue.
      */
-    async undispatched(minAgeSeconds: number, limit: number): Promise<OutboxRow[]> {
+    async undispatched(minAgeSeconds: number, limit: number, taskQueue?: string): Promise<OutboxRow[]> {
       const rows = await db<Row>('dispatch_outbox')
         .select('task_id', 'kind', 'task_queue', 'tenant_id', 'payload', 'attempts')
         .whereNull('dispatched_at')
+        .andWhere(taskQueue === undefined ? {} : { task_queue: taskQueue })
         .andWhere('created_at', '<=', db.raw('now() - make_interval(secs => ?)', [minAgeSeconds]))
         .orderBy([{ column: 'attempts', order: 'asc' }, { column: 'created_at', order: 'asc' }])
         .limit(limit);
