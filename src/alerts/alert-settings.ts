@@ -32,9 +32,3 @@ export function thresholdsReached(usedMicros: number, limitMicros: number, thres
   const limit = BigInt(limitMicros);
   return thresholdsPercent.filter((t) => used100 >= BigInt(t) * limit);
 }
-
-/** The thresholds `usedMicros` of `limitMicros` is below again (the ones a top-up re-arms). */
-export function thresholdsBelow(usedMicros: number, limitMicros: number, thresholdsPercent: readonly number[]): number[] {
-  const reached = new Set(thresholdsReached(usedMicros, limitMicros, thresholdsPercent));
-  return thresholdsPercent.filter((t) => !reached.has(t));
-}
