@@ -186,11 +186,6 @@ export function createApiKeyRepository(db: Knex) {
       return rows.map(toApiKey);
     },
 
-    /** Sets the given rate limits (null clears one); the key after the change, or null when no key has this id. */
-    async updateLimits(id: string, patch: Partial<RateLimits>, trx?: Knex.Transaction): Promise<ApiKey | null> {
-      return updateSettings(id, { limits: patch }, trx);
-    },
-
     /**
      * Revokes a key; idempotent (a second call keeps the first revoked_at). Returns the
      * revoked key, or null when no key has this id.

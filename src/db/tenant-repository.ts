@@ -148,11 +148,6 @@ export function createTenantRepository(db: Knex) {
       return row ? toTenant(row) : null;
     },
 
-    /** Sets the given rate limits (null clears one); the tenant after the change, or null when it does not exist. */
-    async updateLimits(tenantId: string, patch: Partial<RateLimits>, trx?: Knex.Transaction): Promise<Tenant | null> {
-      return updateSettings(tenantId, { limits: patch }, trx);
-    },
-
     /**
      * Adds amountMicros to the tenant's limit and returns the new limit. The overflow
      * guard is part of the UPDATE's WHERE, so an overflowing raise changes nothing even

@@ -3,7 +3,10 @@
  * `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`, checked by a receiver
  * against the raw body, its secret and a tolerance window against replays. Pure code.
  */
-import { createHmac } from 'node:crypto';
+import crypto, { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import vm from 'node:vm';
 import { generateAlertSecret } from '../../src/alerts/alert-secrets';
 import { signAlertBody, verifyAlertSignature } from '../../src/alerts/signature';
 
@@ -58,5 +61,22 @@ describe('verifyAlertSignature', () => {
     ['a non-numeric timestamp', header.replace(`t=${t}`, 't=soon')],
   ])('refuses %s as malformed', (_label, value) => {
     expect(verifyAlertSignature(secret, value, body, { nowSeconds: t })).toEqual({ valid: false, reason: 'malformed' });
+  });
+});
+
+describe('the receiver example of docs/alerts.md', () => {
+  // The Node.js snippet operators copy, evaluated as written: it must accept what the service signs.
+  const doc = readFileSync(path.join(__dirname, '../../docs/alerts.md'), 'utf8');
+  const start = doc.indexOf('function verify(secret, header, rawBody');
+  const snippet = doc.slice(start, doc.indexOf('// express:', start));
+  const verify = vm.runInNewContext(`${snippet}; verify`, { crypto, Buffer, Date, Number, Math }) as (secret: string, header: string, rawBody: string, tolerance?: number) => boolean;
+
+  it('accepts a fresh signature of the service, and refuses a stale one, another secret or a changed body', () => {
+    const now = Math.floor(Date.now() / 1000);
+    expect(start).toBeGreaterThan(0);
+    expect(verify(secret, signAlertBody(secret, now, body), body)).toBe(true);
+    expect(verify(secret, signAlertBody(secret, now - 600, body), body)).toBe(false);
+    expect(verify(generateAlertSecret(), signAlertBody(secret, now, body), body)).toBe(false);
+    expect(verify(secret, signAlertBody(secret, now, body), `${body} `)).toBe(false);
   });
 });
