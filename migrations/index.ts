@@ -9,6 +9,8 @@ import * as modelPrice from './20261126000003_model_price';
 import * as billingTransaction from './20261126000004_billing_transaction';
 import * as rateLimits from './20261201000001_rate_limits';
 import * as requestBody from './20261201000002_request_body';
+import * as counterSync from './20261202000001_counter_sync';
+import * as usageReportIndexes from './20261202000002_usage_report_indexes';
 import * as dispatchOutbox from './20261202000020_dispatch_outbox';
 import * as alertSettings from './20261202000021_alert_settings';
 import * as budgetAlerts from './20261202000022_budget_alerts';
@@ -20,6 +22,8 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000004_billing_transaction', billingTransaction],
   ['20261201000001_rate_limits', rateLimits],
   ['20261201000002_request_body', requestBody],
+  ['20261202000001_counter_sync', counterSync],
+  ['20261202000002_usage_report_indexes', usageReportIndexes],
   ['20261202000020_dispatch_outbox', dispatchOutbox],
   ['20261202000021_alert_settings', alertSettings],
   ['20261202000022_budget_alerts', budgetAlerts],

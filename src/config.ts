@@ -72,6 +72,21 @@ const envSchema = z.object({
   /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
   PARALLEL_LEASE_SECONDS: positiveInt.default(30),
 
+  /**
+   * The sweeper examines pending reservations older than this and settles those whose workflow no
+   * longer runs (docs/sweeper.md). 15 minutes = one UpstreamCallStep attempt's start-to-close: younger
+   * requests are not even looked at. Must stay below RELAY_TTL_SECONDS (the relay is the evidence of
+   * what was delivered). @default 900
+   */
+  SWEEP_PENDING_AFTER_SECONDS: positiveInt.default(900),
+  /** Most pending reservations one sweeper run examines; older ones left over wait for the next run. @default 1000 */
+  SWEEP_MAX_PER_RUN: positiveInt.default(1000),
+  /** Periods of the maintenance Schedules (M4.5: a shorter period is a setting), in seconds. */
+  QUOTA_SYNC_INTERVAL_SECONDS: positiveInt.default(300),
+  APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),
+  RESERVATION_SWEEP_INTERVAL_SECONDS: positiveInt.default(300),
+  /** Whether a worker creates/updates the maintenance Schedules at start; `false` for a worker that must not (tests). */
+  MAINTENANCE_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** Workflow starts the dispatcher sends at once, and outbox rows one drain round reads (M5.3). */
   DISPATCH_BATCH_SIZE: positiveInt.max(1000).default(100),
   /** The outbox drain sends only rows older than this: younger ones are still being sent after their commit. */
@@ -95,7 +110,12 @@ const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';
 const checkedEnvSchema = envSchema.refine((env) => env.NODE_ENV !== 'production' || env.ADMIN_TOKEN !== DEV_ADMIN_TOKEN, {
   path: ['ADMIN_TOKEN'],
   message: 'ADMIN_TOKEN must be set (not the development default) when NODE_ENV=production',
-});
+})
+  // A sweep after the relay expired finds no evidence of delivered output and voids what was delivered.
+  .refine((env) => env.SWEEP_PENDING_AFTER_SECONDS < env.RELAY_TTL_SECONDS, {
+    path: ['SWEEP_PENDING_AFTER_SECONDS'],
+    message: 'must be less than RELAY_TTL_SECONDS (the relay is what a sweep bills delivered output from)',
+  });
 
 export type Env = z.infer<typeof envSchema>;
 

@@ -72,6 +72,9 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     redisFallbackActive: once(registry, 'billing_redis_fallback_active', () => new Gauge({
       name: 'billing_redis_fallback_active', help: '1 while admission runs on the PostgreSQL fallback', registers,
     })),
+    sweptReservations: once(registry, 'billing_swept_reservations_total', () => new Counter({
+      name: 'billing_swept_reservations_total', help: 'Stale pending reservations the sweeper examined, by outcome: committed or voided by the sweep, still_running (left to its workflow), error (left pending)', labelNames: ['outcome'], registers,
+    })),
     pendingReservations: once(registry, 'billing_pending_reservations', () => new Gauge({
       name: 'billing_pending_reservations', help: 'Ledger rows still pending (nothing may stay pending forever)', registers,
       async collect() {
@@ -134,3 +137,52 @@ export function createRedisScriptMetrics(registry: Registry) {
     })),
   };
 }
+
+/** The `task` label values of the maintenance metrics: the jobs of src/workflows/maintenance-jobs.ts. */
+export const MAINTENANCE_TASKS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox'] as const;
+
+/** The maintenance jobs' last successful start, per job (the sync_run table); read on scrape. */
+export type LastSyncRuns = () => Promise<Partial<Record<string, Date>>>;
+
+/**
+ * Metrics of the scheduled maintenance jobs (quota and API-key sync, consistency check,
+ * sweeper, outbox drain), labelled `task` (Prometheus keeps `job` for the scrape job). The lag is read from the sync_run table on scrape, so every
+ * process (API or worker) reports the same figure, whichever worker ran the job.
+ */
+export function createMaintenanceMetrics(registry: Registry, opts: { lastRuns?: LastSyncRuns; now?: () => number } = {}) {
+  const registers = [registry];
+  const now = opts.now ?? Date.now;
+  const runs = once(registry, 'billing_sync_runs_total', () => {
+    const counter = new Counter({
+      name: 'billing_sync_runs_total', help: 'Maintenance job runs (quota, apikey, consistency, sweep, outbox) by outcome', labelNames: ['task', 'outcome'], registers,
+    });
+    // Exported from 0, so "no run in 30 minutes" is a zero increase that an alert sees, not a missing series.
+    for (const task of MAINTENANCE_TASKS) for (const outcome of ['ok', 'error']) counter.inc({ task, outcome }, 0);
+    return counter;
+  });
+  return {
+    runs,
+    duration: once(registry, 'billing_sync_duration_seconds', () => new Histogram({
+      name: 'billing_sync_duration_seconds', help: 'Duration of one maintenance job run', labelNames: ['task'],
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300], registers,
+    })),
+    rowsWritten: once(registry, 'billing_sync_rows_written_total', () => new Counter({
+      name: 'billing_sync_rows_written_total', help: 'Synced-table rows written by the quota and API-key syncs', labelNames: ['task'], registers,
+    })),
+    lag: once(registry, 'billing_sync_lag_seconds', () => new Gauge({
+      name: 'billing_sync_lag_seconds', help: 'Age of the synced tables: seconds since the last successful sync run started (M4.4 wants < 300 for quota)', labelNames: ['task'], registers,
+      async collect() {
+        if (!opts.lastRuns) return;
+        const last = await opts.lastRuns().catch(() => undefined);
+        if (!last) return;
+        for (const job of ['quota', 'apikey']) {
+          const at = last[job];
+          // Never synced: no figure rather than a made-up one (BillingSyncNotRunning covers it).
+          if (at) this.set({ task: job }, Math.max(0, (now() - at.getTime()) / 1000));
+        }
+      },
+    })),
+  };
+}
+
+export type MaintenanceMetrics = ReturnType<typeof createMaintenanceMetrics>;

@@ -76,3 +76,15 @@ describe('loadConfig: codec server CORS origins (issue 8)', () => {
     expect(configError({ CODEC_CORS_ORIGINS: 'https://temporal.example.com/ui' })).toMatch(/CODEC_CORS_ORIGINS: "https:\/\/temporal.example.com\/ui" is not an origin/);
   });
 });
+
+describe('loadConfig: the sweeper (issue 9)', () => {
+  it('defaults to 15 minutes and 1,000 rows a run, below the relay life of an hour', () => {
+    const config = loadConfig({});
+    expect([config.SWEEP_PENDING_AFTER_SECONDS, config.SWEEP_MAX_PER_RUN, config.RELAY_TTL_SECONDS]).toEqual([900, 1000, 3600]);
+  });
+
+  it('refuses a sweep age that the relay does not outlive (a sweep would void delivered output)', () => {
+    expect(configError({ SWEEP_PENDING_AFTER_SECONDS: '3600' })).toMatch(/SWEEP_PENDING_AFTER_SECONDS: must be less than RELAY_TTL_SECONDS/);
+    expect(loadConfig({ SWEEP_PENDING_AFTER_SECONDS: '3600', RELAY_TTL_SECONDS: '7200' }).SWEEP_PENDING_AFTER_SECONDS).toBe(3600);
+  });
+});

@@ -20,11 +20,13 @@ import { createBilledRequests } from '../services/billed-requests';
 import { createPriceList } from '../services/price-list';
 import { createAccountServices } from '../services';
 import type { BilledRequestClient } from '../workflows/client';
+import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyAuthenticator } from './auth';
 import { errorMiddleware } from './errors';
 import { captureRawBody } from './raw-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
+import { dashboardBillingRouter } from './routes/dashboard-billing';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
 import { modelsRouter } from './routes/models';
@@ -48,6 +50,8 @@ export interface ApiDeps {
   log: Logger;
   /** The payload codec of the app's Temporal clients, served at /codec for the Web UI. */
   payloadCodec: PayloadCodec;
+  /** Starts maintenance jobs (POST /admin/sync/:job, the sync after a top-up). */
+  maintenance?: MaintenanceClient;
 }
 
 export function createApiApp(deps: ApiDeps): Express {
@@ -102,14 +106,17 @@ export function createApiApp(deps: ApiDeps): Express {
   });
   app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }) }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
+  app.use(dashboardBillingRouter({ usage: accounts.usage, authenticate }));
   app.use(adminRouter({
     tenants: accounts.tenants,
     apiKeys: accounts.apiKeys,
+    usage: accounts.usage,
     prices,
     repositories,
     logger: deps.log,
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
+    maintenance: deps.maintenance,
   }));
   app.use(codecRouter({ codec: deps.payloadCodec, adminToken: deps.config.ADMIN_TOKEN, allowedOrigins: deps.config.codecCorsOrigins }));
   app.use(errorMiddleware(deps.log));

@@ -24,6 +24,9 @@ export const tenantIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be
 /** The `:id` path segment of the tenant routes. */
 export const tenantParamsSchema = z.object({ id: tenantIdSchema });
 
+/** `:id` of /admin/api-keys/:id (key ids are generated, but any id asked for is looked up, never trusted). */
+export const apiKeyParamsSchema = z.object({ id: z.string().min(1).max(200) });
+
 /** A rate limit: a positive JSON integer up to its maximum, or null (unlimited). */
 const limitSchema = (max: number) => positiveSafeInt.max(max).nullable().optional();
 
@@ -173,3 +176,55 @@ export const transactionsQuerySchema = z.object({
   cursor: z.string().min(1).max(500).optional(),
 });
 export type TransactionsQuery = z.infer<typeof transactionsQuerySchema>;
+
+/** A report bound: a UTC date (`2026-12-01`, its midnight) or an ISO 8601 date-time with its offset. */
+const reportInstant = z
+  .string()
+  .regex(/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2}))?$/, 'must be a date (YYYY-MM-DD) or an ISO 8601 date-time with its offset')
+  .transform((v, ctx) => {
+    const date = new Date(v.length === 10 ? `${v}T00:00:00Z` : v);
+    if (Number.isNaN(date.getTime()) || (v.length === 10 && date.toISOString().slice(0, 10) !== v)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'is not a real date' });
+      return z.NEVER;
+    }
+    return date;
+  });
+
+/** The longest report range: a year and a day of daily rows at most. */
+export const MAX_REPORT_DAYS = 366;
+const DAY_MS = 24 * 3600 * 1000;
+
+function startOfUtcMonth(now: Date): Date {
+  return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+}
+
+/**
+ * `GET /admin/tenants/:id/usage?from=&to=&group_by=` (and per key): `from` inclusive (default the
+ * start of the current UTC month), `to` exclusive (default now), `group_by` day | model | api_key.
+ */
+export const usageQuerySchema = z
+  .object({
+    from: reportInstant.optional(),
+    to: reportInstant.optional(),
+    group_by: z.enum(['day', 'model', 'api_key']).default('day'),
+  })
+  .strict()
+  .transform((q) => {
+    const to = q.to ?? new Date();
+    return { from: q.from ?? startOfUtcMonth(to), to, groupBy: q.group_by };
+  })
+  .refine((q) => q.from < q.to, { message: 'from must be before to', path: ['from'] })
+  .refine((q) => q.to.getTime() - q.from.getTime() <= MAX_REPORT_DAYS * DAY_MS, { message: `the range must not exceed ${MAX_REPORT_DAYS} days`, path: ['to'] });
+
+/** The longest range OpenAI's legacy usage endpoint accepted. */
+export const MAX_DASHBOARD_USAGE_DAYS = 100;
+const isoDate = z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'must be a date YYYY-MM-DD').pipe(reportInstant);
+
+/** `GET /v1/dashboard/billing/usage?start_date=YYYY-MM-DD&end_date=YYYY-MM-DD` (end exclusive, as OpenAI's). */
+export const dashboardUsageQuerySchema = z
+  .object({ start_date: isoDate, end_date: isoDate })
+  .refine((q) => q.start_date < q.end_date, { message: 'start_date must be before end_date', path: ['start_date'] })
+  .refine((q) => q.end_date.getTime() - q.start_date.getTime() <= MAX_DASHBOARD_USAGE_DAYS * DAY_MS, {
+    message: `the range must not exceed ${MAX_DASHBOARD_USAGE_DAYS} days`,
+    path: ['end_date'],
+  });

@@ -59,6 +59,18 @@ export interface LedgerUsageSnapshot {
   pending: Array<{ requestId: string; reservedMicros: number }>;
 }
 
+/** Where a page of stale pending rows ended: created_at as PostgreSQL text (exact to the microsecond) and the id. */
+export interface StalePendingCursor {
+  createdAt: string;
+  id: number;
+}
+
+/** Stale pending usage rows, oldest first; `next` is null on the last page. */
+export interface StalePendingPage {
+  entries: LedgerEntry[];
+  next: StalePendingCursor | null;
+}
+
 /** Usage of the ledger formula, as exact text (SUM of BIGINT is NUMERIC). */
 const USAGE_SUM = `COALESCE(SUM(CASE status WHEN 'committed' THEN amount_micros WHEN 'pending' THEN reserved_micros ELSE 0 END), 0)::text AS micros`;
 
@@ -248,6 +260,36 @@ export const createBillingRepository = (db: Knex) => {
         .where('status', 'pending')
         .first<{ count: number; oldest: number } | undefined>(db.raw('count(*)::int AS count'), db.raw('COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest'));
       return { count: row?.count ?? 0, oldestSeconds: row?.oldest ?? 0 };
+    },
+
+    /**
+     * One page of the usage rows left pending longer than `olderThanSeconds` (by the database's
+     * clock), oldest first, after `after`: what the sweeper examines (src/sweeper/). Keyset
+     * pagination on (created_at, id) served by the partial index billing_transaction_pending
+     * (created_at) WHERE status = 'pending': the predicate matches it, so the cost follows the
+     * pending rows, not the ledger. The cursor carries created_at as PostgreSQL's own text
+     * (microseconds), which a JavaScript Date would round to milliseconds and so skip or repeat rows.
+     */
+    async listStalePending(page: { olderThanSeconds: number; after: StalePendingCursor | null; limit: number }, trx?: Knex.Transaction): Promise<StalePendingPage> {
+      if (!Number.isSafeInteger(page.limit) || page.limit < 1) throw new InvalidPageSizeError(page.limit);
+      assertNonNegativeInteger('olderThanSeconds', page.olderThanSeconds);
+      const q = trx ?? db;
+      const query = q(LEDGER)
+        .select('*', q.raw('created_at::text AS created_at_cursor'))
+        .where({ status: TransactionStatus.pending, kind: TransactionKind.usage })
+        .andWhere('created_at', '<', q.raw('now() - make_interval(secs => ?)', [page.olderThanSeconds]));
+      const after = page.after;
+      if (after !== null) {
+        void query
+          .andWhere('created_at', '>=', q.raw('?::timestamptz', [after.createdAt]))
+          .andWhere((w) => void w.where('created_at', '>', q.raw('?::timestamptz', [after.createdAt])).orWhere('id', '>', after.id));
+      }
+      const rows = await query.orderBy([{ column: 'created_at' }, { column: 'id' }]).limit(page.limit) as Array<BillingTransactionRow & { created_at_cursor: string }>;
+      const last = rows[rows.length - 1];
+      return {
+        entries: rows.map(toLedgerEntry),
+        next: rows.length === page.limit && last !== undefined ? { createdAt: last.created_at_cursor, id: safeInteger('id', last.id) } : null,
+      };
     },
 
     /** The PostgreSQL fallback admission (M2.3): see ./fallback-admission.ts. */

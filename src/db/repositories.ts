@@ -11,6 +11,8 @@ import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
+import { createSyncRunRepository } from './sync-run-repository';
+import { createUsageReportRepository } from './usage-report-repository';
 import { createTenantRepository } from './tenant-repository';
 
 /** `bodyKeys`: the payload codec's keys, which also encrypt the body store and the alert signing secrets. */
@@ -23,6 +25,10 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     billing: createBillingRepository(db),
     /** Request bodies and relayed outputs, out of Temporal history (request_body). */
     requestBodies: createRequestBodyRepository(db, opts.bodyKeys),
+    /** Runs of the scheduled maintenance jobs (sync_run). */
+    syncRuns: createSyncRunRepository(db),
+    /** Spend reports over the ledger's committed usage. */
+    usageReports: createUsageReportRepository(db),
     /** Budget alert state and records (budget_alert_state, budget_alert). */
     alerts: createAlertRepository(db),
     /** Tenants' webhook signing secrets, encrypted (tenant_quota). */

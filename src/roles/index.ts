@@ -13,7 +13,10 @@ import { createApiApp } from '../api/app';
 import { createDb } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createRepositories } from '../db/repositories';
-import { createBillingMetrics } from '../metrics';
+import { createBillingMetrics, createMaintenanceMetrics } from '../metrics';
+import { createCounterSync } from '../sync/counter-sync';
+import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
+import { createMaintenanceClient } from '../schedules/maintenance-client';
 import { createRedis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
 import { createEdgeScripts } from '../redis/edge-scripts';
@@ -90,11 +93,14 @@ export async function startRoles(
     const metrics = createBillingMetrics(registry, { pending: () => repositories.billing.pendingSummary(), outbox: () => repositories.outbox.stats() });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
+    const maintenanceMetrics = createMaintenanceMetrics(registry, { lastRuns: () => repositories.syncRuns.lastSuccessByJob() });
+    const taskQueue = opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE;
 
     if (opts.worker) {
-      const { worker, connection } = await createBillingWorker({
+      const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
-        upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue: opts.taskQueue, pollIntervalMs: opts.pollIntervalMs,
+        maintenanceMetrics, counterSync: createCounterSync(db, redis),
+        upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue, pollIntervalMs: opts.pollIntervalMs,
       });
       const run = worker.run();
       stops.push(async () => {
@@ -103,7 +109,14 @@ export async function startRoles(
         await connection.close();
       });
       running.worker = worker;
-      log.info({ taskQueue: opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE }, 'worker started');
+      log.info({ taskQueue }, 'worker started');
+      if (config.MAINTENANCE_SCHEDULES) {
+        await ensureMaintenanceSchedules(workerClient, {
+          taskQueue,
+          periodsSeconds: { quota: config.QUOTA_SYNC_INTERVAL_SECONDS, apikey: config.APIKEY_SYNC_INTERVAL_SECONDS, sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS },
+          log,
+        });
+      }
       if (opts.workerMetrics) {
         const server = http.createServer((req, res) => {
           if (req.url !== '/metrics') return void res.writeHead(404).end();
@@ -123,8 +136,12 @@ export async function startRoles(
       stops.push(() => temporal.close());
       // The same codec as the worker: workflow inputs (the prompt) and update results are encrypted before they leave.
       const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE, dataConverter: billingDataConverter(config.payloadCodecKeys) });
-      const workflows = createBilledRequestClient(client, opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE);
-      const app = createApiApp({ config, db, redis, temporal, workflows, relay, repositories, scripts, edgeScripts: createEdgeScripts(redis, { registry }), warmup, registry, metrics, log, payloadCodec: new AesGcmPayloadCodec(config.payloadCodecKeys) });
+      const workflows = createBilledRequestClient(client, taskQueue);
+      const app = createApiApp({
+        config, db, redis, temporal, workflows, relay, repositories, scripts, edgeScripts: createEdgeScripts(redis, { registry }), warmup, registry, metrics, log,
+        payloadCodec: new AesGcmPayloadCodec(config.payloadCodecKeys),
+        maintenance: createMaintenanceClient(client, taskQueue),
+      });
       const server = http.createServer(app);
       server.keepAliveTimeout = 65_000;
       const port = await listen(server, opts.apiPort ?? config.API_PORT, config.API_HOST, 'API');

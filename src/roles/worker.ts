@@ -7,12 +7,15 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
+import { createMaintenanceActivities } from '../activities/maintenance-jobs';
+import type { CounterSync } from '../sync/counter-sync';
 import { billingDataConverter } from '../codec/data-converter';
 import type { QuotaWarmup } from '../redis/quota-warmup';
-import type { BillingMetrics } from '../metrics';
+import type { BillingMetrics, MaintenanceMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
+import { createReservationSweeper, createSweeperActivities } from '../sweeper';
 import { createFollowUps } from '../dispatch/follow-ups';
 import { createDispatchActivities } from '../dispatch/activities';
 import { createBudgetAlertActivities } from '../alerts/delivery-activities';
@@ -29,6 +32,8 @@ export interface BillingWorkerOptions {
   warmup: QuotaWarmup;
   relay: RequestRelay;
   metrics: BillingMetrics;
+  maintenanceMetrics: MaintenanceMetrics;
+  counterSync: CounterSync;
   log: Logger;
   /** Base URL of the default upstream channel (…/v1). */
   upstreamBaseUrl: string;
@@ -38,13 +43,14 @@ export interface BillingWorkerOptions {
 }
 
 /**
- * The activities with real dependencies, as the worker registers them. `client` is a
- * Temporal client on the worker's connection: follow-up workflows (budget alerts) are
- * started through it after their transaction commits (src/dispatch/).
+ * The activities with real dependencies, as the worker registers them. `client`: a Temporal
+ * client on the worker's connection with the same data converter (the sweeper describes
+ * workflows and decodes their histories; follow-up workflows such as budget alerts are
+ * started through it after their transaction commits, src/dispatch/).
  */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress'> & { client: Client }) {
   const { dispatcher, budgetAlerts } = createFollowUps({ ...opts, taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE });
-  const steps = createActivities({
+  const billedRequest = createActivities({
     scripts: opts.scripts,
     ledger: opts.repositories.billing,
     warmup: opts.warmup,
@@ -57,12 +63,25 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     pollIntervalMs: opts.pollIntervalMs,
     budgetAlerts,
   });
+  // Settles through the billed request's own BillingStep (docs/sweeper.md).
+  const sweeper = createReservationSweeper({
+    ledger: opts.repositories.billing, client: opts.client, billingStep: billedRequest.billingStep, prices: opts.repositories.modelPrices,
+    relay: opts.relay, bodies: opts.repositories.requestBodies, metrics: opts.metrics, log: opts.log,
+    settings: { pendingAfterSeconds: opts.config.SWEEP_PENDING_AFTER_SECONDS, maxPerRun: opts.config.SWEEP_MAX_PER_RUN },
+  });
+  const maintenance = createMaintenanceActivities({
+    counterSync: opts.counterSync,
+    sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
+    syncRuns: opts.repositories.syncRuns,
+    maintenanceMetrics: opts.maintenanceMetrics,
+    log: opts.log,
+  });
   // The follow-up workflows' activities: budget-alert delivery and the outbox drain.
   const followUps = {
     ...createBudgetAlertActivities({ alerts: opts.repositories.alerts, alertSecrets: opts.repositories.alertSecrets, metrics: opts.metrics, log: opts.log }),
     ...createDispatchActivities({ dispatcher }),
   };
-  return { ...steps, ...followUps };
+  return { ...billedRequest, ...maintenance, ...followUps };
 }
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
@@ -84,11 +103,12 @@ export function installTemporalRuntime(level: string): void {
   }
 }
 
-export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection }> {
+export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{ worker: Worker; connection: NativeConnection; client: Client }> {
   installTemporalRuntime(opts.config.LOG_LEVEL);
   const connection = await NativeConnection.connect({ address: opts.temporalAddress });
+  // Everything the worker writes into history is encrypted (src/codec/), failure messages included.
   const dataConverter = billingDataConverter(opts.config.payloadCodecKeys);
-  // The activities' own client, on the worker's connection and with the same codec.
+  // The worker's own client (no second connection), for activities that talk to Temporal.
   const client = new Client({ connection, namespace: opts.config.TEMPORAL_NAMESPACE, dataConverter });
   const worker = await Worker.create({
     connection,
@@ -96,7 +116,6 @@ export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{
     taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE,
     workflowsPath: require.resolve('../workflows'),
     activities: buildActivities({ ...opts, client }),
-    // Everything the worker writes into history is encrypted (src/codec/), failure messages included.
     dataConverter,
     // Many short workflows at once: more slots and pollers than the defaults (40 / 10) cut the
     // task-queue wait under load (bench: gateway P99 overhead 4.2 s -> 2.2 s at 50 clients).
@@ -104,5 +123,5 @@ export async function createBillingWorker(opts: BillingWorkerOptions): Promise<{
     maxConcurrentWorkflowTaskPolls: 20,
     maxCachedWorkflows: 2000,
   });
-  return { worker, connection };
+  return { worker, connection, client };
 }

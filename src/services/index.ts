@@ -8,9 +8,11 @@ import type { Redis } from 'ioredis';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import type { QuotaScripts } from '../redis/scripts';
+import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyService } from './api-key-service';
 import { createBalances } from './balances';
 import { createTenantService } from './tenant-service';
+import { createUsageService } from './usage-service';
 
 export interface AccountServicesDeps {
   db: Knex;
@@ -18,13 +20,20 @@ export interface AccountServicesDeps {
   repositories: Repositories;
   scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
   log: Pick<Logger, 'warn'>;
+  /** Starts the quota sync that follows a top-up (M4.5); absent in tests without Temporal. */
+  maintenance?: Pick<MaintenanceClient, 'start'>;
 }
 
 export function createAccountServices(deps: AccountServicesDeps) {
+  const { maintenance } = deps;
   const balances = createBalances({ redis: deps.redis, ledger: deps.repositories.billing, log: deps.log });
   return {
     balances,
-    tenants: createTenantService({ db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log }),
+    tenants: createTenantService({
+      db: deps.db, repositories: deps.repositories, scripts: deps.scripts, redis: deps.redis, balances, log: deps.log,
+      syncAfterTopUp: maintenance ? (tenantId) => maintenance.start('quota', { scope: { tenantIds: [tenantId] }, reason: 'topup' }) : undefined,
+    }),
+    usage: createUsageService({ repositories: deps.repositories, balances }),
     apiKeys: createApiKeyService({
       db: deps.db,
       apiKeys: deps.repositories.apiKeys,

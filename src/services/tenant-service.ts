@@ -59,6 +59,8 @@ export interface TenantServiceDeps {
   redis: Pick<Redis, 'set'>;
   balances: Pick<Balances, 'tenantUsedMicros'>;
   log: Pick<Logger, 'warn'>;
+  /** Runs a quota sync of the tenant after a top-up (M4.5), so tenant_quota shows the new state at once. */
+  syncAfterTopUp?: (tenantId: string) => Promise<unknown>;
 }
 
 export function createTenantService(deps: TenantServiceDeps) {
@@ -156,6 +158,10 @@ export function createTenantService(deps: TenantServiceDeps) {
         // reference and credit twice. A lower cached limit only denies early (never
         // overspends); the same reference again raises it.
         deps.log.warn({ err, tenantId }, 'top-up committed but the cached quota limit was not raised');
+      }
+      // Not awaited by the caller's money: the credit is committed, and the next scheduled sync catches up if this fails.
+      if (created && deps.syncAfterTopUp) {
+        deps.syncAfterTopUp(tenantId).catch((err: unknown) => deps.log.warn({ err: (err as Error).message, tenantId }, 'could not start the quota sync after a top-up'));
       }
       return { created, tenant: await withBalance(tenant) };
     },

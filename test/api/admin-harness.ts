@@ -79,11 +79,11 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
 
   const repositories = createRepositories(db, { bodyKeys: developmentKeyring() });
   const scripts = createQuotaScripts(redis, { ttlSeconds: 3600, registry: new Registry() });
-  const { tenants, apiKeys } = createAccountServices({ db, redis, repositories, scripts, log: logger });
+  const { tenants, apiKeys, usage } = createAccountServices({ db, redis, repositories, scripts, log: logger });
   const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis, logger });
   const app = express();
   app.use(express.json({ limit: '1mb' }));
-  app.use(adminRouter({ tenants, apiKeys, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN }));
+  app.use(adminRouter({ tenants, apiKeys, usage, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.get('/v1/whoami', authenticate, (_req, res) => {
     res.json(apiKeyAuthOf(res));

@@ -128,8 +128,8 @@ describe('alerts and dashboard against the /metrics of the running api and worke
 
   it('fails on doctored copies of alerts.yml and the dashboard that query a metric nothing exports', () => {
     const alerts = readAlertsDocument();
-    alerts.groups.push({ name: 'bogus', rules: [{ alert: 'BillingBogus', expr: 'sum(increase(billing_sync_runs_total[15m])) == 0' }] });
-    expect(unexported(alertQueries(alerts), exported)).toEqual([...unexported(alertQueries(), exported), 'alert BillingBogus: billing_sync_runs_total']);
+    alerts.groups.push({ name: 'bogus', rules: [{ alert: 'BillingBogus', expr: 'sum(increase(billing_nonexistent_runs_total[15m])) == 0' }] });
+    expect(unexported(alertQueries(alerts), exported)).toEqual([...unexported(alertQueries(), exported), 'alert BillingBogus: billing_nonexistent_runs_total']);
 
     const dashboard = readDashboardDocument();
     dashboard.panels.push({ id: 999, title: 'Bogus', targets: [

@@ -81,7 +81,7 @@ describe('PromQL contract checker (test of the test)', () => {
 });
 
 const Severity = { critical: 'critical', warning: 'warning', info: 'info' } as const;
-const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'availability', 'dispatch', 'webhooks'] as const;
+const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'availability', 'dispatch', 'webhooks'] as const;
 const ruleSchema = z.object({
   alert: z.string().regex(/^Billing[A-Za-z]+$/),
   expr: z.string().min(1),
@@ -130,8 +130,9 @@ describe('deploy/prometheus/alerts.yml (M13 complete AlertManager rules)', () =>
     ['BillingUpstreamErrorRateHigh', 'warning', '5m', 'billing_upstream_duration_seconds_count{outcome=~"error|timeout"}', '> 0.05'],
     ['BillingSettlementFailures', 'critical', '5m', 'increase(billing_settlement_total{outcome="failed"}[10m])', '> 0'],
     ['BillingRedisFallbackActive', 'critical', '1m', 'max(billing_redis_fallback_active)', '> 0'],
-    ['BillingPendingReservationStale', 'warning', '1m', 'max(billing_pending_oldest_age_seconds)', '> 900'],
+    ['BillingPendingReservationStale', 'warning', '1m', 'max(billing_pending_oldest_age_seconds)', '> 1800'],
     ['BillingPendingReservationStuck', 'critical', '5m', 'max(billing_pending_oldest_age_seconds)', '> 3600'],
+    ['BillingSweeperErrors', 'warning', '20m', 'increase(billing_swept_reservations_total{outcome="error"}[15m])', '> 0'],
     ['BillingRedisScriptsReloaded', 'info', '0m', 'increase(billing_redis_script_reloads_total[10m])', '> 0'],
     ['BillingTargetDown', 'critical', '1m', 'up{job=~"billing-api|billing-worker|temporal"} == 0', 'absent(up{job="billing-worker"})'],
     ['BillingDispatchOutboxBacklog', 'warning', '5m', 'max(billing_dispatch_outbox_oldest_age_seconds)', '> 300'],
@@ -215,10 +216,10 @@ describe('deploy/grafana/dashboards/billing.json (M13 complete Grafana dashboard
     expect(new Set(ids).size).toBe(ids.length);
   });
 
-  // Sync & consistency and Locks come back with the features that export their metrics (M4, M7.3).
-  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, HTTP, Dispatch & budget alerts', () => {
+  // Locks come back with the feature that exports their metrics (M7.3).
+  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, HTTP, Sync & maintenance, Dispatch & budget alerts', () => {
     expect(panels.filter((p) => p.type === 'row').map((p) => p.title)).toEqual([
-      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'HTTP', 'Dispatch & budget alerts',
+      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'HTTP', 'Sync & maintenance', 'Dispatch & budget alerts',
     ]);
   });
 

@@ -27,6 +27,9 @@ export interface MetricSpec { type: MetricType; labels: LabelValues }
 const ADMISSION_OUTCOMES = ['admitted', 'insufficient_quota', 'budget_exceeded', 'duplicate', 'error'] as const;
 /** Why the api refused a request before any workflow started (issue 7, admission at the edge). */
 const EDGE_REFUSAL_REASONS = ['insufficient_quota', 'budget_exceeded', 'rate_limit_requests', 'rate_limit_tokens', 'parallel_requests'] as const;
+/** The scheduled maintenance jobs (src/workflows/maintenance-jobs.ts), the `task` label of their metrics. */
+const MAINTENANCE_JOBS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox'] as const;
+const SYNC_JOBS = ['quota', 'apikey'] as const;
 
 /**
  * Every billing metric the api and the worker export (src/metrics.ts, src/redis/scripts.ts):
@@ -57,6 +60,11 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_redis_script_reloads_total: { type: 'counter', labels: { script: null } },
   billing_pending_reservations: { type: 'gauge', labels: {} },
   billing_pending_oldest_age_seconds: { type: 'gauge', labels: {} },
+  billing_swept_reservations_total: { type: 'counter', labels: { outcome: ['committed', 'voided', 'still_running', 'error'] } },
+  billing_sync_runs_total: { type: 'counter', labels: { task: MAINTENANCE_JOBS, outcome: ['ok', 'error'] } },
+  billing_sync_duration_seconds: { type: 'histogram', labels: { task: MAINTENANCE_JOBS } },
+  billing_sync_rows_written_total: { type: 'counter', labels: { task: SYNC_JOBS } },
+  billing_sync_lag_seconds: { type: 'gauge', labels: { task: SYNC_JOBS } },
   billing_dispatch_sent_total: { type: 'counter', labels: { kind: ['budgetAlert'], result: ['started', 'duplicate'] } },
   billing_dispatch_failures_total: { type: 'counter', labels: { kind: ['budgetAlert'] } },
   billing_dispatch_outbox_depth: { type: 'gauge', labels: {} },

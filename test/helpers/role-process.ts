@@ -62,6 +62,7 @@ export async function startRole(role: Role, opts: RoleOptions): Promise<RoleProc
       API_PORT: String(apiPort),
       WORKER_METRICS_PORT: String(workerMetricsPort),
       MOCK_UPSTREAM_PORT: String(await freePort()),
+      MAINTENANCE_SCHEDULES: 'false',
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -36,6 +36,9 @@ export default async function globalSetup(): Promise<void> {
   process.env.DATABASE_URL = stack.databaseUrl;
   // A passing run prints its summary, not log lines: TEST_LOG_LEVEL=info (or debug, ...) shows them.
   process.env.LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
+  // Workers started by tests create no maintenance Schedules (a scheduled consistency check could
+  // heal drift a test made on purpose); test/e2e/maintenance-schedules.test.ts turns them on.
+  process.env.MAINTENANCE_SCHEDULES = 'false';
 
   const db = createDb(stack.databaseUrl);
   try {

@@ -5,11 +5,11 @@
  * carries `alert_webhook_secret`, once.
  */
 import { Router } from 'express';
-import { z } from 'zod';
 import type { ApiKey, ApiKeyStatus } from '../../db/api-key-repository';
 import type { ApiKeyService } from '../../services/api-key-service';
 import {
   alertSettingsOf,
+  apiKeyParamsSchema,
   createApiKeyBodySchema,
   patchLimitsBodySchema,
   rateLimitsOf,
@@ -42,7 +42,6 @@ export interface ApiKeyView extends RateLimitView, AlertSettingsView {
   status: ApiKeyStatus;
 }
 
-const keyParamsSchema = z.object({ id: z.string().min(1).max(200) });
 
 function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }): ApiKeyView {
   return {
@@ -80,13 +79,13 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
   });
 
   router.get('/api-keys/:id', async (req, res) => {
-    const { id } = keyParamsSchema.parse(req.params);
+    const { id } = apiKeyParamsSchema.parse(req.params);
     res.json(toApiKeyView(await apiKeys.get(id)));
   });
 
   /** Sets rate limits and alert settings; null clears a limit or the webhook URL. */
   router.patch('/api-keys/:id', async (req, res) => {
-    const { id } = keyParamsSchema.parse(req.params);
+    const { id } = apiKeyParamsSchema.parse(req.params);
     const body = patchLimitsBodySchema.parse(req.body);
     const updated = await apiKeys.update(id, { limits: rateLimitsOf(body), alerts: alertSettingsOf(body) });
     if (updated.alertWebhookSecret === undefined) {
@@ -97,7 +96,7 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
   });
 
   router.delete('/api-keys/:id', async (req, res) => {
-    const { id } = keyParamsSchema.parse(req.params);
+    const { id } = apiKeyParamsSchema.parse(req.params);
     const revoked = await apiKeys.revoke(id);
     res.json({ id: revoked.id, status: revoked.status });
   });

@@ -18,10 +18,15 @@ import { adminApiKeyRoutes } from './admin-api-keys';
 import { adminModelRoutes } from './admin-models';
 import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
+import { adminSyncRoutes } from './admin-sync';
+import { adminUsageRoutes } from './admin-usage';
+import type { UsageService } from '../../services/usage-service';
+import type { MaintenanceClient } from '../../schedules/maintenance-client';
 
 export interface AdminRouterDeps {
   tenants: TenantService;
   apiKeys: ApiKeyService;
+  usage: UsageService;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
   repositories: Pick<Repositories, 'billing'>;
@@ -30,6 +35,8 @@ export interface AdminRouterDeps {
   adminToken: string;
   /** Workflow status for GET /admin/requests/:id; without it the status is null. */
   describeWorkflow?: DescribeWorkflow;
+  /** Starts maintenance jobs for POST /admin/sync/:job; without it that route answers 404. */
+  maintenance?: MaintenanceClient;
 }
 
 export function adminRouter(deps: AdminRouterDeps): Router {
@@ -38,8 +45,10 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminTenantRoutes(deps.tenants),
     adminApiKeyRoutes(deps.apiKeys),
     adminModelRoutes(deps.prices),
+    adminUsageRoutes(deps.usage),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
   );
+  if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   const router = Router();
   router.use('/admin', adminAuth(deps.adminToken), admin);
   return router;

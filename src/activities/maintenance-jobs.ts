@@ -1,0 +1,62 @@
+/**
+ * The maintenance jobs as Temporal activities: each run is timed, counted by outcome and
+ * recorded in sync_run (the run history the sync-lag metric reads), whatever worker runs it.
+ * The jobs themselves live with their concept (src/sync, src/sweeper, ...); this file only
+ * gives them one way of being run and recorded.
+ */
+import type { SyncRunRepository } from '../db/sync-run-repository';
+import type { Logger } from '../log';
+import type { MaintenanceMetrics } from '../metrics';
+import type { SweepSummary } from '../sweeper/reservation-sweeper';
+import type { CounterSync, SyncScope } from '../sync/counter-sync';
+import type { MaintenanceJob } from '../workflows/maintenance-jobs';
+
+export interface MaintenanceDeps {
+  counterSync: CounterSync;
+  /** The sweeper's activity (src/sweeper/sweep-activity.ts): heartbeats and honours cancellation. */
+  sweepPendingReservations: () => Promise<SweepSummary>;
+  syncRuns: Pick<SyncRunRepository, 'record'>;
+  maintenanceMetrics: MaintenanceMetrics;
+  log: Logger;
+}
+
+/** What a run tells the run history: subjects looked at and rows written (or settled). */
+interface JobFigures {
+  subjects: number;
+  written: number;
+}
+
+export function createMaintenanceActivities(deps: MaintenanceDeps) {
+  async function recorded<T>(job: MaintenanceJob, run: () => Promise<T>, figures: (result: T) => JobFigures): Promise<T> {
+    const startedAt = new Date();
+    const stopTimer = deps.maintenanceMetrics.duration.startTimer({ task: job });
+    try {
+      const result = await run();
+      stopTimer();
+      const { subjects, written } = figures(result);
+      deps.maintenanceMetrics.runs.inc({ task: job, outcome: 'ok' });
+      if (written > 0 && (job === 'quota' || job === 'apikey')) deps.maintenanceMetrics.rowsWritten.inc({ task: job }, written);
+      await deps.syncRuns.record({ job, outcome: 'ok', startedAt, finishedAt: new Date(), subjects, written });
+      deps.log.info({ job, result: result as object }, 'maintenance job done');
+      return result;
+    } catch (err) {
+      stopTimer();
+      deps.maintenanceMetrics.runs.inc({ task: job, outcome: 'error' });
+      const message = (err as Error).message;
+      await deps.syncRuns.record({ job, outcome: 'error', startedAt, finishedAt: new Date(), error: message }).catch(() => undefined);
+      deps.log.error({ job, err: message }, 'maintenance job failed');
+      throw err;
+    }
+  }
+
+  const syncFigures = (r: { subjects: number; written: number }): JobFigures => ({ subjects: r.subjects, written: r.written });
+
+  return {
+    syncTenantQuotas: (scope?: SyncScope) => recorded('quota', () => deps.counterSync.syncTenantQuotas(scope), syncFigures),
+    syncApiKeyBudgets: (scope?: SyncScope) => recorded('apikey', () => deps.counterSync.syncApiKeyBudgets(scope), syncFigures),
+    sweepPendingReservations: () =>
+      recorded('sweep', deps.sweepPendingReservations, (s) => ({ subjects: s.examined, written: s.committed + s.voided + s.expiredBodiesDeleted })),
+  };
+}
+
+export type MaintenanceActivities = ReturnType<typeof createMaintenanceActivities>;

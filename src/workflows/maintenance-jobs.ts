@@ -1,0 +1,21 @@
+/**
+ * The scheduled maintenance jobs (M4): one name per job, used by the admin API
+ * (`POST /admin/sync/:job`), the Schedules created at worker start and the metrics'
+ * `job` label. Plain data, so the workflow bundle may import it too.
+ */
+export const MAINTENANCE_JOBS = {
+  /** Quota sync (M4.1): Redis used_micros -> tenant_quota. */
+  quota: { scheduleId: 'quota-sync', workflowType: 'quotaSyncWorkflow' },
+  /** API-key sync (M4.2): Redis spent_micros -> api_key_quota. */
+  apikey: { scheduleId: 'apikey-sync', workflowType: 'apiKeySyncWorkflow' },
+  /** The sweeper (docs/sweeper.md): pending reservations whose workflow no longer runs, and expired bodies. */
+  sweep: { scheduleId: 'reservation-sweep', workflowType: 'reservationSweepWorkflow' },
+} as const;
+
+export type MaintenanceJob = keyof typeof MAINTENANCE_JOBS;
+
+export const MAINTENANCE_JOB_NAMES = Object.keys(MAINTENANCE_JOBS) as MaintenanceJob[];
+
+export function isMaintenanceJob(name: string): name is MaintenanceJob {
+  return Object.prototype.hasOwnProperty.call(MAINTENANCE_JOBS, name);
+}

@@ -1,0 +1,135 @@
+/**
+ * The scheduled workflows on the time-skipping server (it has no Schedules: the workflow
+ * types run directly, as a Schedule would start them), with the real maintenance activities
+ * on the real Redis and PostgreSQL: a run syncs and is recorded in sync_run; a failing run is
+ * retried with backoff (the skipped time makes the waits instant) and, past its attempts,
+ * fails visibly with every attempt recorded.
+ */
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { Knex } from 'knex';
+import { Registry } from 'prom-client';
+import { createMaintenanceActivities } from '../../src/activities/maintenance-jobs';
+import { createSyncRunRepository } from '../../src/db/sync-run-repository';
+import { createLogger } from '../../src/log';
+import { createMaintenanceMetrics } from '../../src/metrics';
+import type { Redis } from '../../src/redis/client';
+import { createCounterSync } from '../../src/sync/counter-sync';
+import { apiKeySyncWorkflow, quotaSyncWorkflow, reservationSweepWorkflow } from '../../src/workflows/maintenance';
+import { billedInput, closeTenant, metricValue, seedTenant, stepDeps, type StepDeps, type TenantSeed } from '../helpers/activity-deps';
+import { testDb, testRedis, uniqueId } from '../helpers/services';
+import { timeSkippingEnv, withWorker } from '../helpers/temporal';
+import { createQuotaCheckStep } from '../../src/activities/quota-check-step';
+
+const workflowsPath = require.resolve('../../src/workflows');
+
+let env: TestWorkflowEnvironment;
+let redis: Redis;
+let db: Knex;
+let deps: StepDeps;
+let seed: TenantSeed;
+
+beforeAll(async () => {
+  env = await timeSkippingEnv();
+  redis = await testRedis();
+  db = testDb();
+  deps = stepDeps(redis, db);
+  seed = await seedTenant(db, 10_000_000);
+  // One reservation in flight: the counter the syncs copy is live and non-zero.
+  const decision = await createQuotaCheckStep(deps)(billedInput(seed.tenantId, seed.apiKeyIds[0]!, { reservedMicros: 123_456 }));
+  expect(decision.admitted).toBe(true);
+}, 60_000);
+afterAll(async () => {
+  await closeTenant(redis, deps.ledger, seed);
+  await env?.teardown();
+  redis.disconnect();
+  await db.destroy();
+});
+
+/** What the sweeper's activity answered (its own tests run the real one: test/sweeper/). */
+const SWEPT = { examined: 4, stillRunning: 1, committed: 2, voided: 1, withoutHistory: 0, errors: 0, expiredBodiesDeleted: 3, truncated: false };
+
+function activities(registry: Registry) {
+  return createMaintenanceActivities({
+    counterSync: createCounterSync(db, redis),
+    sweepPendingReservations: () => Promise.resolve({ ...SWEPT }),
+    syncRuns: createSyncRunRepository(db),
+    maintenanceMetrics: createMaintenanceMetrics(registry),
+    log: createLogger('silent', 'test'),
+  });
+}
+
+async function runsSince(job: string, since: Date): Promise<Array<{ outcome: string; written: number }>> {
+  return db('sync_run').where({ job }).andWhere('started_at', '>=', since).orderBy('id').select('outcome', 'written');
+}
+
+describe('maintenance workflows (time-skipping)', () => {
+  it('quotaSyncWorkflow and apiKeySyncWorkflow sync the tenant and record each run', async () => {
+    const registry = new Registry();
+    const since = new Date();
+    const scope = { tenantIds: [seed.tenantId] };
+
+    const [quota, apikey] = await withWorker(env, { workflowsPath, activities: activities(registry) }, async (taskQueue) => [
+      await env.client.workflow.execute(quotaSyncWorkflow, { taskQueue, workflowId: uniqueId('quota-sync'), args: [scope] }),
+      await env.client.workflow.execute(apiKeySyncWorkflow, { taskQueue, workflowId: uniqueId('apikey-sync'), args: [scope] }),
+    ]);
+
+    expect(quota).toMatchObject({ job: 'quota', subjects: 1, written: 1 });
+    expect(apikey).toMatchObject({ job: 'apikey', subjects: 1, written: 1 });
+    const tenant = await db('tenant_quota').where({ tenant_id: seed.tenantId }).first();
+    const key = await db('api_key_quota').where({ id: seed.apiKeyIds[0] }).first();
+    expect(Number(tenant.used_micros)).toBe(123_456);
+    expect(Number(key.spent_micros)).toBe(123_456);
+    expect(await runsSince('quota', since)).toEqual([{ outcome: 'ok', written: 1 }]);
+    expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'quota', outcome: 'ok' })).toBe(1);
+    expect(await metricValue(registry, 'billing_sync_rows_written_total', { task: 'apikey' })).toBe(1);
+  });
+
+  it('a failing run is retried with backoff and succeeds; past its attempts the workflow fails, every attempt recorded', async () => {
+    const registry = new Registry();
+    const real = activities(registry);
+    let attempts = 0;
+    // PostgreSQL refusing the first two attempts (the error is raised by the wrapped job, so it is recorded like a real one).
+    const flaky = {
+      ...real,
+      syncTenantQuotas: (scope?: { tenantIds?: string[] }) => {
+        attempts++;
+        return attempts <= 2 ? Promise.reject(new Error('connection refused')) : real.syncTenantQuotas(scope);
+      },
+    };
+    const since = new Date();
+
+    const result = await withWorker(env, { workflowsPath, activities: flaky }, (taskQueue) =>
+      env.client.workflow.execute(quotaSyncWorkflow, { taskQueue, workflowId: uniqueId('quota-sync'), args: [{ tenantIds: [seed.tenantId] }] }));
+
+    expect(attempts).toBe(3);
+    expect(result.written).toBe(1);
+
+    // A job that never succeeds: three attempts, then the run fails (the next period starts a new one).
+    const broken = activities(registry);
+    await redis.hset(`bq:{t:${seed.tenantId}}:quota`, 'used_micros', 'not-a-number');
+    try {
+      await expect(withWorker(env, { workflowsPath, activities: broken }, (taskQueue) =>
+        env.client.workflow.execute(quotaSyncWorkflow, { taskQueue, workflowId: uniqueId('quota-sync'), args: [{ tenantIds: [seed.tenantId] }] })))
+        .rejects.toBeInstanceOf(WorkflowFailedError);
+    } finally {
+      await redis.hset(`bq:{t:${seed.tenantId}}:quota`, 'used_micros', '123456');
+    }
+    const runs = await runsSince('quota', since);
+    expect(runs.filter((r) => r.outcome === 'ok')).toHaveLength(1);
+    expect(runs.filter((r) => r.outcome === 'error')).toHaveLength(3);
+    expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'quota', outcome: 'error' })).toBe(3);
+  });
+
+  it('reservationSweepWorkflow runs the sweeper and records what it examined and ended', async () => {
+    const registry = new Registry();
+    const since = new Date();
+
+    const result = await withWorker(env, { workflowsPath, activities: activities(registry) }, (taskQueue) =>
+      env.client.workflow.execute(reservationSweepWorkflow, { taskQueue, workflowId: uniqueId('reservation-sweep') }));
+
+    expect(result).toEqual(SWEPT);
+    expect(await runsSince('sweep', since)).toEqual([{ outcome: 'ok', written: 6 }]);
+    expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'sweep', outcome: 'ok' })).toBe(1);
+  });
+});
