@@ -108,7 +108,7 @@ export function createBudgetAlertActivities(deps: BudgetAlertActivityDeps) {
         deps.metrics.budgetAlertWebhookAttempts.inc({ result: 'network_error' });
         await deps.alerts.recordAttempt(alertId, attempt, null, message);
         deps.log.warn({ alertId, tenantId, attempt, error: message }, 'budget alert webhook unreachable; retrying');
-        throw ApplicationFailure.retryable(`webhook unreachable (${message})`, 'AlertWebhookUnreachable');
+        throw ApplicationFailure.retryable(`webhook unreachable (${message})`, FailureType.alertWebhookUnreachable);
       }
 
       const { status } = response;
@@ -124,7 +124,7 @@ export function createBudgetAlertActivities(deps: BudgetAlertActivityDeps) {
         throw ApplicationFailure.nonRetryable(`webhook answered ${status}`, FailureType.alertWebhookRejected);
       }
       deps.log.warn({ alertId, tenantId, attempt, httpStatus: status }, 'budget alert webhook failed; retrying');
-      throw ApplicationFailure.retryable(`webhook answered ${status}`, 'AlertWebhookUnavailable');
+      throw ApplicationFailure.retryable(`webhook answered ${status}`, FailureType.alertWebhookUnavailable);
     },
 
     /** Records that delivery was given up (idempotent: a recorded outcome is kept). */

@@ -448,6 +448,39 @@ describe('delivery', () => {
     expect(posts(path)).toHaveLength(1);
   });
 
+  it('an unreachable receiver is retried, then given up with no HTTP status recorded', async () => {
+    const closed = http.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve())); // nothing listens there now
+    const { seed } = await tenantWithKey(100_000, { path: '/unused' });
+    await accounts.tenants.update(seed.tenantId, { alerts: { webhookUrl: `http://127.0.0.1:${port}/hook` } });
+    const before = await metricValue(workerRegistry, 'billing_budget_alert_webhook_attempts_total', { result: 'network_error' }) ?? 0;
+
+    await settle(seed, 80_050, budgetAlerts({ delivery: { ...FAST, giveUpAfterMs: 2500 } }));
+    const [alert] = await settledAlerts(seed.tenantId, 1);
+
+    expect(alert).toMatchObject({ status: 'failed', lastHttpStatus: null });
+    expect(alert!.attempts).toBeGreaterThanOrEqual(2);
+    expect(alert!.lastError).toContain('gave up');
+    expect(await metricValue(workerRegistry, 'billing_budget_alert_webhook_attempts_total', { result: 'network_error' })).toBeGreaterThanOrEqual(before + 2);
+  });
+
+  it('a webhook URL removed before delivery: nothing is sent, recorded as undeliverable', async () => {
+    const path = `/removed-${uniqueId('p')}`;
+    const { seed } = await tenantWithKey(100_000, { path });
+    const real = dispatcher();
+    await settle(seed, 85_050, budgetAlerts({ dispatcher: { transaction: (fn) => real.transaction(fn, { deferSend: true }) } }));
+    await accounts.tenants.update(seed.tenantId, { alerts: { webhookUrl: null } });
+
+    await real.drainOutbox({ taskQueue });
+    const [alert] = await settledAlerts(seed.tenantId, 1);
+
+    expect(alert).toMatchObject({ status: 'failed', attempts: 0 });
+    expect(alert!.lastError).toContain('AlertUndeliverable: no webhook URL is set any more');
+    expect(posts(path)).toEqual([]);
+  });
+
   it('keeps the URL and the secret out of history and out of the logs', async () => {
     const path = `/private-${uniqueId('p')}?token=${uniqueId('tok')}`;
     const { seed, secret } = await tenantWithKey(100_000, { path });
