@@ -12,6 +12,9 @@ import * as requestBody from './20261201000002_request_body';
 import * as counterSync from './20261202000001_counter_sync';
 import * as usageReportIndexes from './20261202000002_usage_report_indexes';
 import * as consistencyReport from './20261202000010_consistency_report';
+import * as dispatchOutbox from './20261202000020_dispatch_outbox';
+import * as alertSettings from './20261202000021_alert_settings';
+import * as budgetAlerts from './20261202000022_budget_alerts';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -23,6 +26,9 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000001_counter_sync', counterSync],
   ['20261202000002_usage_report_indexes', usageReportIndexes],
   ['20261202000010_consistency_report', consistencyReport],
+  ['20261202000020_dispatch_outbox', dispatchOutbox],
+  ['20261202000021_alert_settings', alertSettings],
+  ['20261202000022_budget_alerts', budgetAlerts],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

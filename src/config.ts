@@ -11,6 +11,7 @@ import { parseKeyring, type CodecKeyring } from './codec/keyring';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
+const nonNegativeInt = z.coerce.number().int().min(0);
 const optionalUrl = z
   .string()
   .trim()
@@ -85,6 +86,7 @@ const envSchema = z.object({
   APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),
   CONSISTENCY_CHECK_INTERVAL_SECONDS: positiveInt.default(3600),
   RESERVATION_SWEEP_INTERVAL_SECONDS: positiveInt.default(300),
+  OUTBOX_DRAIN_INTERVAL_SECONDS: positiveInt.default(60),
   /** Whether a worker creates/updates the maintenance Schedules at start; `false` for a worker that must not (tests). */
   MAINTENANCE_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** Consistency check (M4.3): confirmed drift above this (summed per kind, micros) raises the alert; 0 = any drift. */
@@ -99,6 +101,21 @@ const envSchema = z.object({
   CONSISTENCY_CONFIRM_ROUNDS: positiveInt.default(3),
   /** Rebuild confirmed drifted counters from the ledger; `false` only reports them. */
   CONSISTENCY_HEAL: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+  /** Workflow starts the dispatcher sends at once, and outbox rows one drain round reads (M5.3). */
+  DISPATCH_BATCH_SIZE: positiveInt.max(1000).default(100),
+  /** The outbox drain sends only rows older than this: younger ones are still being sent after their commit. */
+  DISPATCH_DRAIN_MIN_AGE_SECONDS: nonNegativeInt.default(5),
+  /** Dispatched outbox rows are deleted by the drain after this long (the record of what was sent). */
+  DISPATCH_OUTBOX_RETENTION_SECONDS: positiveInt.default(7 * 24 * 3600),
+  /** How long a worker caches a tenant's and a key's alert settings (webhook URL, thresholds); 0 = read them at every settlement that needs them. */
+  ALERT_SETTINGS_CACHE_SECONDS: nonNegativeInt.default(30),
+  /** Timeout of one budget-alert webhook POST. */
+  ALERT_WEBHOOK_TIMEOUT_SECONDS: positiveInt.default(10),
+  /** First retry delay of a failed webhook delivery; each retry doubles it, up to ALERT_RETRY_MAX_INTERVAL_SECONDS. */
+  ALERT_RETRY_INITIAL_SECONDS: positiveInt.default(5),
+  ALERT_RETRY_MAX_INTERVAL_SECONDS: positiveInt.default(600),
+  /** A webhook delivery still failing after this long is given up and recorded as failed. */
+  ALERT_DELIVERY_GIVE_UP_SECONDS: positiveInt.default(24 * 3600),
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';

@@ -22,6 +22,13 @@ const REDACTED_PATHS = [
   '*.password',
   'databaseUrl',
   'redisUrl',
+  // Budget alert signing secrets (src/alerts/alert-secrets.ts): never logged, even by mistake.
+  'secret',
+  '*.secret',
+  'alertWebhookSecret',
+  '*.alertWebhookSecret',
+  'alert_webhook_secret',
+  '*.alert_webhook_secret',
 ];
 
 export type Logger = pino.Logger;

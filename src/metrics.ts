@@ -33,7 +33,10 @@ export interface ConsistencyFigures {
  */
 export type ConsistencySnapshot = () => Promise<ConsistencyFigures | undefined>;
 
-export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot; consistency?: ConsistencySnapshot } = {}) {
+/** Where the dispatch outbox gauges read from (dispatch_outbox); refreshed on scrape. */
+export type OutboxSnapshot = () => Promise<{ depth: number; oldestSeconds: number }>;
+
+export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot; consistency?: ConsistencySnapshot; outbox?: OutboxSnapshot } = {}) {
   const registers = [registry];
   let pending: Promise<{ count: number; oldestSeconds: number }> | undefined;
   // One ledger query serves both gauges of one scrape.
@@ -47,6 +50,9 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     gauge.set({ kind: 'tenant' }, tenant);
     gauge.set({ kind: 'api_key' }, apiKey);
   };
+  let outbox: Promise<{ depth: number; oldestSeconds: number }> | undefined;
+  const readOutbox = (): Promise<{ depth: number; oldestSeconds: number }> =>
+    (outbox ??= (opts.outbox ?? (() => Promise.resolve({ depth: 0, oldestSeconds: 0 })))().finally(() => (outbox = undefined)));
   return {
     admissionDuration: once(registry, 'billing_admission_duration_seconds', () => new Histogram({
       name: 'billing_admission_duration_seconds', help: 'QuotaCheckStep latency: estimate reserved against quota and budget', labelNames: ['outcome'], buckets: LATENCY_BUCKETS, registers,
@@ -158,6 +164,38 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     })),
     consistencyRuns: once(registry, 'billing_consistency_runs_total', () => new Counter({
       name: 'billing_consistency_runs_total', help: 'Consistency check runs by status (ok, drift, failed)', labelNames: ['status'], registers,
+    })),
+    // Transaction-aware dispatch (M5): src/dispatch/dispatcher.ts.
+    dispatchSent: once(registry, 'billing_dispatch_sent_total', () => new Counter({
+      name: 'billing_dispatch_sent_total', help: 'Follow-up tasks sent after commit or by the outbox drain, by kind and result (started now, or duplicate: Temporal already had it)', labelNames: ['kind', 'result'], registers,
+    })),
+    dispatchFailures: once(registry, 'billing_dispatch_failures_total', () => new Counter({
+      name: 'billing_dispatch_failures_total', help: 'Workflow starts of follow-up tasks that failed (the row stays in the outbox for the drain)', labelNames: ['kind'], registers,
+    })),
+    outboxDepth: once(registry, 'billing_dispatch_outbox_depth', () => new Gauge({
+      name: 'billing_dispatch_outbox_depth', help: 'Follow-up tasks committed but not dispatched yet', registers,
+      async collect() {
+        if (opts.outbox) this.set((await readOutbox().catch(() => ({ depth: 0 }))).depth);
+      },
+    })),
+    outboxOldestAge: once(registry, 'billing_dispatch_outbox_oldest_age_seconds', () => new Gauge({
+      name: 'billing_dispatch_outbox_oldest_age_seconds', help: 'Age of the oldest undispatched follow-up task', registers,
+      async collect() {
+        if (opts.outbox) this.set((await readOutbox().catch(() => ({ oldestSeconds: 0 }))).oldestSeconds);
+      },
+    })),
+    // Budget alerts: src/alerts/.
+    budgetAlertsRaised: once(registry, 'billing_budget_alerts_raised_total', () => new Counter({
+      name: 'billing_budget_alerts_raised_total', help: 'Budget alerts raised (one per threshold crossing), by subject (tenant quota or api_key budget)', labelNames: ['subject'], registers,
+    })),
+    budgetAlertCheckFailures: once(registry, 'billing_budget_alert_check_failures_total', () => new Counter({
+      name: 'billing_budget_alert_check_failures_total', help: 'Settlements whose threshold check failed (the next settlement checks again)', registers,
+    })),
+    budgetAlertDeliveries: once(registry, 'billing_budget_alert_deliveries_total', () => new Counter({
+      name: 'billing_budget_alert_deliveries_total', help: 'Budget alerts by final outcome: delivered, or failed (given up or rejected)', labelNames: ['outcome'], registers,
+    })),
+    budgetAlertWebhookAttempts: once(registry, 'billing_budget_alert_webhook_attempts_total', () => new Counter({
+      name: 'billing_budget_alert_webhook_attempts_total', help: 'Budget alert webhook POSTs by result (success, client_error: not retried, server_error and network_error: retried)', labelNames: ['result'], registers,
     })),
   };
 }

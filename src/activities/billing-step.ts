@@ -11,6 +11,9 @@
  *   the fallback).
  * - When the upstream step failed for good, the relay tells what reached the client.
  * - Settled, the request body leaves the body store (idempotent: a replayed settlement deletes nothing).
+ * - Then the budget alert thresholds are checked on the counters the settlement left
+ *   (src/alerts/budget-alerts.ts); a failed check is counted and logged, never fails the
+ *   settlement (the next settlement checks again).
  * Retried without limit by the workflow: a Redis outage delays the adjustment, never loses it.
  */
 import { costMicros } from '../billing/pricing';
@@ -18,7 +21,8 @@ import type { BillingRepository } from '../db/billing-repository';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
-import type { QuotaScripts } from '../redis/scripts';
+import type { QuotaScripts, SettleKeyResult, SettleTenantResult } from '../redis/scripts';
+import type { BudgetAlerts } from '../alerts/budget-alerts';
 import type { RequestRelay } from '../redis/request-relay';
 import { LedgerStateError, type LedgerEntry } from '../db/ledger-types';
 import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
@@ -34,6 +38,8 @@ export interface BillingStepDeps {
   bodies: Pick<RequestBodyRepository, 'delete'>;
   metrics: BillingMetrics;
   log: Logger;
+  /** Budget alerts on the settled counters; without it none are raised. */
+  budgetAlerts?: Pick<BudgetAlerts, 'afterSettlement'>;
 }
 
 /** Thrown when a counter warmed for a settlement is missing again at once (deleted concurrently): the activity retries. */
@@ -109,7 +115,7 @@ export function createBillingStep(deps: BillingStepDeps) {
    * marks, so its settlement subtracts a reservation the rebuilt counter never held; the
    * next check finds that drift and heals again.
    */
-  async function settleRedis(input: BilledRequestInput, cost: number): Promise<number> {
+  async function settleRedis(input: BilledRequestInput, cost: number): Promise<{ tenant: SettleTenantResult; key: SettleKeyResult }> {
     const { tenantId, apiKeyId, requestId } = input;
     const settled = { requestId, costMicros: cost };
     let tenant = await deps.scripts.settleTenant({ tenantId, requestId, costMicros: cost });
@@ -125,7 +131,18 @@ export function createBillingStep(deps: BillingStepDeps) {
     if (tenant.status === 'tenant_missing' || key.status === 'key_missing') {
       deps.log.warn({ requestId, tenantId, apiKeyId }, 'settlement in Redis skipped: tenant or key no longer exists');
     }
-    return tenant.status === 'tenant_missing' ? 0 : tenant.deltaMicros;
+    return { tenant, key };
+  }
+
+  /** Raises the budget alerts this settlement's counters call for; never fails the settlement. */
+  async function checkAlerts(input: BilledRequestInput, settled: { tenant: SettleTenantResult; key: SettleKeyResult }): Promise<void> {
+    if (!deps.budgetAlerts) return;
+    try {
+      await deps.budgetAlerts.afterSettlement({ tenantId: input.tenantId, apiKeyId: input.apiKeyId, ...settled });
+    } catch (err) {
+      deps.metrics.budgetAlertCheckFailures.inc();
+      deps.log.warn({ err, requestId: input.requestId, tenantId: input.tenantId }, 'budget alert check failed; the next settlement checks again');
+    }
   }
 
   return async function billingStep(input: BilledRequestInput, upstream: UpstreamOutcome | null): Promise<SettlementResult> {
@@ -155,10 +172,11 @@ export function createBillingStep(deps: BillingStepDeps) {
       deps.metrics.costMicros.inc({ model: input.model }, billed);
       if (billed > entry.reservedMicros) deps.metrics.overageMicros.inc(billed - entry.reservedMicros);
     }
+    const settled = await settleRedis(input, billed);
     const result: SettlementResult = {
       status: entry.status === 'committed' ? 'committed' : 'voided',
       costMicros: billed,
-      deltaMicros: await settleRedis(input, billed),
+      deltaMicros: settled.tenant.status === 'tenant_missing' ? 0 : settled.tenant.deltaMicros,
     };
     // Settled (ledger and Redis): the body is not needed any more. After the Redis settlement, so the
     // ledger and the counters stay as close in time as before (readers compare them at quiescence).
@@ -170,6 +188,8 @@ export function createBillingStep(deps: BillingStepDeps) {
       { requestId, workflowId: billedRequestWorkflowId(requestId), tenantId, apiKeyId: input.apiKeyId, status: result.status, upstream: outcome.status, costMicros: result.costMicros, deltaMicros: result.deltaMicros, tokenSource: outcome.tokenSource },
       'settlement',
     );
+    // Outside the settlement's timing: a crossing (rare) adds a transaction and a workflow start.
+    await checkAlerts(input, settled);
     return result;
   };
 }

@@ -9,6 +9,7 @@ import type { Logger } from '../log';
 import type { MaintenanceMetrics } from '../metrics';
 import type { ConsistencyCheck } from '../consistency/consistency-check';
 import type { ConsistencyRunSummary } from '../consistency/report';
+import type { DispatchReport } from '../dispatch/dispatcher';
 import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { CounterSync, SyncScope } from '../sync/counter-sync';
 import type { MaintenanceJob } from '../workflows/maintenance-jobs';
@@ -18,6 +19,8 @@ export interface MaintenanceDeps {
   consistencyCheck: Pick<ConsistencyCheck, 'run'>;
   /** The sweeper's activity (src/sweeper/sweep-activity.ts): heartbeats and honours cancellation. */
   sweepPendingReservations: () => Promise<SweepSummary>;
+  /** The dispatcher's drain (src/dispatch/activities.ts): sends what a crash left in the outbox; heartbeats per batch. */
+  drainOutbox: () => Promise<DispatchReport>;
   syncRuns: Pick<SyncRunRepository, 'record'>;
   maintenanceMetrics: MaintenanceMetrics;
   log: Logger;
@@ -62,6 +65,8 @@ export function createMaintenanceActivities(deps: MaintenanceDeps) {
       recorded('consistency', () => deps.consistencyCheck.run(), (r) => ({ subjects: r.tenantsChecked + r.keysChecked, written: r.heals + r.rebuilt })),
     sweepPendingReservations: () =>
       recorded('sweep', deps.sweepPendingReservations, (s) => ({ subjects: s.examined, written: s.committed + s.voided + s.expiredBodiesDeleted })),
+    drainOutbox: () =>
+      recorded('outbox', deps.drainOutbox, (r) => ({ subjects: r.started + r.duplicates + r.failed, written: r.started + r.duplicates })),
   };
 }
 

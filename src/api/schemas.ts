@@ -10,6 +10,12 @@
  */
 import { z } from 'zod';
 import { MAX_LIMIT, type RateLimits } from '../edge/limits';
+import {
+  MAX_ALERT_THRESHOLD_PERCENT,
+  MAX_ALERT_THRESHOLDS,
+  MIN_ALERT_THRESHOLD_PERCENT,
+  type AlertSettings,
+} from '../alerts/alert-settings';
 import { nonNegativeSafeInt, positiveSafeInt } from '../safe-int';
 
 /** Tenant ids appear in Redis hash tags and URLs: keep them to a safe alphabet. */
@@ -51,11 +57,65 @@ export function toRateLimitView(limits: RateLimits): RateLimitView {
   return { rpm_limit: limits.rpm, tpm_limit: limits.tpm, max_parallel_requests: limits.maxParallel };
 }
 
-/** `PATCH /admin/tenants/:id` and `PATCH /admin/api-keys/:id`: at least one limit; null clears it. */
+/** Longest webhook URL accepted. */
+const MAX_WEBHOOK_URL_LENGTH = 2048;
+
+/**
+ * An http(s) URL without credentials: a password in the URL would be returned by every
+ * GET, and webhooks authenticate the sender by the signature instead.
+ */
+function isWebhookUrl(value: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '' && url.hostname !== '';
+}
+
+const webhookUrlSchema = z
+  .string()
+  .max(MAX_WEBHOOK_URL_LENGTH)
+  .refine(isWebhookUrl, 'must be an http:// or https:// URL without user name or password');
+
+const thresholdsSchema = z
+  .array(z.number().int('must be whole percents').min(MIN_ALERT_THRESHOLD_PERCENT).max(MAX_ALERT_THRESHOLD_PERCENT))
+  .min(1)
+  .max(MAX_ALERT_THRESHOLDS)
+  .refine((list) => list.every((t, i) => i === 0 || t > list[i - 1]!), 'must be in increasing order without duplicates');
+
+/** `alert_webhook_url` (null: none; a key then alerts to its tenant's) and `alert_thresholds_percent` of a tenant or a key. */
+const alertFields = {
+  alert_webhook_url: webhookUrlSchema.nullable().optional(),
+  alert_thresholds_percent: thresholdsSchema.optional(),
+};
+
+/** The alert settings a body sets, in the domain's names; absent fields stay absent. */
+export function alertSettingsOf(body: { alert_webhook_url?: string | null; alert_thresholds_percent?: number[] }): Partial<AlertSettings> {
+  const settings: Partial<AlertSettings> = {};
+  if (body.alert_webhook_url !== undefined) settings.webhookUrl = body.alert_webhook_url;
+  if (body.alert_thresholds_percent !== undefined) settings.thresholdsPercent = body.alert_thresholds_percent;
+  return settings;
+}
+
+/** The alert fields of a tenant or key view. */
+export interface AlertSettingsView {
+  alert_webhook_url: string | null;
+  alert_thresholds_percent: number[];
+}
+
+export function toAlertSettingsView(settings: AlertSettings): AlertSettingsView {
+  return { alert_webhook_url: settings.webhookUrl, alert_thresholds_percent: [...settings.thresholdsPercent] };
+}
+
+/** `PATCH /admin/tenants/:id` and `PATCH /admin/api-keys/:id`: at least one limit or alert setting; null clears a limit or the URL. */
 export const patchLimitsBodySchema = z
-  .object(rateLimitFields)
+  .object({ ...rateLimitFields, ...alertFields })
   .strict()
-  .refine((body) => Object.keys(body).length > 0, { message: 'give at least one of rpm_limit, tpm_limit, max_parallel_requests' });
+  .refine((body) => Object.keys(body).length > 0, {
+    message: 'give at least one of rpm_limit, tpm_limit, max_parallel_requests, alert_webhook_url, alert_thresholds_percent',
+  });
 
 /** `POST /admin/tenants` */
 export const createTenantBodySchema = z
@@ -64,6 +124,7 @@ export const createTenantBodySchema = z
     name: z.string().min(1).max(200),
     quota_limit_micros: nonNegativeSafeInt,
     ...rateLimitFields,
+    ...alertFields,
   })
   .strict();
 export type CreateTenantBody = z.infer<typeof createTenantBodySchema>;
@@ -83,6 +144,7 @@ export const createApiKeyBodySchema = z
     name: z.string().min(1).max(200),
     budget_micros: nonNegativeSafeInt.nullable().optional(),
     ...rateLimitFields,
+    ...alertFields,
   })
   .strict();
 export type CreateApiKeyBody = z.infer<typeof createApiKeyBodySchema>;

@@ -11,6 +11,8 @@ import type { Knex } from 'knex';
 import type { RateLimits } from '../edge/limits';
 import { safeInteger } from './ledger-types';
 import { rateLimitColumns, toRateLimits, type RateLimitRow } from './rate-limit-columns';
+import { alertColumns, toAlertSettings, type AlertSettingsRow } from './alert-columns';
+import type { AlertSettings } from '../alerts/alert-settings';
 import { TenantNotFoundError } from './tenant-repository';
 
 /** Length of the key prefix kept for display ("sk-bq-Ab"); short enough to be useless to an attacker. */
@@ -37,6 +39,8 @@ export interface ApiKey {
   status: ApiKeyStatus;
   /** Edge rate limits of this key (its tenant's apply too). */
   limits: RateLimits;
+  /** Budget alerts on the key budget; a null URL alerts to the tenant's. */
+  alerts: AlertSettings;
   revokedAt: Date | null;
   createdAt: Date;
 }
@@ -50,9 +54,17 @@ export interface NewApiKey {
   budgetMicros: number | null;
   /** @default UNLIMITED */
   limits?: Partial<RateLimits>;
+  /** @default the tenant's webhook, thresholds 80 and 100 */
+  alerts?: Partial<AlertSettings>;
 }
 
-interface ApiKeyRow extends RateLimitRow {
+/** What a PATCH of a key may set; absent fields stay as they are. */
+export interface ApiKeySettingsPatch {
+  limits?: Partial<RateLimits>;
+  alerts?: Partial<AlertSettings>;
+}
+
+interface ApiKeyRow extends RateLimitRow, AlertSettingsRow {
   id: string;
   tenant_id: string;
   name: string;
@@ -105,6 +117,7 @@ function toApiKey(row: ApiKeyRow): ApiKey {
     syncedSpentMicros: safeInteger('spent_micros', row.spent_micros),
     status: toStatus(row.status),
     limits: toRateLimits(row),
+    alerts: toAlertSettings(row),
     revokedAt: row.revoked_at,
     createdAt: row.created_at,
   };
@@ -116,7 +129,19 @@ function isForeignKeyViolation(err: unknown): boolean {
 }
 
 export function createApiKeyRepository(db: Knex) {
+  /** Sets rate limits and alert settings in one UPDATE; the key after the change, or null when no key has this id. */
+  async function updateSettings(id: string, patch: ApiKeySettingsPatch, trx?: Knex.Transaction): Promise<ApiKey | null> {
+    const q = trx ?? db;
+    const rows = await q<ApiKeyRow>('api_key_quota')
+      .where({ id })
+      .update({ ...rateLimitColumns(patch.limits ?? {}), ...alertColumns(patch.alerts ?? {}), updated_at: q.fn.now() })
+      .returning('*');
+    const row = rows[0];
+    return row ? toApiKey(row) : null;
+  }
+
   return {
+    updateSettings,
     /** Stores a new key hashed; an unknown tenant is a TenantNotFoundError. */
     async create(input: NewApiKey, trx?: Knex.Transaction): Promise<ApiKey> {
       const budget = input.budgetMicros;
@@ -132,6 +157,7 @@ export function createApiKeyRepository(db: Knex) {
             budget_micros: budget === null ? null : String(budget),
             status: ApiKeyStatus.active,
             ...rateLimitColumns(input.limits ?? {}),
+            ...alertColumns(input.alerts ?? {}),
           })
           .returning('*');
         const row = rows[0];
@@ -158,17 +184,6 @@ export function createApiKeyRepository(db: Knex) {
     async listByTenant(tenantId: string, trx?: Knex.Transaction): Promise<ApiKey[]> {
       const rows = await (trx ?? db)<ApiKeyRow>('api_key_quota').where({ tenant_id: tenantId }).orderBy('id');
       return rows.map(toApiKey);
-    },
-
-    /** Sets the given rate limits (null clears one); the key after the change, or null when no key has this id. */
-    async updateLimits(id: string, patch: Partial<RateLimits>, trx?: Knex.Transaction): Promise<ApiKey | null> {
-      const q = trx ?? db;
-      const rows = await q<ApiKeyRow>('api_key_quota')
-        .where({ id })
-        .update({ ...rateLimitColumns(patch), updated_at: q.fn.now() })
-        .returning('*');
-      const row = rows[0];
-      return row ? toApiKey(row) : null;
     },
 
     /**

@@ -6,6 +6,9 @@ import type { Knex } from 'knex';
 import type { CodecKeyring } from '../codec/keyring';
 import { createConsistencyLedger } from '../consistency/ledger-figures';
 import { createConsistencyReportRepository } from '../consistency/report-repository';
+import { createAlertRepository } from '../alerts/alert-repository';
+import { createAlertSecretRepository } from '../alerts/alert-secrets';
+import { createOutboxRepository } from '../dispatch/outbox-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
@@ -14,7 +17,7 @@ import { createSyncRunRepository } from './sync-run-repository';
 import { createUsageReportRepository } from './usage-report-repository';
 import { createTenantRepository } from './tenant-repository';
 
-/** `bodyKeys`: the payload codec's keys, which also encrypt the body store. */
+/** `bodyKeys`: the payload codec's keys, which also encrypt the body store and the alert signing secrets. */
 export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
   return {
     tenants: createTenantRepository(db),
@@ -32,6 +35,12 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     consistencyLedger: createConsistencyLedger(db),
     /** Consistency check runs (consistency_report). */
     consistencyReports: createConsistencyReportRepository(db),
+    /** Budget alert state and records (budget_alert_state, budget_alert). */
+    alerts: createAlertRepository(db),
+    /** Tenants' webhook signing secrets, encrypted (tenant_quota). */
+    alertSecrets: createAlertSecretRepository(db, opts.bodyKeys),
+    /** Follow-up tasks committed, waiting to be (or sent as) workflow starts (dispatch_outbox). */
+    outbox: createOutboxRepository(db),
   };
 }
 

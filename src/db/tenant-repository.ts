@@ -10,6 +10,8 @@ import type { Knex } from 'knex';
 import type { RateLimits } from '../edge/limits';
 import { safeInteger } from './ledger-types';
 import { rateLimitColumns, toRateLimits, type RateLimitRow } from './rate-limit-columns';
+import { alertColumns, toAlertSettings, type AlertSettingsRow } from './alert-columns';
+import type { AlertSettings } from '../alerts/alert-settings';
 
 /** A tenant as the application sees it; money in integer micros. */
 export interface Tenant {
@@ -21,6 +23,8 @@ export interface Tenant {
   syncedAt: Date | null;
   /** Edge rate limits of the whole tenant (each of its keys is bound by them too). */
   limits: RateLimits;
+  /** Budget alerts on the tenant quota (its keys alert to this URL unless they have their own). */
+  alerts: AlertSettings;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -31,10 +35,18 @@ export interface NewTenant {
   quotaLimitMicros: number;
   /** @default UNLIMITED */
   limits?: Partial<RateLimits>;
+  /** @default no webhook, thresholds 80 and 100 */
+  alerts?: Partial<AlertSettings>;
+}
+
+/** What a PATCH of a tenant may set; absent fields stay as they are. */
+export interface TenantSettingsPatch {
+  limits?: Partial<RateLimits>;
+  alerts?: Partial<AlertSettings>;
 }
 
 /** The raw tenant_quota row (BIGINT columns as text). */
-interface TenantQuotaRow extends RateLimitRow {
+interface TenantQuotaRow extends RateLimitRow, AlertSettingsRow {
   tenant_id: string;
   name: string;
   quota_limit_micros: string;
@@ -95,13 +107,26 @@ function toTenant(row: TenantQuotaRow): Tenant {
     syncedUsedMicros: safeInteger('used_micros', row.used_micros),
     syncedAt: row.synced_at,
     limits: toRateLimits(row),
+    alerts: toAlertSettings(row),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
 }
 
 export function createTenantRepository(db: Knex) {
+  /** Sets rate limits and alert settings in one UPDATE; the tenant after the change, or null when it does not exist. */
+  async function updateSettings(tenantId: string, patch: TenantSettingsPatch, trx?: Knex.Transaction): Promise<Tenant | null> {
+    const q = trx ?? db;
+    const rows = await q<TenantQuotaRow>('tenant_quota')
+      .where({ tenant_id: tenantId })
+      .update({ ...rateLimitColumns(patch.limits ?? {}), ...alertColumns(patch.alerts ?? {}), updated_at: q.fn.now() })
+      .returning('*');
+    const row = rows[0];
+    return row ? toTenant(row) : null;
+  }
+
   return {
+    updateSettings,
     /** Inserts a tenant; a taken id is a TenantAlreadyExistsError (also under a concurrent create). */
     async create(tenant: NewTenant, trx?: Knex.Transaction): Promise<Tenant> {
       const limit = tenant.quotaLimitMicros;
@@ -109,7 +134,7 @@ export function createTenantRepository(db: Knex) {
         throw new InvalidQuotaAmountError('quotaLimitMicros', limit, 'a non-negative safe integer');
       }
       const rows = await (trx ?? db)<TenantQuotaRow>('tenant_quota')
-        .insert({ tenant_id: tenant.tenantId, name: tenant.name, quota_limit_micros: String(limit), ...rateLimitColumns(tenant.limits ?? {}) })
+        .insert({ tenant_id: tenant.tenantId, name: tenant.name, quota_limit_micros: String(limit), ...rateLimitColumns(tenant.limits ?? {}), ...alertColumns(tenant.alerts ?? {}) })
         .onConflict('tenant_id')
         .ignore()
         .returning('*');
@@ -120,17 +145,6 @@ export function createTenantRepository(db: Knex) {
 
     async find(tenantId: string, trx?: Knex.Transaction): Promise<Tenant | null> {
       const row = await (trx ?? db)<TenantQuotaRow>('tenant_quota').where({ tenant_id: tenantId }).first();
-      return row ? toTenant(row) : null;
-    },
-
-    /** Sets the given rate limits (null clears one); the tenant after the change, or null when it does not exist. */
-    async updateLimits(tenantId: string, patch: Partial<RateLimits>, trx?: Knex.Transaction): Promise<Tenant | null> {
-      const q = trx ?? db;
-      const rows = await q<TenantQuotaRow>('tenant_quota')
-        .where({ tenant_id: tenantId })
-        .update({ ...rateLimitColumns(patch), updated_at: q.fn.now() })
-        .returning('*');
-      const row = rows[0];
       return row ? toTenant(row) : null;
     },
 

@@ -94,6 +94,7 @@ export async function startRoles(
     const metrics = createBillingMetrics(registry, {
       pending: () => repositories.billing.pendingSummary(),
       consistency: () => repositories.consistencyReports.latestCompleted(),
+      outbox: () => repositories.outbox.stats(),
     });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
@@ -102,7 +103,7 @@ export async function startRoles(
 
     if (opts.worker) {
       const { worker, connection, client: workerClient } = await createBillingWorker({
-        config, temporalAddress: endpoints.temporalAddress, repositories, scripts, warmup, relay, metrics, log,
+        config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
         consistencyCheck: createConsistencyCheck({
           ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,
@@ -126,6 +127,7 @@ export async function startRoles(
             apikey: config.APIKEY_SYNC_INTERVAL_SECONDS,
             consistency: config.CONSISTENCY_CHECK_INTERVAL_SECONDS,
             sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS,
+            outbox: config.OUTBOX_DRAIN_INTERVAL_SECONDS,
           },
           log,
         });

@@ -1,6 +1,8 @@
 /** The Temporal worker: the billed-request workflow and its activities on one task queue. */
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
@@ -15,10 +17,17 @@ import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
 import { createReservationSweeper, createSweeperActivities } from '../sweeper';
+import { createFollowUps } from '../dispatch/follow-ups';
+import { createDispatchActivities } from '../dispatch/activities';
+import { createBudgetAlertActivities } from '../alerts/delivery-activities';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
   temporalAddress: string;
+  /** The database handle of `repositories` (the dispatcher's transactions). */
+  db: Knex;
+  /** The Redis of `scripts` (budget alerts read counters there after a retried settlement). */
+  redis: Redis;
   repositories: Repositories;
   scripts: QuotaScripts;
   warmup: QuotaWarmup;
@@ -38,9 +47,11 @@ export interface BillingWorkerOptions {
 /**
  * The activities with real dependencies, as the worker registers them. `client`: a Temporal
  * client on the worker's connection with the same data converter (the sweeper describes
- * workflows and decodes their histories).
+ * workflows and decodes their histories; follow-up workflows such as budget alerts are
+ * started through it after their transaction commits, src/dispatch/).
  */
-export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress' | 'taskQueue'> & { client: Client }) {
+export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress'> & { client: Client }) {
+  const { dispatcher, budgetAlerts } = createFollowUps({ ...opts, taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE });
   const billedRequest = createActivities({
     scripts: opts.scripts,
     ledger: opts.repositories.billing,
@@ -52,6 +63,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     channels: { '*': 'default' },
     providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },
     pollIntervalMs: opts.pollIntervalMs,
+    budgetAlerts,
   });
   // Settles through the billed request's own BillingStep (docs/sweeper.md).
   const sweeper = createReservationSweeper({
@@ -63,11 +75,14 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     counterSync: opts.counterSync,
     consistencyCheck: opts.consistencyCheck,
     sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
+    drainOutbox: createDispatchActivities({ dispatcher }).drainOutbox,
     syncRuns: opts.repositories.syncRuns,
     maintenanceMetrics: opts.maintenanceMetrics,
     log: opts.log,
   });
-  return { ...billedRequest, ...maintenance };
+  // The budget-alert workflow's activities (the outbox drain is a maintenance job above).
+  const budgetAlertDelivery = createBudgetAlertActivities({ alerts: opts.repositories.alerts, alertSecrets: opts.repositories.alertSecrets, metrics: opts.metrics, log: opts.log });
+  return { ...billedRequest, ...maintenance, ...budgetAlertDelivery };
 }
 
 const SDK_LOG_LEVELS: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };

@@ -6,10 +6,19 @@
  * entry is overwritten with a revoked entry. Overwriting (rather than deleting) also
  * closes a race: an authenticator that read the key as active just before the revoke
  * writes its entry with SET NX, which cannot replace the revoked one.
+ *
+ * A key may have a webhook URL of its own for its budget alerts (else it alerts to its
+ * tenant's); alerts are signed with the tenant's secret, so the first URL given to a key
+ * of a tenant without a secret generates it, returned once in that answer.
  */
 import { randomBytes } from 'node:crypto';
+import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
-import type { ApiKey, ApiKeyRepository } from '../db/api-key-repository';
+import type { AlertRepository } from '../alerts/alert-repository';
+import type { AlertSettings } from '../alerts/alert-settings';
+import type { AlertSecretRepository } from '../alerts/alert-secrets';
+import type { ApiKey, ApiKeyRepository, ApiKeySettingsPatch } from '../db/api-key-repository';
+import { AlertSubjectKind } from '../workflows/budget-alert-definitions';
 import type { TenantRepository } from '../db/tenant-repository';
 import { UNLIMITED, type RateLimits } from '../edge/limits';
 import type { Logger } from '../log';
@@ -44,7 +53,11 @@ export class RevocationNotCachedError extends Error {
 }
 
 export interface ApiKeyServiceDeps {
-  apiKeys: Pick<ApiKeyRepository, 'create' | 'findById' | 'revoke' | 'updateLimits'>;
+  /** Issuing a key with a webhook URL and generating its tenant's secret commit together. */
+  db: Pick<Knex, 'transaction'>;
+  apiKeys: Pick<ApiKeyRepository, 'create' | 'findById' | 'revoke' | 'updateSettings'>;
+  alerts: Pick<AlertRepository, 'rearm'>;
+  alertSecrets: Pick<AlertSecretRepository, 'ensure'>;
   tenants: Pick<TenantRepository, 'find'>;
   redis: Pick<Redis, 'set'>;
   balances: Pick<Balances, 'keySpentMicros'>;
@@ -56,26 +69,54 @@ export interface ApiKeyServiceDeps {
 export function createApiKeyService(deps: ApiKeyServiceDeps) {
   const ttlSeconds = deps.lookupTtlSeconds ?? API_KEY_LOOKUP_TTL_SECONDS;
 
+  /** A key with a URL of its own needs its tenant's secret; the new secret when created now. */
+  async function secretFor(key: ApiKey, trx: Knex.Transaction): Promise<string | undefined> {
+    if (key.alerts.webhookUrl === null) return undefined;
+    return (await deps.alertSecrets.ensure(key.tenantId, trx)) ?? undefined;
+  }
+
   return {
-    /** Issues a key; the plaintext is in the answer only. An unknown tenant is a TenantNotFoundError. */
-    async issue(tenantId: string, name: string, budgetMicros: number | null, limits: Partial<RateLimits> = {}): Promise<{ stored: ApiKey; key: string }> {
+    /**
+     * Issues a key; the plaintext is in the answer only (and `alertWebhookSecret`, when its
+     * webhook URL generated its tenant's secret). An unknown tenant is a TenantNotFoundError.
+     */
+    async issue(
+      tenantId: string,
+      name: string,
+      budgetMicros: number | null,
+      limits: Partial<RateLimits> = {},
+      alerts: Partial<AlertSettings> = {},
+    ): Promise<{ stored: ApiKey; key: string; alertWebhookSecret?: string }> {
       const key = generateApiKey();
-      const stored = await deps.apiKeys.create({ id: generateApiKeyId(), tenantId, name, key, budgetMicros, limits });
-      return { stored, key };
+      const { stored, secret } = await deps.db.transaction(async (trx) => {
+        const created = await deps.apiKeys.create({ id: generateApiKeyId(), tenantId, name, key, budgetMicros, limits, alerts }, trx);
+        return { stored: created, secret: await secretFor(created, trx) };
+      });
+      return secret === undefined ? { stored, key } : { stored, key, alertWebhookSecret: secret };
     },
 
-    /** Sets the key's rate limits (null clears one); they bind its next request. */
-    async updateLimits(apiKeyId: string, patch: Partial<RateLimits>): Promise<{ key: ApiKey; spentMicros: number }> {
-      const key = await deps.apiKeys.updateLimits(apiKeyId, patch);
-      if (!key) throw new ApiKeyNotFoundError(apiKeyId);
-      const tenant = await deps.tenants.find(key.tenantId);
+    /**
+     * Sets the key's rate limits and alert settings (null clears a limit or the URL); the
+     * limits bind its next request. New thresholds re-arm the ones its spend is below.
+     */
+    async update(apiKeyId: string, patch: ApiKeySettingsPatch): Promise<{ key: ApiKey; spentMicros: number; alertWebhookSecret?: string }> {
+      const { key, secret } = await deps.db.transaction(async (trx) => {
+        const row = await deps.apiKeys.updateSettings(apiKeyId, patch, trx);
+        if (!row) throw new ApiKeyNotFoundError(apiKeyId);
+        if (patch.alerts?.thresholdsPercent !== undefined && row.budgetMicros !== null) {
+          await deps.alerts.rearm({ kind: AlertSubjectKind.apiKey, id: apiKeyId }, await deps.balances.keySpentMicros(row.tenantId, row.id), row.budgetMicros, trx);
+        }
+        return { key: row, secret: await secretFor(row, trx) };
+      });
+      const tenant = patch.limits !== undefined && Object.keys(patch.limits).length > 0 ? await deps.tenants.find(key.tenantId) : null;
       if (tenant) {
         await refreshApiKeyLookups(deps.redis, [key], tenant, ttlSeconds).catch((err: unknown) => {
           // Saved in PostgreSQL: the cached entry expires within its TTL and is read again.
           deps.log.warn({ err, apiKeyId }, 'API key limits saved but the key cache was not refreshed');
         });
       }
-      return { key, spentMicros: await deps.balances.keySpentMicros(key.tenantId, key.id) };
+      const spentMicros = await deps.balances.keySpentMicros(key.tenantId, key.id);
+      return secret === undefined ? { key, spentMicros } : { key, spentMicros, alertWebhookSecret: secret };
     },
 
     /** A key with its live spend (reservations included). */

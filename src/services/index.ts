@@ -34,7 +34,16 @@ export function createAccountServices(deps: AccountServicesDeps) {
       syncAfterTopUp: maintenance ? (tenantId) => maintenance.start('quota', { scope: { tenantIds: [tenantId] }, reason: 'topup' }) : undefined,
     }),
     usage: createUsageService({ repositories: deps.repositories, balances }),
-    apiKeys: createApiKeyService({ apiKeys: deps.repositories.apiKeys, tenants: deps.repositories.tenants, redis: deps.redis, balances, log: deps.log }),
+    apiKeys: createApiKeyService({
+      db: deps.db,
+      apiKeys: deps.repositories.apiKeys,
+      alerts: deps.repositories.alerts,
+      alertSecrets: deps.repositories.alertSecrets,
+      tenants: deps.repositories.tenants,
+      redis: deps.redis,
+      balances,
+      log: deps.log,
+    }),
   };
 }
 

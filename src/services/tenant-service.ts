@@ -5,15 +5,19 @@
  * commit together; the ledger's UNIQUE request id makes a repeated or concurrent
  * reference a no-op. The cached limit is raised afterwards to the committed
  * PostgreSQL limit with max() semantics, so out-of-order Redis calls still end at
- * the exact sum.
+ * the exact sum. In the same transaction, the tenant's budget alerts whose thresholds
+ * usage is below again are re-armed (src/alerts/budget-alerts.ts).
+ *
+ * Alert settings: the first webhook URL a tenant gets also gives it a signing secret,
+ * returned once in that answer (`alertWebhookSecret`); rotateAlertSecret replaces it.
  */
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { Repositories } from '../db/repositories';
 import { LedgerRequestConflictError, TransactionKind, type LedgerPage } from '../db/ledger-types';
-import { TenantNotFoundError, type NewTenant, type Tenant } from '../db/tenant-repository';
+import { TenantNotFoundError, type NewTenant, type Tenant, type TenantSettingsPatch } from '../db/tenant-repository';
+import { AlertSubjectKind } from '../workflows/budget-alert-definitions';
 import type { Logger } from '../log';
-import type { RateLimits } from '../edge/limits';
 import { API_KEY_LOOKUP_TTL_SECONDS, refreshApiKeyLookups } from '../redis/api-key-cache';
 import type { QuotaScripts } from '../redis/scripts';
 import type { Balances } from './balances';
@@ -22,6 +26,11 @@ import type { Balances } from './balances';
 export interface TenantBalance extends Tenant {
   usedMicros: number;
   remainingMicros: number;
+}
+
+/** A tenant written by create or update; `alertWebhookSecret` only when this call generated it (show it once). */
+export interface TenantWritten extends TenantBalance {
+  alertWebhookSecret?: string;
 }
 
 /** Thrown when a top-up reference was already used for another amount: crediting it again would credit twice. */
@@ -44,7 +53,7 @@ export function topUpRequestId(tenantId: string, reference: string): string {
 
 export interface TenantServiceDeps {
   db: Knex;
-  repositories: Pick<Repositories, 'tenants' | 'billing' | 'apiKeys'>;
+  repositories: Pick<Repositories, 'tenants' | 'billing' | 'apiKeys' | 'alerts' | 'alertSecrets'>;
   scripts: Pick<QuotaScripts, 'raiseTenantLimit'>;
   /** Rewrites cached API-key lookups when the tenant's limits change. */
   redis: Pick<Redis, 'set'>;
@@ -55,7 +64,7 @@ export interface TenantServiceDeps {
 }
 
 export function createTenantService(deps: TenantServiceDeps) {
-  const { tenants, billing } = deps.repositories;
+  const { tenants, billing, alerts, alertSecrets } = deps.repositories;
 
   async function withBalance(tenant: Tenant): Promise<TenantBalance> {
     const usedMicros = await deps.balances.tenantUsedMicros(tenant.tenantId);
@@ -68,23 +77,58 @@ export function createTenantService(deps: TenantServiceDeps) {
     return tenant;
   }
 
+  /** A tenant with a webhook URL gets a signing secret, in the same transaction; the new secret when created now. */
+  async function secretFor(tenant: Tenant, trx: Knex.Transaction): Promise<string | undefined> {
+    if (tenant.alerts.webhookUrl === null) return undefined;
+    return (await alertSecrets.ensure(tenant.tenantId, trx)) ?? undefined;
+  }
+
+  function written(balance: TenantBalance, secret: string | undefined): TenantWritten {
+    return secret === undefined ? balance : { ...balance, alertWebhookSecret: secret };
+  }
+
   return {
     /** A taken id is a TenantAlreadyExistsError. */
-    create: async (tenant: NewTenant): Promise<TenantBalance> => withBalance(await tenants.create(tenant)),
+    async create(tenant: NewTenant): Promise<TenantWritten> {
+      const { created, secret } = await deps.db.transaction(async (trx) => {
+        const row = await tenants.create(tenant, trx);
+        return { created: row, secret: await secretFor(row, trx) };
+      });
+      return written(await withBalance(created), secret);
+    },
 
     get: async (tenantId: string): Promise<TenantBalance> => withBalance(await require(tenantId)),
 
-    /** Sets the tenant's rate limits (null clears one); they bind the next request of every key of the tenant. */
-    async updateLimits(tenantId: string, patch: Partial<RateLimits>): Promise<TenantBalance> {
-      const tenant = await tenants.updateLimits(tenantId, patch);
-      if (!tenant) throw new TenantNotFoundError(tenantId);
-      try {
-        await refreshApiKeyLookups(deps.redis, await deps.repositories.apiKeys.listByTenant(tenantId), tenant, API_KEY_LOOKUP_TTL_SECONDS);
-      } catch (err) {
-        // Saved in PostgreSQL: cached lookups expire within their TTL and are read again.
-        deps.log.warn({ err, tenantId }, 'tenant limits saved but the key cache was not refreshed');
+    /**
+     * Sets rate limits and alert settings (null clears a limit or the URL). The limits bind
+     * the next request of every key of the tenant. New thresholds re-arm the ones usage is
+     * below. A first webhook URL generates the signing secret.
+     */
+    async update(tenantId: string, patch: TenantSettingsPatch): Promise<TenantWritten> {
+      const { tenant, secret } = await deps.db.transaction(async (trx) => {
+        const row = await tenants.updateSettings(tenantId, patch, trx);
+        if (!row) throw new TenantNotFoundError(tenantId);
+        if (patch.alerts?.thresholdsPercent !== undefined) {
+          await alerts.rearm({ kind: AlertSubjectKind.tenant, id: tenantId }, await deps.balances.tenantUsedMicros(tenantId), row.quotaLimitMicros, trx);
+        }
+        return { tenant: row, secret: await secretFor(row, trx) };
+      });
+      if (patch.limits !== undefined && Object.keys(patch.limits).length > 0) {
+        try {
+          await refreshApiKeyLookups(deps.redis, await deps.repositories.apiKeys.listByTenant(tenantId), tenant, API_KEY_LOOKUP_TTL_SECONDS);
+        } catch (err) {
+          // Saved in PostgreSQL: cached lookups expire within their TTL and are read again.
+          deps.log.warn({ err, tenantId }, 'tenant limits saved but the key cache was not refreshed');
+        }
       }
-      return withBalance(tenant);
+      return written(await withBalance(tenant), secret);
+    },
+
+    /** Replaces the tenant's webhook signing secret; the new one (shown once). Retries still in flight sign with it. */
+    async rotateAlertSecret(tenantId: string): Promise<string> {
+      const secret = await alertSecrets.rotate(tenantId);
+      if (secret === null) throw new TenantNotFoundError(tenantId);
+      return secret;
     },
 
     /** Credits `amountMicros` once per reference; `created` is false for a repeated reference. */
@@ -100,7 +144,9 @@ export function createTenantService(deps: TenantServiceDeps) {
           if (recorded.entry.amountMicros !== amountMicros) throw new TopUpReferenceConflictError(reference, recorded.entry.amountMicros ?? undefined);
           return false;
         }
-        await tenants.raiseLimit(tenantId, amountMicros, trx);
+        const limitMicros = await tenants.raiseLimit(tenantId, amountMicros, trx);
+        // Back below a threshold: its alert is armed again, committed with the credit.
+        await alerts.rearm({ kind: AlertSubjectKind.tenant, id: tenantId }, await deps.balances.tenantUsedMicros(tenantId), limitMicros, trx);
         return true;
       });
       // Read after commit: it includes every top-up committed so far, ours and concurrent ones.

@@ -11,5 +11,13 @@ export const FailureType = {
   admissionUnavailable: 'AdmissionUnavailable',
   /** The request body is not in the body store (deleted or expired): the request fails, voided, a 502 to the client. */
   requestBodyMissing: 'RequestBodyMissing',
+  /** A budget-alert webhook answered a 4xx other than 408/429: retrying would get the same answer. */
+  alertWebhookRejected: 'AlertWebhookRejected',
+  /** A budget-alert webhook answered 5xx, 408 or 429: retried with backoff. */
+  alertWebhookUnavailable: 'AlertWebhookUnavailable',
+  /** A budget-alert webhook could not be reached (connection refused, timeout): retried with backoff. */
+  alertWebhookUnreachable: 'AlertWebhookUnreachable',
+  /** A budget alert cannot be delivered at all (no webhook URL or no signing secret any more, or the alert row is gone). */
+  alertUndeliverable: 'AlertUndeliverable',
 } as const;
 export type FailureType = (typeof FailureType)[keyof typeof FailureType];

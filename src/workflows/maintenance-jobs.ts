@@ -12,6 +12,8 @@ export const MAINTENANCE_JOBS = {
   consistency: { scheduleId: 'consistency-check', workflowType: 'consistencyCheckWorkflow' },
   /** The sweeper (docs/sweeper.md): pending reservations whose workflow no longer runs, and expired bodies. */
   sweep: { scheduleId: 'reservation-sweep', workflowType: 'reservationSweepWorkflow' },
+  /** The outbox drain (M5, docs/alerts.md): follow-up tasks committed but not sent, e.g. after a crash. */
+  outbox: { scheduleId: 'outbox-drain', workflowType: 'outboxDrainWorkflow' },
 } as const;
 
 export type MaintenanceJob = keyof typeof MAINTENANCE_JOBS;

@@ -8,6 +8,7 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { MaintenanceActivities } from '../activities/maintenance-jobs';
 import type { ConsistencyRunSummary } from '../consistency/report';
+import type { DispatchReport } from '../dispatch/dispatcher';
 import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { SyncRunSummary, SyncScope } from '../sync/counter-sync';
 
@@ -16,8 +17,8 @@ const jobs = proxyActivities<MaintenanceActivities>({
   retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumAttempts: 3 },
 });
 
-/** The sweeper heartbeats after each row: a worker that died mid-run is noticed within a minute, and the retry sweeps on. */
-const sweeper = proxyActivities<MaintenanceActivities>({
+/** The sweeper and the outbox drain heartbeat as they go: a worker that died mid-run is noticed within a minute, and the retry goes on. */
+const heartbeating = proxyActivities<MaintenanceActivities>({
   startToCloseTimeout: '10 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', backoffCoefficient: 2, maximumAttempts: 3 },
@@ -49,5 +50,10 @@ export async function consistencyCheckWorkflow(): Promise<ConsistencyRunSummary>
 
 /** The sweeper: ends pending reservations whose workflow no longer runs, deletes expired bodies. */
 export async function reservationSweepWorkflow(): Promise<SweepSummary> {
-  return sweeper.sweepPendingReservations();
+  return heartbeating.sweepPendingReservations();
+}
+
+/** The outbox drain (M5): sends follow-up tasks whose transaction committed but whose start was lost. */
+export async function outboxDrainWorkflow(): Promise<DispatchReport> {
+  return heartbeating.drainOutbox();
 }

@@ -23,8 +23,8 @@ import { testDb, testRedis, uniqueId } from '../helpers/services';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
-/** The limit fields of a tenant or key view without limits. */
-export const NO_LIMITS = { rpm_limit: null, tpm_limit: null, max_parallel_requests: null } as const;
+/** The limit and alert fields of a tenant or key view that sets none (no limits, no webhook, the default thresholds). */
+export const NO_LIMITS = { rpm_limit: null, tpm_limit: null, max_parallel_requests: null, alert_webhook_url: null, alert_thresholds_percent: [80, 100] } as const;
 
 export interface JsonResponse {
   status: number;

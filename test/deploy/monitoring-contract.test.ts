@@ -81,7 +81,7 @@ describe('PromQL contract checker (test of the test)', () => {
 });
 
 const Severity = { critical: 'critical', warning: 'warning', info: 'info' } as const;
-const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability'] as const;
+const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability', 'dispatch', 'webhooks'] as const;
 const ruleSchema = z.object({
   alert: z.string().regex(/^Billing[A-Za-z]+$/),
   expr: z.string().min(1),
@@ -135,6 +135,10 @@ describe('deploy/prometheus/alerts.yml (M13 complete AlertManager rules)', () =>
     ['BillingSweeperErrors', 'warning', '20m', 'increase(billing_swept_reservations_total{outcome="error"}[15m])', '> 0'],
     ['BillingRedisScriptsReloaded', 'info', '0m', 'increase(billing_redis_script_reloads_total[10m])', '> 0'],
     ['BillingTargetDown', 'critical', '1m', 'up{job=~"billing-api|billing-worker|temporal"} == 0', 'absent(up{job="billing-worker"})'],
+    ['BillingDispatchOutboxBacklog', 'warning', '5m', 'max(billing_dispatch_outbox_oldest_age_seconds)', '> 300'],
+    ['BillingDispatchOutboxStuck', 'critical', '5m', 'max(billing_dispatch_outbox_oldest_age_seconds)', '> 3600'],
+    ['BillingBudgetAlertDeliveryFailed', 'warning', '0m', 'billing_budget_alert_deliveries_total{outcome="failed"}', '> 0'],
+    ['BillingBudgetAlertCheckFailing', 'warning', '10m', 'increase(billing_budget_alert_check_failures_total[10m])', '> 0'],
   ])('alerts on %s (%s, for %s)', (name, severity, forDuration, piece, ending) => {
     const found = rule(name);
     expect([found.labels.severity, found.for]).toEqual([severity, forDuration]);
@@ -213,9 +217,9 @@ describe('deploy/grafana/dashboards/billing.json (M13 complete Grafana dashboard
   });
 
   // Locks come back with the feature that exports its metrics (M7.3).
-  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, HTTP', () => {
+  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, Dispatch & budget alerts, HTTP', () => {
     expect(panels.filter((p) => p.type === 'row').map((p) => p.title)).toEqual([
-      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'HTTP',
+      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'Dispatch & budget alerts', 'HTTP',
     ]);
   });
 

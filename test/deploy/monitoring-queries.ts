@@ -76,6 +76,14 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_consistency_heals_total: { type: 'counter', labels: { kind: CONSISTENCY_KINDS } },
   billing_consistency_rebuilds_total: { type: 'counter', labels: { kind: CONSISTENCY_KINDS } },
   billing_consistency_runs_total: { type: 'counter', labels: { status: ['ok', 'drift', 'failed'] } },
+  billing_dispatch_sent_total: { type: 'counter', labels: { kind: ['budgetAlert'], result: ['started', 'duplicate'] } },
+  billing_dispatch_failures_total: { type: 'counter', labels: { kind: ['budgetAlert'] } },
+  billing_dispatch_outbox_depth: { type: 'gauge', labels: {} },
+  billing_dispatch_outbox_oldest_age_seconds: { type: 'gauge', labels: {} },
+  billing_budget_alerts_raised_total: { type: 'counter', labels: { subject: ['tenant', 'api_key'] } },
+  billing_budget_alert_check_failures_total: { type: 'counter', labels: {} },
+  billing_budget_alert_deliveries_total: { type: 'counter', labels: { outcome: ['delivered', 'failed'] } },
+  billing_budget_alert_webhook_attempts_total: { type: 'counter', labels: { result: ['success', 'client_error', 'server_error', 'network_error'] } },
 };
 
 /**

@@ -363,7 +363,7 @@ describe("the worker's sweep activity (src/roles/worker.ts buildActivities)", ()
     const config = loadConfig({ ...process.env, SWEEP_PENDING_AFTER_SECONDS: String(AGE_SECONDS), RELAY_TTL_SECONDS: String(4 * AGE_SECONDS), LOG_LEVEL: 'silent' });
     const repositories = createRepositories(db, { bodyKeys: config.payloadCodecKeys });
     const activities = buildActivities({
-      config, repositories, scripts: deps.scripts, warmup: deps.warmup,
+      config, db, redis, repositories, scripts: deps.scripts, warmup: deps.warmup,
       relay: deps.relay, metrics: deps.metrics, log: deps.log, upstreamBaseUrl: app.mock.url, client: env.client,
       maintenanceMetrics: createMaintenanceMetrics(deps.registry), counterSync: createCounterSync(db, redis),
       consistencyCheck: createConsistencyCheck({

@@ -58,6 +58,7 @@ function activities(registry: Registry) {
     counterSync: createCounterSync(db, redis),
     consistencyCheck: { run: () => Promise.resolve({ ...HEALED }) },
     sweepPendingReservations: () => Promise.resolve({ ...SWEPT }),
+    drainOutbox: () => Promise.reject(new Error('the outbox drain is tested in test/dispatch/')),
     syncRuns: createSyncRunRepository(db),
     maintenanceMetrics: createMaintenanceMetrics(registry),
     log: createLogger('silent', 'test'),

@@ -1,16 +1,31 @@
 /**
- * Admin API-key routes: issue a key (shown once), read its budget, revoke it
- * (immediately: see src/services/api-key-service.ts).
+ * Admin API-key routes: issue a key (shown once), read its budget, change its limits
+ * and alert settings, revoke it (immediately: see src/services/api-key-service.ts).
+ * A key's first webhook URL may generate its tenant's signing secret: then the answer
+ * carries `alert_webhook_secret`, once.
  */
 import { Router } from 'express';
 import type { ApiKey, ApiKeyStatus } from '../../db/api-key-repository';
 import type { ApiKeyService } from '../../services/api-key-service';
-import { apiKeyParamsSchema, createApiKeyBodySchema, patchLimitsBodySchema, rateLimitsOf, tenantParamsSchema, toRateLimitView, type RateLimitView } from '../schemas';
+import {
+  alertSettingsOf,
+  apiKeyParamsSchema,
+  createApiKeyBodySchema,
+  patchLimitsBodySchema,
+  rateLimitsOf,
+  tenantParamsSchema,
+  toAlertSettingsView,
+  toRateLimitView,
+  type AlertSettingsView,
+  type RateLimitView,
+} from '../schemas';
 
 /** `POST /admin/tenants/:id/api-keys`: the only answer that ever holds the key. */
-export interface CreatedApiKeyView extends RateLimitView {
+export interface CreatedApiKeyView extends RateLimitView, AlertSettingsView {
   id: string;
   key: string;
+  /** Only when this key's webhook URL generated its tenant's signing secret. */
+  alert_webhook_secret?: string;
   tenant_id: string;
   name: string;
   budget_micros: number | null;
@@ -18,7 +33,7 @@ export interface CreatedApiKeyView extends RateLimitView {
 }
 
 /** `GET /admin/api-keys/:id` */
-export interface ApiKeyView extends RateLimitView {
+export interface ApiKeyView extends RateLimitView, AlertSettingsView {
   id: string;
   tenant_id: string;
   name: string;
@@ -37,6 +52,7 @@ function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }
     spent_micros: spentMicros,
     status: key.status,
     ...toRateLimitView(key.limits),
+    ...toAlertSettingsView(key.alerts),
   };
 }
 
@@ -46,7 +62,7 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
   router.post('/tenants/:id/api-keys', async (req, res) => {
     const { id: tenantId } = tenantParamsSchema.parse(req.params);
     const body = createApiKeyBodySchema.parse(req.body);
-    const { stored, key } = await apiKeys.issue(tenantId, body.name, body.budget_micros ?? null, rateLimitsOf(body));
+    const { stored, key, alertWebhookSecret } = await apiKeys.issue(tenantId, body.name, body.budget_micros ?? null, rateLimitsOf(body), alertSettingsOf(body));
     const view: CreatedApiKeyView = {
       id: stored.id,
       key,
@@ -55,6 +71,8 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
       budget_micros: stored.budgetMicros,
       status: stored.status,
       ...toRateLimitView(stored.limits),
+      ...toAlertSettingsView(stored.alerts),
+      ...(alertWebhookSecret === undefined ? {} : { alert_webhook_secret: alertWebhookSecret }),
     };
     // The key must not linger in any cache between the gateway and the admin.
     res.status(201).set('Cache-Control', 'no-store').json(view);
@@ -65,11 +83,16 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
     res.json(toApiKeyView(await apiKeys.get(id)));
   });
 
-  /** Sets rate limits; null clears one. */
+  /** Sets rate limits and alert settings; null clears a limit or the webhook URL. */
   router.patch('/api-keys/:id', async (req, res) => {
     const { id } = apiKeyParamsSchema.parse(req.params);
     const body = patchLimitsBodySchema.parse(req.body);
-    res.json(toApiKeyView(await apiKeys.updateLimits(id, rateLimitsOf(body))));
+    const updated = await apiKeys.update(id, { limits: rateLimitsOf(body), alerts: alertSettingsOf(body) });
+    if (updated.alertWebhookSecret === undefined) {
+      res.json(toApiKeyView(updated));
+      return;
+    }
+    res.set('Cache-Control', 'no-store').json({ ...toApiKeyView(updated), alert_webhook_secret: updated.alertWebhookSecret });
   });
 
   router.delete('/api-keys/:id', async (req, res) => {

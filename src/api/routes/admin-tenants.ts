@@ -1,27 +1,34 @@
 /**
- * Admin tenant routes: create, read, top up, and list the ledger of a tenant
- * (the logic is the tenant service's: src/services/tenant-service.ts).
+ * Admin tenant routes: create, read, update limits and alert settings, top up, rotate
+ * the alert signing secret, and list the ledger of a tenant (the logic is the tenant
+ * service's: src/services/tenant-service.ts).
+ *
+ * `alert_webhook_secret` appears only in the answer that generated it (the first webhook
+ * URL, or a rotation), with `Cache-Control: no-store`; no GET ever returns it.
  *
  * A tenant's `used_micros` is the live Redis counter (reservations included) when it
  * is cached, else the ledger's usage (committed + pending): the same figure admission
  * works with, so `remaining_micros` is what the tenant can still spend.
  */
-import { Router } from 'express';
+import { Router, type Response } from 'express';
 import type { LedgerEntry } from '../../db/ledger-types';
-import type { TenantBalance, TenantService } from '../../services/tenant-service';
+import type { TenantBalance, TenantService, TenantWritten } from '../../services/tenant-service';
 import {
+  alertSettingsOf,
   createTenantBodySchema,
   patchLimitsBodySchema,
   rateLimitsOf,
   tenantParamsSchema,
+  toAlertSettingsView,
   toRateLimitView,
   topUpBodySchema,
   transactionsQuerySchema,
+  type AlertSettingsView,
   type RateLimitView,
 } from '../schemas';
 
 /** `GET /admin/tenants/:id` and the answer of every tenant write. */
-export interface TenantView extends RateLimitView {
+export interface TenantView extends RateLimitView, AlertSettingsView {
   id: string;
   name: string;
   quota_limit_micros: number;
@@ -54,7 +61,18 @@ function toTenantView(tenant: TenantBalance): TenantView {
     used_micros: tenant.usedMicros,
     remaining_micros: tenant.remainingMicros,
     ...toRateLimitView(tenant.limits),
+    ...toAlertSettingsView(tenant.alerts),
   };
+}
+
+/** The answer of a create or update: the view, plus the signing secret when this write generated it. */
+function sendWritten(res: Response, status: number, tenant: TenantWritten): void {
+  if (tenant.alertWebhookSecret === undefined) {
+    res.status(status).json(toTenantView(tenant));
+    return;
+  }
+  // The secret must not linger in any cache between the service and the admin.
+  res.status(status).set('Cache-Control', 'no-store').json({ ...toTenantView(tenant), alert_webhook_secret: tenant.alertWebhookSecret });
 }
 
 export function toTransactionView(entry: LedgerEntry): TransactionView {
@@ -80,8 +98,8 @@ export function adminTenantRoutes(tenants: TenantService): Router {
 
   router.post('/tenants', async (req, res) => {
     const body = createTenantBodySchema.parse(req.body);
-    const tenant = await tenants.create({ tenantId: body.id, name: body.name, quotaLimitMicros: body.quota_limit_micros, limits: rateLimitsOf(body) });
-    res.status(201).json(toTenantView(tenant));
+    const tenant = await tenants.create({ tenantId: body.id, name: body.name, quotaLimitMicros: body.quota_limit_micros, limits: rateLimitsOf(body), alerts: alertSettingsOf(body) });
+    sendWritten(res, 201, tenant);
   });
 
   router.get('/tenants/:id', async (req, res) => {
@@ -89,11 +107,18 @@ export function adminTenantRoutes(tenants: TenantService): Router {
     res.json(toTenantView(await tenants.get(id)));
   });
 
-  /** Sets rate limits; null clears one. */
+  /** Sets rate limits and alert settings; null clears a limit or the webhook URL. */
   router.patch('/tenants/:id', async (req, res) => {
     const { id } = tenantParamsSchema.parse(req.params);
     const body = patchLimitsBodySchema.parse(req.body);
-    res.json(toTenantView(await tenants.updateLimits(id, rateLimitsOf(body))));
+    sendWritten(res, 200, await tenants.update(id, { limits: rateLimitsOf(body), alerts: alertSettingsOf(body) }));
+  });
+
+  /** Replaces the webhook signing secret: the new one is in this answer only. */
+  router.post('/tenants/:id/alert-secret', async (req, res) => {
+    const { id } = tenantParamsSchema.parse(req.params);
+    const secret = await tenants.rotateAlertSecret(id);
+    res.status(200).set('Cache-Control', 'no-store').json({ id, alert_webhook_secret: secret });
   });
 
   /** Idempotent on `reference`: 201 when credited now, 200 when the reference was credited before. */
