@@ -10,18 +10,14 @@
  * server's own CPU is not counted).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { developmentKeyring } from '../src/codec/keyring';
 import { AesGcmPayloadCodec } from '../src/codec/payload-codec';
-import { freePort } from '../src/embedded/child';
-import { startEmbeddedPostgres } from '../src/embedded/postgres';
-import { createDb } from '../src/db/knex';
-import { migrateLatest } from '../src/db/migrate';
 import { createRequestBodyRepository } from '../src/db/request-body-repository';
+import { withDatastores } from './lib/datastores';
+import { printTable } from './lib/table';
 
 const SIZES: ReadonlyArray<{ label: string; bytes: number; iterations: number }> = [
   { label: '1 KB', bytes: 1024, iterations: 400 },
@@ -58,12 +54,7 @@ function bodyOf(bytes: number): Buffer {
 }
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-bodies-'));
-  fs.chmodSync(dir, 0o755); // the server may run as the postgres user (when we are root)
-  const pg = await startEmbeddedPostgres({ port: await freePort(), dir: path.join(dir, 'postgres') });
-  const db = createDb(pg.url, { max: 4 });
-  try {
-    await migrateLatest(db);
+  await withDatastores('bodies', {}, async ({ db }) => {
     const keyring = developmentKeyring();
     const store = createRequestBodyRepository(db, keyring);
     const codec = new AesGcmPayloadCodec(keyring);
@@ -86,18 +77,9 @@ async function main(): Promise<void> {
         rows.push([size.label, what, percentile(s.wallMs, 50).toFixed(2), percentile(s.wallMs, 99).toFixed(2), s.cpuMs.toFixed(2), String(size.iterations)]);
       }
     }
-    const header = ['body', 'operation', 'P50 ms', 'P99 ms', 'CPU ms/op', 'n'];
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-    console.log(line(header));
-    console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-    for (const r of rows) console.log(line(r));
+    printTable(['body', 'operation', 'P50 ms', 'P99 ms', 'CPU ms/op', 'n'], rows);
     console.log(`\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}); PostgreSQL embedded, fsync on; CPU = this process only.`);
-  } finally {
-    await db.destroy();
-    await pg.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 main().catch((err: unknown) => {

@@ -17,17 +17,12 @@
  * does not find and heal exactly the drift seeded.
  */
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { createDb } from '../src/db/knex';
-import { migrateLatest } from '../src/db/migrate';
-import { freePort } from '../src/embedded/child';
-import { startEmbeddedPostgres } from '../src/embedded/postgres';
-import { startEmbeddedRedis } from '../src/embedded/redis';
 import { CacheKeys } from '../src/redis/cache-keys';
-import { createRedis } from '../src/redis/client';
+import { withDatastores } from './lib/datastores';
+import { printTable } from './lib/table';
 import type { ChildFigures } from './consistency-check-child';
 
 const TARGET_MS = 20_000;
@@ -64,15 +59,8 @@ function runChild(env: NodeJS.ProcessEnv): Promise<ChildFigures> {
 }
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-consistency-'));
-  fs.chmodSync(dir, 0o755); // the server may run as the postgres user (when we are root)
-  const pg = await startEmbeddedPostgres({ port: await freePort(), dir: path.join(dir, 'postgres') });
-  const redisServer = await startEmbeddedRedis({ port: await freePort(), dir: path.join(dir, 'redis') });
-  const db = createDb(pg.url, { max: 4 });
-  const redis = createRedis(redisServer.url, { lazyConnect: true });
-  try {
-    await redis.connect();
-    await migrateLatest(db);
+  await withDatastores('consistency', { redis: { appendOnly: true } }, async ({ db, redis: maybeRedis, databaseUrl, redisUrl }) => {
+    const redis = maybeRedis!;
     const seedStart = Date.now();
     await db.raw(`INSERT INTO tenant_quota (tenant_id, name, quota_limit_micros)
       SELECT 'bench-t' || g, 'bench tenant ' || g, 1000000000000000 FROM generate_series(1, ?::int) g`, [TENANTS]);
@@ -115,17 +103,13 @@ async function main(): Promise<void> {
     const rows = (await db('billing_transaction').count<{ count: string }[]>('* as count'))[0]?.count;
     console.log(`seeded ${TENANTS} tenants, ${TENANTS} keys, ${rows} ledger rows in ${seconds(ledgerSeededMs)} (PostgreSQL) + ${seconds(seededMs - ledgerSeededMs)} (Redis counters)`);
 
-    const figures = await runChild({ ...process.env, DATABASE_URL: pg.url, REDIS_URL: redisServer.url, LOG_LEVEL: 'warn' });
+    const figures = await runChild({ ...process.env, DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, LOG_LEVEL: 'warn' });
     const header = ['check', 'wall time', 'tenants', 'keys', 'candidates', 'healed', 'drift (tenant / key micros)', 'peak RSS so far'];
     const table = figures.runs.map((r) => [
       r.label, seconds(r.wallMs), String(r.summary.tenantsChecked), String(r.summary.keysChecked), String(r.candidates), String(r.summary.heals),
       `${r.summary.tenantDriftMicros} / ${r.summary.apikeyDriftMicros}`, `${(r.maxRssKb / 1024).toFixed(0)} MiB`,
     ]);
-    const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => r[i]!.length)));
-    const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-    console.log(line(header));
-    console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-    for (const r of table) console.log(line(r));
+    printTable(header, table);
     console.log(`\nchild RSS before the first check: ${(figures.baselineRssKb / 1024).toFixed(0)} MiB; node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}); PostgreSQL embedded (fsync on), Redis embedded (AOF on).`);
 
     const [drifted, clean] = figures.runs;
@@ -137,13 +121,7 @@ async function main(): Promise<void> {
     if (clean?.summary.status !== 'ok' || clean.candidates !== 0) problems.push(`the second check is not clean: ${JSON.stringify(clean?.summary)}`);
     for (const p of problems) console.error(`FAIL ${p}`);
     if (problems.length > 0) process.exitCode = 1;
-  } finally {
-    redis.disconnect();
-    await db.destroy();
-    await redisServer.stop();
-    await pg.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 main().catch((err: unknown) => {

@@ -9,18 +9,12 @@
  * 20 ms; the baseline before the run is printed beside it). Options: --tenants N (default
  * 100000), one key per tenant.
  */
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort } from '../src/embedded/child';
-import { startEmbeddedPostgres } from '../src/embedded/postgres';
-import { startEmbeddedRedis } from '../src/embedded/redis';
-import { createDb } from '../src/db/knex';
-import { migrateLatest } from '../src/db/migrate';
-import { createRedis } from '../src/redis/client';
 import { CacheKeys } from '../src/redis/cache-keys';
 import { createCounterSync, type SyncRunSummary } from '../src/sync/counter-sync';
+import { withDatastores } from './lib/datastores';
+import { printTable } from './lib/table';
 
 function option(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -46,14 +40,8 @@ async function measured<T>(fn: () => Promise<T>): Promise<{ result: T; ms: numbe
 
 async function main(): Promise<void> {
   const tenants = option('tenants', 100_000);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-sync-'));
-  fs.chmodSync(dir, 0o755); // the server may run as the postgres user (when we are root)
-  const pg = await startEmbeddedPostgres({ port: await freePort(), dir: path.join(dir, 'postgres') });
-  const redisServer = await startEmbeddedRedis({ port: await freePort(), dir: path.join(dir, 'redis'), appendOnly: false });
-  const db = createDb(pg.url, { max: 4 });
-  const redis = createRedis(redisServer.url);
-  try {
-    await migrateLatest(db);
+  await withDatastores('sync', { redis: { appendOnly: false } }, async ({ db, redis: maybeRedis }) => {
+    const redis = maybeRedis!;
     const seedStart = performance.now();
     await db.raw(`INSERT INTO tenant_quota (tenant_id, name, quota_limit_micros)
                   SELECT 't' || lpad(i::text, 7, '0'), 'bench', 1000000000 FROM generate_series(1, ?) AS i`, [tenants]);
@@ -87,20 +75,9 @@ async function main(): Promise<void> {
     const expected = (7 * tenants * (tenants + 1)) / 2;
     if (Number(check.used) !== expected) throw new Error(`tenant_quota sums to ${check.used}, Redis holds ${expected}`);
 
-    const header = ['run', 'subjects', 'written', 'wall s', 'RSS before MB', 'peak RSS MB'];
-    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-    const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-    console.log(line(header));
-    console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-    for (const r of rows) console.log(line(r));
+    printTable(['run', 'subjects', 'written', 'wall s', 'RSS before MB', 'peak RSS MB'], rows);
     console.log(`\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}); PostgreSQL embedded (fsync on), Redis embedded; pages of 1,000.`);
-  } finally {
-    redis.disconnect();
-    await db.destroy();
-    await redisServer.stop();
-    await pg.stop();
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 main().catch((err: unknown) => {
