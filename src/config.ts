@@ -49,6 +49,8 @@ const envSchema = z.object({
   PAYLOAD_CODEC_KEY_ID: optionalUrl,
   /** Browser origins (the Temporal Web UI) allowed to call /codec; comma-separated. Unset: the embedded Web UI. */
   CODEC_CORS_ORIGINS: optionalUrl,
+  /** How long an operator session of the codec server (/codec/login, for the Web UI) lives; at most a day. */
+  CODEC_SESSION_TTL_SECONDS: positiveInt.max(24 * 3600).default(3600),
 
   UPSTREAM_BASE_URL: optionalUrl,
   MOCK_UPSTREAM_PORT: port.default(8090),

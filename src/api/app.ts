@@ -27,6 +27,7 @@ import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
+import { createCodecSessionRevocations, createCodecSessions } from './codec-session';
 import { modelsRouter } from './routes/models';
 
 export interface ApiDeps {
@@ -111,7 +112,14 @@ export function createApiApp(deps: ApiDeps): Express {
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
   }));
-  app.use(codecRouter({ codec: deps.payloadCodec, adminToken: deps.config.ADMIN_TOKEN, allowedOrigins: deps.config.codecCorsOrigins }));
+  app.use(codecRouter({
+    codec: deps.payloadCodec,
+    adminToken: deps.config.ADMIN_TOKEN,
+    allowedOrigins: deps.config.codecCorsOrigins,
+    sessions: createCodecSessions({ adminToken: deps.config.ADMIN_TOKEN, ttlSeconds: deps.config.CODEC_SESSION_TTL_SECONDS }),
+    revocations: createCodecSessionRevocations(deps.redis),
+    log: deps.log,
+  }));
   app.use(errorMiddleware(deps.log));
   return app;
 }
