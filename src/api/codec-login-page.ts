@@ -32,12 +32,23 @@ export interface LoginPageState {
   revokeFailedUntil?: number;
 }
 
+/** The host name of a URL, or undefined. */
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return undefined;
+  }
+}
+
 export function loginPage(state: LoginPageState): string {
   const endpoint = escapeHtml(state.endpoint);
-  const uiLinks = state.webUiOrigins.map((o) => `<a href="${escapeHtml(o)}/">${escapeHtml(o)}</a>`).join(', ');
+  // The SameSite=Strict cookie travels only between pages of one site: 127.0.0.1 and localhost are two.
+  const sameHost = state.webUiOrigins.filter((o) => hostOf(o) === hostOf(state.endpoint));
+  const uiLinks = sameHost.map((o) => `<a href="${escapeHtml(o)}/">${escapeHtml(o)}</a>`).join(', ');
   const body = state.signedInUntil !== undefined
     ? `<p class="ok">Signed in until <b>${new Date(state.signedInUntil * 1000).toISOString()}</b>. The Temporal Web UI
-  (${uiLinks || 'no origin configured in CODEC_CORS_ORIGINS'}) can decode payloads through <code>${endpoint}</code> in this browser.</p>
+  (${uiLinks || `none of CODEC_CORS_ORIGINS is on this host: open this page on the Web UI's host`}) can decode payloads through <code>${endpoint}</code> in this browser.</p>
 <p>The Web UI sends this session only when its codec settings include credentials. If it still shows
   <code>binary/encrypted</code> payloads: open <i>Codec Server</i> in the Web UI, choose
   <i>Use my browser setting and ignore Cluster-level setting</i>, enter <code>${endpoint}</code>,

@@ -167,6 +167,9 @@ describe('codec server /codec (issue 8)', () => {
       const html = await page.text();
       expect(html).toMatch(/Signed in until <b>\d{4}-\d\d-\d\dT/);
       expect(html).toContain('Include cross-origin credentials');
+      // Only the Web UI origins of this host get a link: the SameSite=Strict cookie does not reach another site.
+      expect(html).toContain(`<a href="${uiOrigin}/">`);
+      expect(html).not.toContain('href="http://localhost:');
     });
 
     it('decodes with the session from an allowed origin, with CORS credentials; not without an origin, not from another origin', async () => {
