@@ -70,6 +70,11 @@ const envSchema = z.object({
    * body store (PostgreSQL), never into Temporal history, so inline images fit. @default 32 MiB
    */
   MAX_REQUEST_BODY_BYTES: positiveInt.default(32 * 1024 * 1024),
+  /**
+   * Prompt tokens reserved for an image whose size the gateway cannot read (an http(s) URL; inline
+   * base64 images are measured). Unset: 1445, the most OpenAI's tile rule charges (docs/pricing.md).
+   */
+  IMAGE_WORST_CASE_TOKENS: z.preprocess((v) => (v === '' ? undefined : v), positiveInt.max(1_000_000).optional()),
   /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
   PARALLEL_LEASE_SECONDS: positiveInt.default(30),
 });

@@ -91,6 +91,7 @@ export function createApiApp(deps: ApiDeps): Express {
     redis: deps.redis,
     log: deps.log,
     relayIdleTimeoutMs: deps.config.RELAY_IDLE_TIMEOUT_SECONDS * 1000,
+    imageWorstCaseTokens: deps.config.IMAGE_WORST_CASE_TOKENS,
   });
   app.use(healthRouter({ redis: deps.redis, db: deps.db, temporal: deps.temporal, registry: deps.registry }));
   const edge = createEdgeGate({

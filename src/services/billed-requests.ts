@@ -57,6 +57,8 @@ export interface BilledRequestsDeps {
   log: Pick<Logger, 'warn' | 'error'>;
   /** How long to wait for the next relayed output before giving up (502). @default 120000 */
   relayIdleTimeoutMs?: number;
+  /** IMAGE_WORST_CASE_TOKENS: an image of unknown size in the estimate. @default the tile rule's worst case */
+  imageWorstCaseTokens?: number;
 }
 
 function denial(decision: Extract<AdmissionDecision, { admitted: false }>): Error {
@@ -99,7 +101,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest, rawBody: Buffer): Promise<BilledRequestInput> {
       const price = await deps.prices.find(body.model);
       if (!price) throw new ModelNotPricedError(body.model);
-      const promptTokens = countPromptTokens(body.messages, body.model);
+      const promptTokens = countPromptTokens(body.messages, body.model, { imageWorstCaseTokens: deps.imageWorstCaseTokens });
       const requestedMax = requestedMaxTokens(body);
       const maxOutputTokens = reservedCompletionTokens(price, requestedMax);
       return {

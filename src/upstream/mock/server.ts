@@ -27,6 +27,7 @@ import {
   resolveMockBehaviour,
   type MockBehaviour,
 } from './behaviour';
+import { fetchImageSizes } from './image-sizes';
 import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './reply';
 import { openAIErrorBody } from '../../openai/wire';
 import { formatSseEvent, SSE_DONE } from '../../openai/sse';
@@ -188,7 +189,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     if (behaviour.failBeforeFirstChunk) return sendError(res, 500, 'mock upstream failed before the first chunk');
 
     sequence += 1;
-    const reply = planMockReply(request, behaviour, `chatcmpl-mock-${sequence}`);
+    const reply = planMockReply(request, behaviour, `chatcmpl-mock-${sequence}`, await fetchImageSizes(request));
     if (request.stream !== true) {
       if (!(await exchange.pause(behaviour.tokenLatencyMs * reply.pieces.length))) return;
       return sendJson(res, 200, mockCompletion(reply, !behaviour.omitUsage));
