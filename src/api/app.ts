@@ -22,7 +22,7 @@ import { createAccountServices } from '../services';
 import type { BilledRequestClient } from '../workflows/client';
 import { createApiKeyAuthenticator } from './auth';
 import { errorMiddleware } from './errors';
-import { captureRawBody } from './raw-body';
+import { chatBodyParser } from './chat-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
@@ -102,7 +102,7 @@ export function createApiApp(deps: ApiDeps): Express {
     log: deps.log,
     leaseMs: deps.config.PARALLEL_LEASE_SECONDS * 1000,
   });
-  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }) }));
+  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: chatBodyParser({ limit: deps.config.MAX_REQUEST_BODY_BYTES }) }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.use(adminRouter({
     tenants: accounts.tenants,

@@ -61,7 +61,8 @@ export interface MockUpstream {
   stats(): MockUpstreamStats;
 }
 
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Above the gateway's MAX_REQUEST_BODY_BYTES default (32 MiB): the mock never refuses a body the gateway admits. */
+const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const ERROR_TYPES: Record<number, { type: string; code: string }> = {
   400: { type: 'invalid_request_error', code: 'invalid_request' },
   401: { type: 'invalid_request_error', code: 'invalid_api_key' },
