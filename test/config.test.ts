@@ -76,3 +76,19 @@ describe('loadConfig: codec server CORS origins (issue 8)', () => {
     expect(configError({ CODEC_CORS_ORIGINS: 'https://temporal.example.com/ui' })).toMatch(/CODEC_CORS_ORIGINS: "https:\/\/temporal.example.com\/ui" is not an origin/);
   });
 });
+
+describe('loadConfig: codec sessions and image estimates (issue 8)', () => {
+  it('CODEC_SESSION_TTL_SECONDS: an hour by default, at most a day', () => {
+    expect(loadConfig({}).CODEC_SESSION_TTL_SECONDS).toBe(3600);
+    expect(loadConfig({ CODEC_SESSION_TTL_SECONDS: '86400' }).CODEC_SESSION_TTL_SECONDS).toBe(86_400);
+    expect(configError({ CODEC_SESSION_TTL_SECONDS: '86401' })).toMatch(/CODEC_SESSION_TTL_SECONDS/);
+    expect(configError({ CODEC_SESSION_TTL_SECONDS: '0' })).toMatch(/CODEC_SESSION_TTL_SECONDS/);
+  });
+
+  it('IMAGE_WORST_CASE_TOKENS: unset or empty leaves the rule\'s worst case; a positive integer replaces it', () => {
+    expect(loadConfig({}).IMAGE_WORST_CASE_TOKENS).toBeUndefined();
+    expect(loadConfig({ IMAGE_WORST_CASE_TOKENS: '' }).IMAGE_WORST_CASE_TOKENS).toBeUndefined();
+    expect(loadConfig({ IMAGE_WORST_CASE_TOKENS: '2000' }).IMAGE_WORST_CASE_TOKENS).toBe(2000);
+    for (const bad of ['0', '-5', '1.5', 'many']) expect(configError({ IMAGE_WORST_CASE_TOKENS: bad })).toMatch(/IMAGE_WORST_CASE_TOKENS/);
+  });
+});
