@@ -50,6 +50,8 @@ const envSchema = z.object({
   PAYLOAD_CODEC_KEY_ID: optionalUrl,
   /** Browser origins (the Temporal Web UI) allowed to call /codec; comma-separated. Unset: the embedded Web UI. */
   CODEC_CORS_ORIGINS: optionalUrl,
+  /** How long an operator session of the codec server (/codec/login, for the Web UI) lives; at most a day. */
+  CODEC_SESSION_TTL_SECONDS: positiveInt.max(24 * 3600).default(3600),
 
   UPSTREAM_BASE_URL: optionalUrl,
   MOCK_UPSTREAM_PORT: port.default(8090),
@@ -69,6 +71,11 @@ const envSchema = z.object({
    * body store (PostgreSQL), never into Temporal history, so inline images fit. @default 32 MiB
    */
   MAX_REQUEST_BODY_BYTES: positiveInt.default(32 * 1024 * 1024),
+  /**
+   * Prompt tokens reserved for an image whose size the gateway cannot read (an http(s) URL; inline
+   * base64 images are measured). Unset: 1445, the most OpenAI's tile rule charges (docs/pricing.md).
+   */
+  IMAGE_WORST_CASE_TOKENS: z.preprocess((v) => (v === '' ? undefined : v), positiveInt.max(1_000_000).optional()),
   /** How long a request's in-flight lease (max_parallel_requests) lives unless the API renews it; bounds how long a crashed API holds slots. */
   PARALLEL_LEASE_SECONDS: positiveInt.default(30),
 

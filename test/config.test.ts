@@ -88,3 +88,19 @@ describe('loadConfig: the sweeper (issue 9)', () => {
     expect(loadConfig({ SWEEP_PENDING_AFTER_SECONDS: '3600', RELAY_TTL_SECONDS: '7200' }).SWEEP_PENDING_AFTER_SECONDS).toBe(3600);
   });
 });
+
+describe('loadConfig: codec sessions and image estimates (issue 8)', () => {
+  it('CODEC_SESSION_TTL_SECONDS: an hour by default, at most a day', () => {
+    expect(loadConfig({}).CODEC_SESSION_TTL_SECONDS).toBe(3600);
+    expect(loadConfig({ CODEC_SESSION_TTL_SECONDS: '86400' }).CODEC_SESSION_TTL_SECONDS).toBe(86_400);
+    expect(configError({ CODEC_SESSION_TTL_SECONDS: '86401' })).toMatch(/CODEC_SESSION_TTL_SECONDS/);
+    expect(configError({ CODEC_SESSION_TTL_SECONDS: '0' })).toMatch(/CODEC_SESSION_TTL_SECONDS/);
+  });
+
+  it('IMAGE_WORST_CASE_TOKENS: unset or empty leaves the rule\'s worst case; a positive integer replaces it', () => {
+    expect(loadConfig({}).IMAGE_WORST_CASE_TOKENS).toBeUndefined();
+    expect(loadConfig({ IMAGE_WORST_CASE_TOKENS: '' }).IMAGE_WORST_CASE_TOKENS).toBeUndefined();
+    expect(loadConfig({ IMAGE_WORST_CASE_TOKENS: '2000' }).IMAGE_WORST_CASE_TOKENS).toBe(2000);
+    for (const bad of ['0', '-5', '1.5', 'many']) expect(configError({ IMAGE_WORST_CASE_TOKENS: bad })).toMatch(/IMAGE_WORST_CASE_TOKENS/);
+  });
+});

@@ -22,9 +22,10 @@ import type { BillingMetrics } from '../metrics';
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
 import { UpstreamHttpError, isUpstreamCallError } from '../upstream/errors';
 import { upstreamBody, type ChatCompletionRequest } from '../openai/chat-request';
+import { serializedUpstreamRequest } from '../openai/serialized-request';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
-import type { UpstreamProvider } from '../upstream/provider';
+import type { UpstreamChatRequest, UpstreamProvider } from '../upstream/provider';
 import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
 import { FailureType } from '../workflows/failure-types';
 import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, upstreamFailure, usageEstimate } from './relay-recovery';
@@ -86,7 +87,9 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       throw ApplicationFailure.nonRetryable(`request body of ${requestId} is missing`, FailureType.requestBodyMissing);
     }
     // Validated by the API before it was stored; our output cap and stream options replace the client's.
-    const body = upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, input.maxOutputTokens) as unknown as ChatCompletionRequest;
+    // Spliced from the stored bytes (no parse, no re-serialisation), unless a repeated member forbids it.
+    const body: UpstreamChatRequest = serializedUpstreamRequest(stored, input.maxOutputTokens)
+      ?? (upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, input.maxOutputTokens) as unknown as ChatCompletionRequest);
 
     const acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
     const abort = new AbortController();

@@ -23,12 +23,13 @@ import type { BilledRequestClient } from '../workflows/client';
 import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyAuthenticator } from './auth';
 import { errorMiddleware } from './errors';
-import { captureRawBody } from './raw-body';
+import { chatBodyParser } from './chat-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { dashboardBillingRouter } from './routes/dashboard-billing';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
+import { createCodecSessionRevocations, createCodecSessions } from './codec-session';
 import { modelsRouter } from './routes/models';
 
 export interface ApiDeps {
@@ -94,6 +95,7 @@ export function createApiApp(deps: ApiDeps): Express {
     redis: deps.redis,
     log: deps.log,
     relayIdleTimeoutMs: deps.config.RELAY_IDLE_TIMEOUT_SECONDS * 1000,
+    imageWorstCaseTokens: deps.config.IMAGE_WORST_CASE_TOKENS,
   });
   app.use(healthRouter({ redis: deps.redis, db: deps.db, temporal: deps.temporal, registry: deps.registry }));
   const edge = createEdgeGate({
@@ -104,7 +106,7 @@ export function createApiApp(deps: ApiDeps): Express {
     log: deps.log,
     leaseMs: deps.config.PARALLEL_LEASE_SECONDS * 1000,
   });
-  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: express.json({ limit: deps.config.MAX_REQUEST_BODY_BYTES, verify: captureRawBody }) }));
+  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: chatBodyParser({ limit: deps.config.MAX_REQUEST_BODY_BYTES }) }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.use(dashboardBillingRouter({ usage: accounts.usage, authenticate }));
   app.use(adminRouter({
@@ -118,7 +120,14 @@ export function createApiApp(deps: ApiDeps): Express {
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
     maintenance: deps.maintenance,
   }));
-  app.use(codecRouter({ codec: deps.payloadCodec, adminToken: deps.config.ADMIN_TOKEN, allowedOrigins: deps.config.codecCorsOrigins }));
+  app.use(codecRouter({
+    codec: deps.payloadCodec,
+    adminToken: deps.config.ADMIN_TOKEN,
+    allowedOrigins: deps.config.codecCorsOrigins,
+    sessions: createCodecSessions({ adminToken: deps.config.ADMIN_TOKEN, ttlSeconds: deps.config.CODEC_SESSION_TTL_SECONDS }),
+    revocations: createCodecSessionRevocations(deps.redis),
+    log: deps.log,
+  }));
   app.use(errorMiddleware(deps.log));
   return app;
 }

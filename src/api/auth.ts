@@ -129,16 +129,22 @@ function sha256(value: string): Buffer {
 }
 
 /**
- * Middleware for admin routes: the bearer credential must equal adminToken. Both sides
- * are hashed to equal-length digests first, so timingSafeEqual runs in constant time
- * and the comparison leaks neither content nor length.
+ * A test of a presented credential against adminToken. Both sides are hashed to
+ * equal-length digests first, so timingSafeEqual runs in constant time and the
+ * comparison leaks neither content nor length.
  */
-export function adminAuth(adminToken: string): RequestHandler {
+export function adminTokenMatcher(adminToken: string): (presented: string) => boolean {
   if (adminToken.length === 0) throw new Error('adminAuth needs a non-empty admin token');
   const expected = sha256(adminToken);
+  return (presented) => timingSafeEqual(sha256(presented), expected);
+}
+
+/** Middleware for admin routes: the bearer credential must be the admin token. */
+export function adminAuth(adminToken: string): RequestHandler {
+  const isAdminToken = adminTokenMatcher(adminToken);
   return (req, _res, next) => {
     const presented = bearerCredential(req.get('authorization'));
-    if (presented === undefined || !timingSafeEqual(sha256(presented), expected)) throw new AdminUnauthorizedError();
+    if (presented === undefined || !isAdminToken(presented)) throw new AdminUnauthorizedError();
     next();
   };
 }

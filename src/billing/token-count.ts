@@ -7,7 +7,9 @@
  * must not put it into error messages either.
  */
 import { get_encoding, type Tiktoken } from 'tiktoken';
-import { contentText, type MessageContent } from '../openai/message-text';
+import { contentText, imageRefOf, type ContentPartLike, type MessageContent } from '../openai/message-text';
+import { inlineImageSize, type ImageSize } from './image-dimensions';
+import { imagePartTokens, WORST_CASE_IMAGE_TOKENS } from './image-tokens';
 
 /** Encodings this gateway knows how to count with. */
 export const TokenEncoding = {
@@ -24,12 +26,23 @@ export type TokenEncoding = (typeof TokenEncoding)[keyof typeof TokenEncoding];
 const O200K_PREFIXES = ['gpt-4o', 'chatgpt-4o', 'gpt-4.1', 'gpt-4.5', 'gpt-5', 'o1', 'o3', 'o4'] as const;
 
 /**
- * Tokens charged for a content part that is not text (image_url, input_audio,
- * file, ...). We cannot see the media's real size at admission, so we use
- * OpenAI's documented base cost of one low-detail image (85 tokens). The real
- * figure arrives with the upstream usage, which always wins (M6.3).
+ * Tokens charged for a content part that is neither text nor an image (input_audio,
+ * file, ...): OpenAI's base cost of one low-detail image (85 tokens), as nothing at
+ * admission tells their real cost. The real figure arrives with the upstream usage,
+ * which always wins (M6.3). Images are counted by their own rule (./image-tokens.ts).
  */
 export const NON_TEXT_PART_TOKENS = 85;
+
+/** How images are counted. */
+export interface PromptCountOptions {
+  /**
+   * Tokens of an image whose size is unknown (an http(s) URL, unreadable inline data):
+   * IMAGE_WORST_CASE_TOKENS. @default WORST_CASE_IMAGE_TOKENS (1445), the most the rule charges
+   */
+  imageWorstCaseTokens?: number;
+  /** The size of an image by its URL where the caller knows more than inline data tells (the mock upstream fetches). */
+  imageSize?: (url: string) => ImageSize | undefined;
+}
 
 /** OpenAI chat format: every message is wrapped in <|start|>{role}<|message|>{content}<|end|>. */
 const TOKENS_PER_MESSAGE = 3;
@@ -144,10 +157,19 @@ function* windows(text: string): Generator<string> {
   if (start < text.length) yield text.slice(start);
 }
 
-/** The content's text (src/openai/message-text.ts decides what that is) plus the fixed cost of each non-text part. */
-function countContentTokens(content: MessageContent, model: string): number {
-  const { text, nonTextParts } = contentText(content);
-  return countTextTokens(text, model) + nonTextParts * NON_TEXT_PART_TOKENS;
+function mediaPartTokens(part: ContentPartLike, opts: PromptCountOptions): number {
+  const image = imageRefOf(part);
+  if (!image) return NON_TEXT_PART_TOKENS;
+  const size = image.url === undefined ? undefined : (opts.imageSize?.(image.url) ?? inlineImageSize(image.url));
+  return imagePartTokens(image.detail, size, opts.imageWorstCaseTokens ?? WORST_CASE_IMAGE_TOKENS);
+}
+
+/** The content's text (src/openai/message-text.ts decides what that is) plus the cost of each media part. */
+function countContentTokens(content: MessageContent, model: string, opts: PromptCountOptions): number {
+  const { text, mediaParts } = contentText(content);
+  let tokens = countTextTokens(text, model);
+  for (const part of mediaParts) tokens += mediaPartTokens(part, opts);
+  return tokens;
 }
 
 function countToolCallTokens(toolCalls: ChatMessageForCount['tool_calls'], model: string): number {
@@ -169,18 +191,20 @@ function countToolCallTokens(toolCalls: ChatMessageForCount['tool_calls'], model
  * tokens priming the reply. Beyond the cookbook, a parts array counts as the one
  * text it carries (its text and refusal parts joined by newlines), `tool_call_id`
  * and the name and arguments of assistant tool calls are counted as text (an
- * approximation: the upstream's exact tool formatting is not public), and
- * non-text content parts count {@link NON_TEXT_PART_TOKENS} each.
+ * approximation: the upstream's exact tool formatting is not public), an image
+ * part counts by OpenAI's tile rule (./image-tokens.ts: its size read from inline
+ * data, else the rule's worst case), and other media parts count
+ * {@link NON_TEXT_PART_TOKENS} each.
  *
  * This is the only prompt formula in the project: the mock upstream reports its
  * prompt usage with it too.
  */
-export function countPromptTokens(messages: readonly ChatMessageForCount[], model: string): number {
+export function countPromptTokens(messages: readonly ChatMessageForCount[], model: string, opts: PromptCountOptions = {}): number {
   let tokens = REPLY_PRIMING_TOKENS;
   for (const message of messages) {
     tokens += TOKENS_PER_MESSAGE;
     tokens += countTextTokens(message.role, model);
-    tokens += countContentTokens(message.content, model);
+    tokens += countContentTokens(message.content, model, opts);
     if (typeof message.name === 'string') tokens += countTextTokens(message.name, model) + TOKENS_PER_NAME;
     if (typeof message.tool_call_id === 'string') tokens += countTextTokens(message.tool_call_id, model);
     tokens += countToolCallTokens(message.tool_calls, model);

@@ -10,7 +10,8 @@
  *   newlines, which is how OpenAI-compatible servers such as vLLM hand
  *   multi-part text to the model;
  * - every other part (image_url, input_audio, file, ...) contributes no text and
- *   is only counted, because its token cost is not a function of any text.
+ *   is handed back as media, because its token cost is not a function of any text
+ *   (src/billing/token-count.ts prices images by their size).
  *
  * The types are structural so that both a parsed request and a loosely typed
  * message (a stored body, a test literal) can be read.
@@ -22,6 +23,8 @@ export interface ContentPartLike {
   readonly type: string;
   readonly text?: unknown;
   readonly refusal?: unknown;
+  /** `{ url, detail? }` on an image part. */
+  readonly image_url?: unknown;
 }
 
 /** A message's `content` as it may appear on the wire. */
@@ -31,8 +34,8 @@ export type MessageContent = string | readonly ContentPartLike[] | null | undefi
 export interface ContentText {
   /** The text, by the rule of this module's header ('' for null or absent content). */
   text: string;
-  /** How many parts carry no text. */
-  nonTextParts: number;
+  /** The parts that carry no text (images, audio, files), in order. */
+  mediaParts: readonly ContentPartLike[];
 }
 
 /** The text a part carries, or undefined when it is not a text-bearing part. */
@@ -42,18 +45,36 @@ function partText(part: ContentPartLike): string | undefined {
   return undefined;
 }
 
-/** The text of one message's content and the number of its parts that carry none. */
+/** What an image part points at. */
+export interface ImageRef {
+  /** The image's URL (http(s) or a `data:` URL), when it is a string. */
+  url?: string;
+  /** `low`, `high` or `auto` as the client sent it (unchecked). */
+  detail?: unknown;
+}
+
+/** The image of an `image_url` part (`{ url, detail }`, or the older bare URL string), or undefined for any other part. */
+export function imageRefOf(part: ContentPartLike): ImageRef | undefined {
+  if (part.type !== 'image_url') return undefined;
+  const ref = part.image_url;
+  if (typeof ref === 'string') return { url: ref };
+  if (typeof ref !== 'object' || ref === null) return {};
+  const { url, detail } = ref as Record<string, unknown>;
+  return { ...(typeof url === 'string' ? { url } : {}), ...(detail !== undefined ? { detail } : {}) };
+}
+
+/** The text of one message's content and the parts of it that carry none. */
 export function contentText(content: MessageContent): ContentText {
-  if (content === undefined || content === null) return { text: '', nonTextParts: 0 };
-  if (typeof content === 'string') return { text: content, nonTextParts: 0 };
+  if (content === undefined || content === null) return { text: '', mediaParts: [] };
+  if (typeof content === 'string') return { text: content, mediaParts: [] };
   const texts: string[] = [];
-  let nonTextParts = 0;
+  const mediaParts: ContentPartLike[] = [];
   for (const part of content) {
     const text = partText(part);
-    if (text === undefined) nonTextParts += 1;
+    if (text === undefined) mediaParts.push(part);
     else texts.push(text);
   }
-  return { text: texts.join('\n'), nonTextParts };
+  return { text: texts.join('\n'), mediaParts };
 }
 
 /** The text of the last `user` message, or '' when there is none. */

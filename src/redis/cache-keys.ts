@@ -103,6 +103,11 @@ export const CacheKeys = {
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;
   },
+
+  /** STRING "1", expiring with the session: a codec-server operator session ended by logout (src/api/codec-session.ts). */
+  codecSessionRevoked(sessionId: string): string {
+    return `${CACHE_KEY_PREFIX}:codec-session-revoked:${checkedId('codec session id', sessionId)}`;
+  },
 } as const;
 
 export type CacheKeys = typeof CacheKeys;

@@ -166,6 +166,7 @@ export async function startRoles(
       }));
       running.apiUrl = `http://${config.API_HOST}:${port}`;
       urls.push(`API                 ${running.apiUrl}  (/v1/chat/completions, /admin, /readyz, /metrics)`);
+      urls.push(`codec sign-in       ${running.apiUrl}/codec/login  (lets this browser's Web UI decode payloads)`);
     }
     return running;
   } catch (err) {

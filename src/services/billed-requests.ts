@@ -11,6 +11,7 @@ import type { Redis } from 'ioredis';
 import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
 import { countPromptTokens } from '../billing/token-count';
 import type { ModelPriceRepository } from '../db/model-price-repository';
+import type { FramedPlaintext } from '../codec/body-cipher';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
 import { requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
@@ -57,6 +58,8 @@ export interface BilledRequestsDeps {
   log: Pick<Logger, 'warn' | 'error'>;
   /** How long to wait for the next relayed output before giving up (502). @default 120000 */
   relayIdleTimeoutMs?: number;
+  /** IMAGE_WORST_CASE_TOKENS: an image of unknown size in the estimate. @default the tile rule's worst case */
+  imageWorstCaseTokens?: number;
 }
 
 function denial(decision: Extract<AdmissionDecision, { admitted: false }>): Error {
@@ -94,12 +97,12 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
 
     /**
      * The workflow input of a chat completion; an unpriced model is a ModelNotPricedError.
-     * `rawBody`: the client's bytes, hashed for the Idempotency-Key check (no re-serialisation).
+     * `requestHash`: hex SHA-256 of the client's raw bytes, for the Idempotency-Key check (no re-serialisation).
      */
-    async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest, rawBody: Buffer): Promise<BilledRequestInput> {
+    async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest, requestHash: string): Promise<BilledRequestInput> {
       const price = await deps.prices.find(body.model);
       if (!price) throw new ModelNotPricedError(body.model);
-      const promptTokens = countPromptTokens(body.messages, body.model);
+      const promptTokens = countPromptTokens(body.messages, body.model, { imageWorstCaseTokens: deps.imageWorstCaseTokens });
       const requestedMax = requestedMaxTokens(body);
       const maxOutputTokens = reservedCompletionTokens(price, requestedMax);
       return {
@@ -116,7 +119,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',
         ...(origin.conversationId ? { conversationId: origin.conversationId } : {}),
         bodyRef: { requestId },
-        requestHash: createHash('sha256').update(rawBody).digest('hex'),
+        requestHash,
       };
     },
 
@@ -126,16 +129,16 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
      * Starts (or attaches to) the request's workflow and learns admission; a refusal
      * throws. Returns the output to relay to the client: live entries for an admitted
      * request, the stored ones for a finished duplicate (never run twice).
-     * `rawBody` goes into the body store first (a duplicate keeps the first body); a request
-     * that will not run drops it again.
+     * `rawBody` goes into the body store first (a duplicate keeps the first body), handed over
+     * once so nothing here keeps it while the request runs; a request that will not run drops it again.
      */
-    async admit(input: BilledRequestInput, rawBody: Buffer, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
+    async admit(input: BilledRequestInput, rawBody: { take(): Buffer | FramedPlaintext }, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
       const { requestId, tenantId } = input;
       const drop = (kind: 'request' | 'output'): Promise<void> =>
         deps.bodies.delete(requestId, kind).catch((err: unknown) => deps.log.warn({ requestId, kind, err }, 'could not delete a stored body'));
       let admitted;
       try {
-        await deps.bodies.put({ requestId, tenantId, kind: 'request', body: rawBody });
+        await deps.bodies.put({ requestId, tenantId, kind: 'request', body: () => rawBody.take() });
         admitted = await deps.workflows.admit(input);
       } catch (err) {
         deps.log.error({ requestId: input.requestId, tenantId: input.tenantId, err: (err as Error).message }, 'admission failed');

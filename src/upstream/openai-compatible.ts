@@ -7,6 +7,7 @@
  * close the HTTP request (the upstream stops generating tokens we would pay
  * for), not just stop waiting for it.
  */
+import { Readable } from 'node:stream';
 import { parseSseEvents, SSE_DONE } from '../openai/sse';
 import {
   UpstreamCancelledError,
@@ -19,7 +20,14 @@ import {
 import { parseChatCompletion, parseChatCompletionChunk, parseErrorBody } from '../openai/wire';
 import type { ChatCompletionRequest } from '../openai/chat-request';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
-import type { UpstreamCallOptions, UpstreamProvider } from './provider';
+import { SerializedChatRequest } from '../openai/serialized-request';
+import type { UpstreamCallOptions, UpstreamChatRequest, UpstreamProvider } from './provider';
+
+/** The request without the client's stream options: the provider sets its own. */
+function withoutStreamOptions(req: ChatCompletionRequest): Omit<ChatCompletionRequest, 'stream_options'> {
+  const { stream_options: _ignored, ...rest } = req;
+  return rest;
+}
 
 export interface OpenAICompatibleProviderOptions {
   /** Base URL including the version segment, e.g. `https://api.openai.com/v1`. */
@@ -152,27 +160,38 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? timeoutMs;
 
-  function post(body: unknown, accept: string, call: CallControl, extra?: Record<string, string>): Promise<Response> {
-    return fetch(endpoint, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept,
-        ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
-        ...options.headers,
-        ...extra,
-      },
-      body: JSON.stringify(body),
-      signal: call.signal,
-    });
+  /**
+   * A serialized request goes out as its pieces with their length (fetch sends an iterable body
+   * with a Content-Length as a fixed-length body): no buffer of the whole body is made here.
+   */
+  function post(body: Omit<ChatCompletionRequest, 'stream_options'> | SerializedChatRequest, extra: Readonly<Record<string, unknown>>, accept: string, call: CallControl, headers?: Record<string, string>): Promise<Response> {
+    const common = {
+      'content-type': 'application/json',
+      accept,
+      ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}),
+      ...options.headers,
+      ...headers,
+    };
+    if (body instanceof SerializedChatRequest) {
+      const { pieces, length } = body.body(extra);
+      return fetch(endpoint, {
+        method: 'POST',
+        headers: { ...common, 'content-length': String(length) },
+        body: Readable.from(pieces),
+        duplex: 'half',
+        signal: call.signal,
+      });
+    }
+    return fetch(endpoint, { method: 'POST', headers: common, body: JSON.stringify({ ...body, ...extra }), signal: call.signal });
   }
 
-  async function complete(req: ChatCompletionRequest, opts: UpstreamCallOptions = {}): Promise<ChatCompletion> {
+  async function complete(req: UpstreamChatRequest, opts: UpstreamCallOptions = {}): Promise<ChatCompletion> {
     const call = new CallControl(opts.signal, timeoutMs);
     try {
-      // A JSON answer was asked for, whatever the client's request said.
-      const { stream_options: _ignored, ...rest } = req;
-      const res = await post({ ...rest, stream: false }, 'application/json', call, opts.headers);
+      // A JSON answer was asked for, whatever the client's request said (a serialized request has no stream members).
+      const res = req instanceof SerializedChatRequest
+        ? await post(req, { stream: false }, 'application/json', call, opts.headers)
+        : await post(withoutStreamOptions(req), { stream: false }, 'application/json', call, opts.headers);
       if (!res.ok) throw await httpErrorFrom(res);
       return parseChatCompletion(await res.text());
     } catch (err) {
@@ -183,15 +202,16 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
   }
 
   async function* stream(
-    req: ChatCompletionRequest,
+    req: UpstreamChatRequest,
     opts: UpstreamCallOptions = {},
   ): AsyncGenerator<ChatCompletionChunk, void, undefined> {
     const call = new CallControl(opts.signal, timeoutMs);
     try {
       // Usage is what we bill on, so we always ask for it; whether the gateway's
       // own client sees it is the gateway's decision.
-      const body = { ...req, stream: true, stream_options: { ...req.stream_options, include_usage: true } };
-      const res = await post(body, 'text/event-stream', call, opts.headers);
+      const clientOptions = req instanceof SerializedChatRequest ? undefined : req.stream_options;
+      const extra = { stream: true, stream_options: { ...clientOptions, include_usage: true } };
+      const res = await post(req instanceof SerializedChatRequest ? req : withoutStreamOptions(req), extra, 'text/event-stream', call, opts.headers);
       if (!res.ok) throw await httpErrorFrom(res);
       const contentType = res.headers.get('content-type') ?? '';
       if (!contentType.includes('text/event-stream') || res.body === null) {

@@ -5,6 +5,10 @@
  */
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
 import type { ChatCompletionRequest } from '../openai/chat-request';
+import type { SerializedChatRequest } from '../openai/serialized-request';
+
+/** What a provider is asked to send: a request object, or the stored body's own bytes (../openai/serialized-request.ts). */
+export type UpstreamChatRequest = ChatCompletionRequest | SerializedChatRequest;
 
 /** Per-call options; `signal` aborts the HTTP request itself, not just our wait for it. */
 export interface UpstreamCallOptions {
@@ -20,10 +24,10 @@ export interface UpstreamCallOptions {
  */
 export interface UpstreamProvider {
   /** A non-streamed completion; `stream` in the request is ignored. */
-  complete(req: ChatCompletionRequest, opts?: UpstreamCallOptions): Promise<ChatCompletion>;
+  complete(req: UpstreamChatRequest, opts?: UpstreamCallOptions): Promise<ChatCompletion>;
   /**
    * A streamed completion. The HTTP request starts on the first `next()`;
    * stopping the iteration early (break/return) releases the connection.
    */
-  stream(req: ChatCompletionRequest, opts?: UpstreamCallOptions): AsyncIterable<ChatCompletionChunk>;
+  stream(req: UpstreamChatRequest, opts?: UpstreamCallOptions): AsyncIterable<ChatCompletionChunk>;
 }

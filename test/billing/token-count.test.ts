@@ -1,4 +1,7 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { Tiktoken } from 'tiktoken';
+import { WORST_CASE_IMAGE_TOKENS } from '../../src/billing/image-tokens';
 import {
   NON_TEXT_PART_TOKENS,
   TokenCountError,
@@ -7,6 +10,7 @@ import {
   countTextTokens,
   encodingForModel,
   type ChatMessageForCount,
+  type PromptCountOptions,
 } from '../../src/billing/token-count';
 
 // The example conversation of OpenAI's cookbook "How to count tokens with tiktoken",
@@ -110,19 +114,49 @@ describe('countPromptTokens (OpenAI chat formula)', () => {
     expect(asParts).toBe(countPromptTokens([{ role: 'user', content: 'hello\n world' }], 'gpt-4'));
   });
 
-  it('counts refusal parts as text and every other part at the fixed amount', () => {
-    const withImage = countPromptTokens(
-      [{ role: 'user', content: [{ type: 'text', text: 'hello world' }, { type: 'image_url' }] }],
-      'gpt-4',
-    );
-    expect(withImage).toBe(9 + NON_TEXT_PART_TOKENS);
-    expect(NON_TEXT_PART_TOKENS).toBe(85);
+  it('counts refusal parts as text and media other than images at the fixed amount', () => {
     // 3 + "assistant"(1) + "hello world"(2) + 3
     expect(countPromptTokens([{ role: 'assistant', content: [{ type: 'refusal', refusal: 'hello world' }] }], 'gpt-4')).toBe(9);
     // A text part without string text carries no text: it costs like media.
     expect(countPromptTokens([{ role: 'user', content: [{ type: 'text' }, { type: 'input_audio' }] }], 'gpt-4')).toBe(
       7 + 2 * NON_TEXT_PART_TOKENS,
     );
+    expect(NON_TEXT_PART_TOKENS).toBe(85);
+  });
+
+  describe('images, by the tile rule (docs/pricing.md)', () => {
+    const fixture = (name: string): string => fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'images', name)).toString('base64');
+    // 3 + "user"(1) + "hello world"(2) + 3: the message without its image.
+    const withImage = (image: Record<string, unknown>, opts?: PromptCountOptions): number =>
+      countPromptTokens([{ role: 'user', content: [{ type: 'text', text: 'hello world' }, { type: 'image_url', image_url: image }] }], 'gpt-4', opts) - 9;
+
+    it('counts low detail at 85, whatever the image', () => {
+      expect(withImage({ url: 'https://example.com/huge.png', detail: 'low' })).toBe(85);
+      expect(withImage({ url: `data:image/png;base64,${fixture('high-2048x4096.png')}`, detail: 'low' })).toBe(85);
+    });
+
+    it('counts an image of unknown size (a URL) at the rule\'s worst case, or IMAGE_WORST_CASE_TOKENS', () => {
+      expect(withImage({ url: 'https://example.com/cat.png' })).toBe(WORST_CASE_IMAGE_TOKENS);
+      expect(withImage({ url: 'https://example.com/cat.png', detail: 'high' })).toBe(1445);
+      expect(withImage({ url: 'https://example.com/cat.png', detail: 'auto' }, { imageWorstCaseTokens: 3000 })).toBe(3000);
+      // No URL at all is no size either.
+      expect(countPromptTokens([{ role: 'user', content: [{ type: 'image_url' }] }], 'gpt-4')).toBe(7 + 1445);
+    });
+
+    it('counts inline base64 PNG and JPEG images exactly, from their headers', () => {
+      expect(withImage({ url: `data:image/png;base64,${fixture('high-2048x4096.png')}`, detail: 'high' })).toBe(1105);
+      expect(withImage({ url: `data:image/jpeg;base64,${fixture('square-1024.jpg')}` })).toBe(765);
+      expect(withImage({ url: `data:image/jpeg;base64,${fixture('progressive-1000x3000.jpg')}`, detail: 'auto' })).toBe(85 + 8 * 170);
+      expect(withImage({ url: `data:image/gif;base64,${fixture('small-300x200.gif')}` })).toBe(255);
+      // Unreadable inline data is unknown: the worst case.
+      expect(withImage({ url: `data:image/png;base64,${Buffer.from('noise').toString('base64')}` })).toBe(1445);
+    });
+
+    it('asks a size resolver first (the mock upstream\'s fetched images)', () => {
+      const imageSize = (url: string) => (url === 'https://example.com/a.png' ? { width: 1024, height: 1024 } : undefined);
+      expect(withImage({ url: 'https://example.com/a.png' }, { imageSize })).toBe(765);
+      expect(withImage({ url: 'https://example.com/b.png' }, { imageSize })).toBe(1445);
+    });
   });
 
   it('counts null content as nothing and an empty conversation as the priming only', () => {

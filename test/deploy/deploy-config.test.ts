@@ -118,6 +118,9 @@ describe('docker-compose.yml (M13)', () => {
     const config = loadConfig(withDefaults(service('api').environment ?? {}));
     const ui = service('temporal-ui');
     expect(ui.environment?.TEMPORAL_CODEC_ENDPOINT).toBe('http://localhost:8080/codec');
+    // The UI sends the operator's codec session cookie; same site (localhost) as the codec server, so SameSite=Strict lets it through.
+    expect(ui.environment?.TEMPORAL_CODEC_INCLUDE_CREDENTIALS).toBe('true');
+    expect(new URL(ui.environment?.TEMPORAL_CODEC_ENDPOINT ?? '').hostname).toBe(new URL(config.codecCorsOrigins[0] ?? '').hostname);
     expect(config.codecCorsOrigins).toEqual(ui.environment?.TEMPORAL_CORS_ORIGINS?.split(','));
   });
 

@@ -19,7 +19,8 @@ import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/se
 import { createOpenAICompatibleProvider } from '../../src/upstream/openai-compatible';
 import type { UpstreamProvider } from '../../src/upstream/provider';
 import { countPromptTokens } from '../../src/billing/token-count';
-import type { ChatCompletionRequest } from '../../src/openai/chat-request';
+import { upstreamBody, type ChatCompletionRequest } from '../../src/openai/chat-request';
+import { serializedUpstreamRequest } from '../../src/openai/serialized-request';
 import type { ChatCompletionChunk } from '../../src/openai/chat-response';
 import { cl100k, drain, userMessage, waitFor, withServer } from './helpers';
 
@@ -295,5 +296,54 @@ describe('stream()', () => {
         expect(error).toMatchObject({ code: 'overloaded', retryable: false });
       },
     );
+  });
+});
+
+describe('a serialized request (the stored body\'s own bytes, issue 8)', () => {
+  const stored = Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [userMessage('spliced [mock:tokens=4]')], stream: true, stream_options: { include_usage: false }, max_tokens: 99, temperature: 0.5 }));
+
+  it('goes out as a fixed-length body equal to the object path\'s request, JSON and SSE', async () => {
+    const seen: Array<{ headers: http.IncomingHttpHeaders; body: unknown }> = [];
+    const handler: http.RequestListener = (req, res) => {
+      let text = '';
+      req.on('data', (c: Buffer) => (text += c.toString('utf8')));
+      req.on('end', () => {
+        const body = JSON.parse(text) as { stream?: boolean };
+        seen.push({ headers: req.headers, body });
+        if (body.stream) {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.end('data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n');
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }] }));
+        }
+      });
+    };
+    await withServer(handler, async (baseUrl) => {
+      const p = createOpenAICompatibleProvider({ baseUrl, timeoutMs: 5000 });
+      const parsed = upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, 16) as unknown as ChatCompletionRequest;
+      await p.complete(serializedUpstreamRequest(stored, 16)!);
+      await p.complete(parsed);
+      await drain(p.stream(serializedUpstreamRequest(stored, 16)!));
+      await drain(p.stream(parsed));
+    });
+    expect(seen).toHaveLength(4);
+    // The spliced request is the object path's request, member for member.
+    expect(seen[0]!.body).toEqual(seen[1]!.body);
+    expect(seen[2]!.body).toEqual(seen[3]!.body);
+    expect(seen[0]!.body).toMatchObject({ stream: false, max_tokens: 16, temperature: 0.5 });
+    expect(seen[0]!.body).not.toHaveProperty('stream_options');
+    expect(seen[2]!.body).toMatchObject({ stream: true, stream_options: { include_usage: true }, max_tokens: 16 });
+    // Sent with its length, not chunked.
+    for (const { headers } of [seen[0]!, seen[2]!]) {
+      expect(headers['transfer-encoding']).toBeUndefined();
+      expect(Number(headers['content-length'])).toBeGreaterThan(0);
+    }
+  });
+
+  it('is billed by the mock like the same request as an object', async () => {
+    const result = await provider.complete(serializedUpstreamRequest(stored, 16)!);
+    expect(result.usage?.completion_tokens).toBe(4);
+    expect(mock.stats().lastRequest?.maxTokens).toBe(16);
   });
 });

@@ -8,10 +8,10 @@
  */
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { EdgeGate } from '../../edge/edge-gate';
-import { chatCompletionRequestSchema } from '../../openai/chat-request';
+import { chatCompletionRequestSchema, type ChatCompletionRequest } from '../../openai/chat-request';
 import type { BilledRequests } from '../../services/billed-requests';
 import { apiKeyAuthOf } from '../auth';
-import { rawBodyOf } from '../raw-body';
+import { RawRequestBody, takeRawBody } from '../chat-body';
 import { writeRateLimitHeaders } from '../rate-limit-headers';
 import { writeRelayedResponse } from '../relay-response';
 
@@ -19,7 +19,7 @@ export const CHAT_COMPLETIONS_PATH = '/v1/chat/completions';
 
 export interface ChatCompletionsDeps {
   authenticate: RequestHandler;
-  /** The JSON body parser of this route (up to MAX_REQUEST_BODY_BYTES, raw bytes kept), run after authentication. */
+  /** The JSON body parser of this route (../chat-body.ts: up to MAX_REQUEST_BODY_BYTES, raw bytes kept), run after authentication. */
   parseBody: RequestHandler;
   requests: BilledRequests;
   edge: EdgeGate;
@@ -30,14 +30,18 @@ export function chatCompletionsRouter(deps: ChatCompletionsDeps): Router {
 
   router.post(CHAT_COMPLETIONS_PATH, deps.authenticate, deps.parseBody, async (req: Request, res: Response) => {
     const { tenantId, apiKeyId, limits } = apiKeyAuthOf(res);
-    const body = chatCompletionRequestSchema.parse(req.body);
+    // The parsed body is a second copy of every prompt and only the estimate reads it: it is
+    // dropped (here and from the request) before anything waits on the workflow.
+    let body: ChatCompletionRequest | undefined = chatCompletionRequestSchema.parse(req.body);
     const origin = { tenantId, apiKeyId, idempotencyKey: req.get('Idempotency-Key'), conversationId: req.get('X-Conversation-Id') };
     const requestId = deps.requests.requestId(origin);
     res.locals.requestId = requestId;
     res.setHeader('X-Request-Id', requestId);
-    // The exact bytes the client sent (express.json's verify hook); a body parsed elsewhere is serialised once.
-    const rawBody = rawBodyOf(req) ?? Buffer.from(JSON.stringify(req.body), 'utf8');
-    const input = await deps.requests.prepare(origin, requestId, body, rawBody);
+    // The exact bytes the client sent (../chat-body.ts); a body parsed elsewhere is serialised once.
+    const rawBody = takeRawBody(req) ?? new RawRequestBody(Buffer.from(JSON.stringify(req.body), 'utf8'));
+    const input = await deps.requests.prepare(origin, requestId, body, rawBody.sha256);
+    body = undefined;
+    req.body = undefined;
     const pass = await deps.edge.enter(input, limits, (decision) => writeRateLimitHeaders(res, decision));
 
     // Listening before admission: a client gone while admission runs still cancels the upstream call.

@@ -12,9 +12,13 @@
  * src/billing/token-count.ts, with the request's model), directives included
  * (they are part of what the client sent). The mock is an upstream like any
  * other; one reporting exactly our estimate keeps the figures of billing tests
- * predictable, and there is no second prompt formula to keep in step.
+ * predictable, and there is no second prompt formula to keep in step. Images
+ * are the exception that makes reservations testable: the mock counts an
+ * http(s) image at its real size (it fetches it: ./image-sizes.ts), where the
+ * gateway reserves the tile rule's worst case.
  */
 import { get_encoding } from 'tiktoken';
+import type { ImageSize } from '../../billing/image-dimensions';
 import { countPromptTokens } from '../../billing/token-count';
 import type { ChatCompletionRequest } from '../../openai/chat-request';
 import { FinishReason, type ChatCompletion, type ChatCompletionChunk, type ChatCompletionUsage } from '../../openai/chat-response';
@@ -92,11 +96,11 @@ export interface MockReply {
  * Plans the reply: min(behaviour.completionTokens, the request's cap) tokens,
  * where the cap is the smaller of max_completion_tokens and max_tokens if set.
  */
-export function planMockReply(req: ChatCompletionRequest, behaviour: MockBehaviour, id: string): MockReply {
+export function planMockReply(req: ChatCompletionRequest, behaviour: MockBehaviour, id: string, imageSizes: ReadonlyMap<string, ImageSize> = new Map()): MockReply {
   const caps = [req.max_completion_tokens, req.max_tokens].filter((c): c is number => typeof c === 'number');
   const cap = caps.length > 0 ? Math.min(...caps) : Number.POSITIVE_INFINITY;
   const completionTokens = Math.min(behaviour.completionTokens, cap);
-  const promptTokens = countPromptTokens(req.messages, req.model);
+  const promptTokens = countPromptTokens(req.messages, req.model, { imageSize: (url) => imageSizes.get(url) });
   return {
     id,
     created: Math.floor(Date.now() / 1000),

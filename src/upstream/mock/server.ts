@@ -27,6 +27,7 @@ import {
   resolveMockBehaviour,
   type MockBehaviour,
 } from './behaviour';
+import { fetchImageSizes } from './image-sizes';
 import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './reply';
 import { openAIErrorBody } from '../../openai/wire';
 import { formatSseEvent, SSE_DONE } from '../../openai/sse';
@@ -60,7 +61,8 @@ export interface MockUpstream {
   stats(): MockUpstreamStats;
 }
 
-const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Above the gateway's MAX_REQUEST_BODY_BYTES default (32 MiB): the mock never refuses a body the gateway admits. */
+const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const ERROR_TYPES: Record<number, { type: string; code: string }> = {
   400: { type: 'invalid_request_error', code: 'invalid_request' },
   401: { type: 'invalid_request_error', code: 'invalid_api_key' },
@@ -188,7 +190,7 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     if (behaviour.failBeforeFirstChunk) return sendError(res, 500, 'mock upstream failed before the first chunk');
 
     sequence += 1;
-    const reply = planMockReply(request, behaviour, `chatcmpl-mock-${sequence}`);
+    const reply = planMockReply(request, behaviour, `chatcmpl-mock-${sequence}`, await fetchImageSizes(request));
     if (request.stream !== true) {
       if (!(await exchange.pause(behaviour.tokenLatencyMs * reply.pieces.length))) return;
       return sendJson(res, 200, mockCompletion(reply, !behaviour.omitUsage));

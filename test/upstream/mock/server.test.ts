@@ -9,6 +9,7 @@ import type { ChatCompletion, ChatCompletionChunk } from '../../../src/openai/ch
 import { parseSseEvents } from '../../../src/openai/sse';
 import { DEFAULT_MOCK_BEHAVIOUR } from '../../../src/upstream/mock/behaviour';
 import { startMockUpstream, type MockUpstream } from '../../../src/upstream/mock/server';
+import { startImageServer } from '../../helpers/image-server';
 import { cl100k, postChat, sseData, userMessage, waitFor } from '../helpers';
 
 let mock: MockUpstream;
@@ -88,11 +89,31 @@ describe('mock upstream: JSON answers', () => {
     ];
     const body = await completion({ model: 'm', messages: [{ role: 'user', content: parts }] });
     // The formula spelled out ('m' counts with cl100k_base): reply priming 3, then per message
-    // 3 + role + the text parts joined by a newline + 85 for the image part.
-    expect(body.usage!.prompt_tokens).toBe(3 + 3 + cl100k('user') + cl100k('first part\nsecond part') + 85);
+    // 3 + role + the text parts joined by a newline + 1445 for the image part, whose size
+    // 'data:,' does not tell (the tile rule's worst case).
+    expect(body.usage!.prompt_tokens).toBe(3 + 3 + cl100k('user') + cl100k('first part\nsecond part') + 1445);
     const plain = await completion({ model: 'm', messages: [userMessage('same words')] });
     const directed = await completion({ model: 'm', messages: [userMessage('same words [mock:tokens=16]')] });
     expect(directed.choices[0]!.message.content).toBe(plain.choices[0]!.message.content);
+  });
+
+  it('counts an http(s) image at the size it fetches, as a provider bills it; an unreachable one at the worst case', async () => {
+    const images = await startImageServer();
+    try {
+      const ask = async (url: string, detail?: string): Promise<number> => {
+        const content = [{ type: 'text', text: 'look' }, { type: 'image_url', image_url: { url, ...(detail ? { detail } : {}) } }];
+        return (await completion({ model: 'm', messages: [{ role: 'user', content }] })).usage!.prompt_tokens - (3 + 3 + cl100k('user') + cl100k('look'));
+      };
+      expect(await ask(images.url('high-2048x4096.png'))).toBe(1105);
+      expect(await ask(images.url('progressive-1000x3000.jpg'), 'high')).toBe(85 + 8 * 170);
+      expect(await ask(images.url('lossy-800x600.webp'))).toBe(85 + 4 * 170);
+      expect(images.hits.get('lossy-800x600.webp')).toBe(1);
+      expect(await ask(images.url('no-such-image.png'))).toBe(1445);
+      // Low detail costs 85 whatever the image.
+      expect(await ask(images.url('high-2048x4096.png'), 'low')).toBe(85);
+    } finally {
+      await images.close();
+    }
   });
 
   it('omits usage with [mock:omit_usage]', async () => {
