@@ -7,7 +7,8 @@ import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { startRole, type RoleProcess } from '../helpers/role-process';
 import { uniqueId } from '../helpers/services';
 
-const LEASE_SECONDS = 2;
+// Long enough that a loaded machine still sends the "too early" request inside the lease after the kill.
+const LEASE_SECONDS = 5;
 const ask = (text: string) => ({ model: TEST_MODEL, messages: [{ role: 'user', content: text }] });
 
 describe('in-flight leases of a killed API process', () => {
@@ -55,6 +56,7 @@ describe('in-flight leases of a killed API process', () => {
       status = (await chat(app, t.key, ask('after the lease'))).status;
     }
     expect(status).toBe(200);
-    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(LEASE_SECONDS * 1000 - 500);
+    // The lease was renewed at most a third of its life before the kill, so it lasts at least two thirds of it after.
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual((LEASE_SECONDS * 1000 * 2) / 3 - 500);
   }, 60_000);
 });

@@ -163,23 +163,34 @@ describe('Temporal task-queue fairness (issue 7)', () => {
     let server: ServiceProcess | undefined;
     let env: TestWorkflowEnvironment;
     beforeAll(async () => {
-      const port = await freePort();
       const namespace = testConfig().TEMPORAL_NAMESPACE;
-      const all = temporalDevServerArgs({ rootDir: testConfig().rootDir, port, uiPort: port, namespace, headless: true });
-      // Same arguments (one partition per task queue included), fairness left at its default (off).
-      const args = all.filter((arg, i) => arg !== 'matching.enableFairness=true' && all[i + 1] !== 'matching.enableFairness=true');
-      expect(args).toHaveLength(all.length - 2);
-      server = spawnService('temporal-control', temporalCliPath(testConfig().rootDir), args);
-      const address = `127.0.0.1:${port}`;
-      await waitUntilReady(server, async () => {
-        const conn = await Connection.connect({ address, connectTimeout: 1000 });
+      // A dev server also opens ports of its own beside --port; under a loaded suite one of them can be
+      // taken between freePort() and the start (it then exits with a bind panic): try another port.
+      let address = '';
+      for (let attempt = 1; ; attempt++) {
+        const port = await freePort();
+        const all = temporalDevServerArgs({ rootDir: testConfig().rootDir, port, uiPort: port, namespace, headless: true });
+        // Same arguments (one partition per task queue included), fairness left at its default (off).
+        const args = all.filter((arg, i) => arg !== 'matching.enableFairness=true' && all[i + 1] !== 'matching.enableFairness=true');
+        expect(args).toHaveLength(all.length - 2);
+        server = spawnService('temporal-control', temporalCliPath(testConfig().rootDir), args);
+        address = `127.0.0.1:${port}`;
         try {
-          await conn.workflowService.describeNamespace({ namespace });
-          return true;
-        } finally {
-          await conn.close();
+          await waitUntilReady(server, async () => {
+            const conn = await Connection.connect({ address, connectTimeout: 1000 });
+            try {
+              await conn.workflowService.describeNamespace({ namespace });
+              return true;
+            } finally {
+              await conn.close();
+            }
+          }, 60_000);
+          break;
+        } catch (err) {
+          await server.stop().catch(() => undefined);
+          if (attempt >= 3) throw err;
         }
-      }, 60_000);
+      }
       env = await TestWorkflowEnvironment.createFromExistingServer({ address, namespace, client: { dataConverter: testDataConverter() } });
     }, 90_000);
     afterAll(async () => {
