@@ -28,7 +28,7 @@ describe('in-flight leases of a killed API process', () => {
     expect((await app.admin('PATCH', `/admin/api-keys/${t.apiKeyId}`, { max_parallel_requests: 1 })).status).toBe(200);
 
     // A live holder: a request slower than the lease keeps its slot the whole time.
-    const held = chat(app, t.key, ask('slow [mock:latency=200] [mock:tokens=20]'));
+    const held = chat(app, t.key, ask('slow [mock:latency=200] [mock:tokens=40]')); // 8 s, past the lease and the wait below
     await new Promise((r) => setTimeout(r, LEASE_SECONDS * 1000 + 1000));
     expect((await chat(app, t.key, ask('quick'))).status).toBe(429);
     expect((await held).status).toBe(200);
