@@ -264,3 +264,22 @@ export function createMaintenanceMetrics(registry: Registry, opts: { lastRuns?: 
 }
 
 export type MaintenanceMetrics = ReturnType<typeof createMaintenanceMetrics>;
+
+/** Metrics of the conversation lock (M7.3, src/locks/distributed-lock.ts); every lock on one registry shares them. */
+export function createLockMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    wait: once(registry, 'billing_lock_wait_seconds', () => new Histogram({
+      name: 'billing_lock_wait_seconds', help: 'Time from asking for a conversation lock to holding it (acquired) or giving up (timeout)', labelNames: ['outcome'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers,
+    })),
+    held: once(registry, 'billing_lock_held', () => new Gauge({
+      name: 'billing_lock_held', help: 'Conversation locks this process holds now', registers,
+    })),
+    lost: once(registry, 'billing_lock_lost_total', () => new Counter({
+      name: 'billing_lock_lost_total', help: 'Locks a holder lost while working (expired and taken, or released by an operator): its later writes are fenced off', registers,
+    })),
+  };
+}
+
+export type LockMetrics = ReturnType<typeof createLockMetrics>;

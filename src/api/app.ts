@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
-import type { BillingMetrics } from '../metrics';
+import { createLockMetrics, type BillingMetrics } from '../metrics';
 import { createEdgeGate } from '../edge/edge-gate';
 import { InflightBound } from '../edge/inflight-bound';
 import type { EdgeScripts } from '../redis/edge-scripts';
@@ -27,6 +27,8 @@ import { chatBodyParser } from './chat-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { dashboardBillingRouter } from './routes/dashboard-billing';
+import { createDistributedLock } from '../locks/distributed-lock';
+import { createScriptRunner } from '../redis/script-runner';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
 import { createCodecSessionRevocations, createCodecSessions } from './codec-session';
@@ -119,6 +121,7 @@ export function createApiApp(deps: ApiDeps): Express {
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
     maintenance: deps.maintenance,
+    locks: createDistributedLock({ redis: deps.redis, run: createScriptRunner(deps.redis, deps.registry), metrics: createLockMetrics(deps.registry), log: deps.log }),
   }));
   app.use(codecRouter({
     codec: deps.payloadCodec,

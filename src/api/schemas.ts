@@ -228,3 +228,6 @@ export const dashboardUsageQuerySchema = z
     message: `the range must not exceed ${MAX_DASHBOARD_USAGE_DAYS} days`,
     path: ['end_date'],
   });
+
+/** A conversation id (`X-Conversation-Id`, `/admin/locks/:conversation_id`): 1-128 of A-Z a-z 0-9 _ . : - (no braces: it becomes a Redis hash tag). */
+export const conversationIdSchema = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must be 1-128 characters of A-Z, a-z, 0-9, _ . : or -');

@@ -99,6 +99,20 @@ export const CacheKeys = {
     return apiKeyId === undefined ? base : `${base}:${checkedId('api key id', apiKeyId)}`;
   },
 
+  /**
+   * HASH { owner, fence, info, acquired_at } with a TTL: the lock of one conversation (M7).
+   * Conversation ids are global (a conversation belongs to one tenant, `info` names it), so
+   * the key carries the conversation's own hash tag, not a tenant's; its fencing counter shares it.
+   */
+  conversationLock(conversationId: string): string {
+    return `${CACHE_KEY_PREFIX}:lock:{c:${checkedId('conversation id', conversationId)}}`;
+  },
+
+  /** STRING counter, no expiry: the last fencing token handed out for a conversation's lock; only ever grows. */
+  conversationLockFence(conversationId: string): string {
+    return `${CacheKeys.conversationLock(conversationId)}:fence`;
+  },
+
   /** STRING (JSON): cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;

@@ -18,6 +18,9 @@ export const QuotaScriptName = {
   quotaLimitRaise: 'quota_limit_raise',
   edgeAdmit: 'edge_admit',
   edgeRelease: 'edge_release',
+  lockAcquire: 'lock_acquire',
+  lockExtend: 'lock_extend',
+  lockRelease: 'lock_release',
 } as const;
 export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
 

@@ -133,13 +133,13 @@ describe('alerts and dashboard against the /metrics of the running api and worke
 
     const dashboard = readDashboardDocument();
     dashboard.panels.push({ id: 999, title: 'Bogus', targets: [
-      { refId: 'A', expr: 'sum(billing_lock_held)' },
+      { refId: 'A', expr: 'sum(billing_nonexistent_gauge)' },
       // A histogram's own name selects nothing: only its _bucket, _sum and _count series exist.
       { refId: 'B', expr: 'rate(billing_settlement_duration_seconds[5m])' },
     ] });
     expect(unexported(dashboardQueries(dashboard), exported)).toEqual([
       ...unexported(dashboardQueries(), exported),
-      'panel 999 "Bogus" A: billing_lock_held',
+      'panel 999 "Bogus" A: billing_nonexistent_gauge',
       'panel 999 "Bogus" B: billing_settlement_duration_seconds',
     ]);
   });

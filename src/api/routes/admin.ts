@@ -21,6 +21,8 @@ import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
 import { adminSyncRoutes } from './admin-sync';
 import { adminUsageRoutes } from './admin-usage';
+import { adminLockRoutes } from './admin-locks';
+import type { DistributedLock } from '../../locks/distributed-lock';
 import type { UsageService } from '../../services/usage-service';
 import type { MaintenanceClient } from '../../schedules/maintenance-client';
 
@@ -38,6 +40,8 @@ export interface AdminRouterDeps {
   describeWorkflow?: DescribeWorkflow;
   /** Starts maintenance jobs for POST /admin/sync/:job; without it that route answers 404. */
   maintenance?: MaintenanceClient;
+  /** Conversation locks for GET|DELETE /admin/locks/:conversation_id; without it those routes answer 404. */
+  locks?: Pick<DistributedLock, 'inspect' | 'forceRelease'>;
 }
 
 export function adminRouter(deps: AdminRouterDeps): Router {
@@ -51,6 +55,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),
   );
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
+  if (deps.locks) admin.use(adminLockRoutes({ locks: deps.locks, logger: deps.logger }));
   const router = Router();
   router.use('/admin', adminAuth(deps.adminToken), admin);
   return router;

@@ -1,0 +1,68 @@
+/**
+ * `npm run bench:lock` (M11: lock acquisition < 10 ms): the conversation lock on an embedded
+ * Redis. Uncontended: acquire + release of a fresh conversation, one at a time. Contended: 10
+ * clients taking turns on one conversation, each holding it 2 ms; the wait then includes the
+ * holders before it. Prints P50/P99 of the acquisition (the lock's own wait histogram's view).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Registry } from 'prom-client';
+import { freePort } from '../src/embedded/child';
+import { startEmbeddedRedis } from '../src/embedded/redis';
+import { createDistributedLock } from '../src/locks/distributed-lock';
+import { createLogger } from '../src/log';
+import { createLockMetrics } from '../src/metrics';
+import { createRedis } from '../src/redis/client';
+import { createScriptRunner } from '../src/redis/script-runner';
+import { printTable } from './lib/table';
+
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-lock-'));
+  const server = await startEmbeddedRedis({ port: await freePort(), dir, appendOnly: false });
+  const redis = createRedis(server.url, { lazyConnect: true });
+  try {
+    await redis.connect();
+    const registry = new Registry();
+    const locks = createDistributedLock({ redis, run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log: createLogger('warn', 'bench') });
+    const rows: string[][] = [];
+
+    const uncontended: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const start = performance.now();
+      const held = await locks.acquire(`bench-${i}`);
+      uncontended.push(performance.now() - start);
+      await held.release();
+    }
+    uncontended.sort((a, b) => a - b);
+    rows.push(['uncontended acquire', String(uncontended.length), percentile(uncontended, 50).toFixed(3), percentile(uncontended, 99).toFixed(3)]);
+
+    const contended: number[] = [];
+    await Promise.all(Array.from({ length: 10 }, async () => {
+      for (let i = 0; i < 30; i++) {
+        const start = performance.now();
+        await locks.withLock('bench-shared', async () => {
+          contended.push(performance.now() - start);
+          await new Promise((r) => setTimeout(r, 2));
+        });
+      }
+    }));
+    contended.sort((a, b) => a - b);
+    rows.push(['10 clients, one conversation, 2 ms holds', String(contended.length), percentile(contended, 50).toFixed(3), percentile(contended, 99).toFixed(3)]);
+
+    printTable(['case', 'acquisitions', 'P50 ms', 'P99 ms'], rows);
+    console.log(`\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}); Redis embedded, no AOF.`);
+  } finally {
+    redis.disconnect();
+    await server.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

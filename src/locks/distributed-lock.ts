@@ -1,0 +1,193 @@
+/**
+ * DistributedLock (M7): the lock that serialises writes to one conversation, on Redis.
+ *
+ * - Owner token: every acquisition gets a random token; only the holder of that token can
+ *   extend or release the lock (compare-and-delete in Lua, lua/lock_release.lua).
+ * - TTL and watchdog: a lock expires `ttlMs` after it was taken or last extended, so a
+ *   holder that dies frees it by itself; a live holder's watchdog extends it every third of
+ *   the TTL until the holder releases it. When an extension finds the lock gone or taken
+ *   (it expired during a pause, or an operator released it), the holder's `lost` signal
+ *   fires and the watchdog stops.
+ * - Fencing token: each acquisition gets the next value of a counter that never expires, so
+ *   a store that keeps the largest token it has accepted can refuse the late write of a
+ *   holder that lost the lock (the lock alone cannot stop a paused holder waking up).
+ * - Bounded wait: `acquire` polls with a growing, jittered delay and gives up after
+ *   `waitMs` with a LockTimeoutError naming the current holder.
+ * - Every wait is measured (billing_lock_wait_seconds); ops can inspect and release a stuck
+ *   lock (`GET|DELETE /admin/locks/:conversation_id`, `npm run locks`) (M7.3).
+ */
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log';
+import type { LockMetrics } from '../metrics';
+import { CacheKeys } from '../redis/cache-keys';
+import { QuotaScriptName } from '../redis/lua-source';
+import type { ScriptRunner } from '../redis/script-runner';
+
+/** What operators see of a held lock. */
+export interface LockHolder {
+  conversationId: string;
+  fence: number;
+  /** What the holder left for operators (ids only). */
+  info: string;
+  acquiredAt: Date;
+  /** Remaining life; the watchdog keeps moving it while the holder works. */
+  expiresInMs: number;
+}
+
+/** Thrown when a lock stays held by another owner for the whole bounded wait. */
+export class LockTimeoutError extends Error {
+  override name = 'LockTimeoutError';
+
+  constructor(
+    readonly conversationId: string,
+    readonly waitedMs: number,
+    readonly holder: LockHolder | null,
+  ) {
+    super(`conversation ${conversationId} is locked by another request (fence ${holder?.fence ?? '?'}); gave up after ${waitedMs} ms`);
+  }
+}
+
+/** A lock this process holds. */
+export interface HeldLock {
+  conversationId: string;
+  /** The fencing token: larger than every earlier holder's. Store it with each write. */
+  fence: number;
+  /** Aborted when the lock was lost while held (expired and taken, or released by an operator). */
+  lost: AbortSignal;
+  /** Stops the watchdog and releases the lock if still ours; false when it was not ours any more. */
+  release(): Promise<boolean>;
+}
+
+export interface DistributedLockOptions {
+  /** @default 30_000 */
+  ttlMs?: number;
+  /** Default bounded wait of acquire(). @default 10_000 */
+  waitMs?: number;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+export interface DistributedLockDeps {
+  redis: Pick<Redis, 'hgetall' | 'pttl' | 'del'>;
+  run: ScriptRunner;
+  metrics: LockMetrics;
+  log: Pick<Logger, 'warn'>;
+}
+
+const MIN_POLL_MS = 5;
+const MAX_POLL_MS = 100;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function createDistributedLock(deps: DistributedLockDeps, opts: DistributedLockOptions = {}) {
+  const ttlMs = opts.ttlMs ?? 30_000;
+  const defaultWaitMs = opts.waitMs ?? 10_000;
+  const now = opts.now ?? Date.now;
+
+  async function inspect(conversationId: string): Promise<LockHolder | null> {
+    const key = CacheKeys.conversationLock(conversationId);
+    const [fields, pttl] = await Promise.all([deps.redis.hgetall(key), deps.redis.pttl(key)]);
+    if (!fields['owner']) return null;
+    return {
+      conversationId,
+      fence: Number(fields['fence']),
+      info: fields['info'] ?? '',
+      acquiredAt: new Date(Number(fields['acquired_at'])),
+      expiresInMs: pttl,
+    };
+  }
+
+  /** Keeps the lock alive every third of its TTL; fires `lost` when an extension finds it gone or taken. */
+  function watchdog(conversationId: string, owner: string, lost: AbortController): () => void {
+    const key = CacheKeys.conversationLock(conversationId);
+    let lastExtended = now();
+    const timer = setInterval(() => {
+      deps.run(QuotaScriptName.lockExtend, [key], [owner, String(ttlMs)]).then(
+        (extended) => {
+          if (extended === 1) {
+            lastExtended = now();
+            return;
+          }
+          markLost('the lock was gone or held by another owner at renewal');
+        },
+        (err: unknown) => {
+          // Redis unreachable: keep trying while the lock may still live; past its TTL it is gone.
+          if (now() - lastExtended >= ttlMs) markLost(`renewal failed for a whole TTL: ${(err as Error).message}`);
+        },
+      );
+    }, Math.max(1, Math.floor(ttlMs / 3)));
+    timer.unref();
+    function markLost(reason: string): void {
+      if (lost.signal.aborted) return;
+      clearInterval(timer);
+      deps.metrics.lost.inc();
+      deps.log.warn({ conversationId, reason }, 'conversation lock lost while held');
+      lost.abort(new Error(reason));
+    }
+    return () => clearInterval(timer);
+  }
+
+  async function acquire(conversationId: string, o: { waitMs?: number; info?: string } = {}): Promise<HeldLock> {
+    const key = CacheKeys.conversationLock(conversationId);
+    const fenceKey = CacheKeys.conversationLockFence(conversationId);
+    const owner = randomUUID();
+    const waitMs = o.waitMs ?? defaultWaitMs;
+    const stopTimer = deps.metrics.wait.startTimer();
+    const started = now();
+    for (let attempt = 0; ; attempt++) {
+      const [taken, value] = (await deps.run(QuotaScriptName.lockAcquire, [key, fenceKey], [owner, String(ttlMs), o.info ?? '', String(now())])) as [number, number];
+      if (taken === 1) {
+        stopTimer({ outcome: 'acquired' });
+        deps.metrics.held.inc();
+        const lost = new AbortController();
+        const stopWatchdog = watchdog(conversationId, owner, lost);
+        let released = false;
+        return {
+          conversationId,
+          fence: value,
+          lost: lost.signal,
+          async release(): Promise<boolean> {
+            if (released) return false;
+            released = true;
+            stopWatchdog();
+            deps.metrics.held.dec();
+            return (await deps.run(QuotaScriptName.lockRelease, [key], [owner])) === 1;
+          },
+        };
+      }
+      const waited = now() - started;
+      if (waited >= waitMs) {
+        stopTimer({ outcome: 'timeout' });
+        throw new LockTimeoutError(conversationId, waited, await inspect(conversationId).catch(() => null));
+      }
+      // Growing and jittered, so waiters do not poll in step; never past the deadline or the holder's expiry.
+      const delay = Math.min(MAX_POLL_MS, MIN_POLL_MS * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2);
+      await sleep(Math.max(1, Math.min(delay, waitMs - waited, value > 0 ? value : delay)));
+    }
+  }
+
+  return {
+    acquire,
+
+    /** Runs `fn` holding the lock, and releases it afterwards whatever `fn` does. */
+    async withLock<T>(conversationId: string, fn: (lock: HeldLock) => Promise<T>, o: { waitMs?: number; info?: string } = {}): Promise<T> {
+      const lock = await acquire(conversationId, o);
+      try {
+        return await fn(lock);
+      } finally {
+        await lock.release();
+      }
+    },
+
+    /** The holder of a conversation's lock, or null when nobody holds it (ops). */
+    inspect,
+
+    /** Releases a stuck lock whoever holds it (ops); the holder's watchdog then reports it lost. */
+    async forceRelease(conversationId: string): Promise<boolean> {
+      return (await deps.redis.del(CacheKeys.conversationLock(conversationId))) === 1;
+    },
+  };
+}
+
+export type DistributedLock = ReturnType<typeof createDistributedLock>;
