@@ -26,12 +26,16 @@ import { serializedUpstreamRequest } from '../openai/serialized-request';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
 import type { UpstreamChatRequest, UpstreamProvider } from '../upstream/provider';
-import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
+import type { BilledRequestInput, RouteDecision, UpstreamOutcome } from '../workflows/definitions';
+import type { ChannelRouter } from '../channels/channel-router';
 import { FailureType } from '../workflows/failure-types';
 import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, upstreamFailure, usageEstimate } from './relay-recovery';
 
 export interface UpstreamCallDeps {
+  /** Providers by channel name, when there is no `router` (or it does not know the channel). */
   providers: Readonly<Record<string, UpstreamProvider>>;
+  /** The channels' providers, their health (failures before the first byte) and the affinity update after a success (M8.3). */
+  router?: Pick<ChannelRouter, 'providerFor' | 'reportFailure' | 'recordSuccess'>;
   relay: RequestRelay;
   /** The body store: the request body (read), the output in relay mode 'result' (written). */
   bodies: Pick<RequestBodyRepository, 'get' | 'put'>;
@@ -62,10 +66,16 @@ function rejectedByUpstream(err: unknown): boolean {
 export function createUpstreamCallStep(deps: UpstreamCallDeps) {
   const pollMs = deps.pollIntervalMs ?? 250;
 
-  return async function upstreamCallStep(input: BilledRequestInput, channel: string): Promise<UpstreamOutcome> {
+  return async function upstreamCallStep(input: BilledRequestInput, route: string | RouteDecision): Promise<UpstreamOutcome> {
     const ctx = Context.current();
     const { tenantId, requestId } = input;
     const useRelay = input.relayMode === 'redis';
+    // A run recorded before channels carries a bare channel name.
+    const candidates = typeof route === 'string' ? [route] : [route.channel, ...route.fallbacks];
+    /** The channel of this attempt: the first candidate, then each fallback after a failure before the first byte. */
+    let channel = candidates[0]!;
+    const failedChannels: string[] = [];
+    const providerOf = async (id: string): Promise<UpstreamProvider | undefined> => (await deps.router?.providerFor(id)) ?? deps.providers[id];
 
     if (useRelay) {
       const earlier = await deps.relay.entries(tenantId, requestId);
@@ -77,8 +87,9 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       }
     }
 
-    const provider = deps.providers[channel];
-    if (!provider) throw ApplicationFailure.nonRetryable(`no upstream channel "${channel}"`, 'UnknownChannelError');
+    const firstProvider = await providerOf(channel);
+    if (!firstProvider) throw ApplicationFailure.nonRetryable(`no upstream channel "${channel}"`, 'UnknownChannelError');
+    let provider: UpstreamProvider = firstProvider;
     // A run started before the body store carries `body` and no bodyRef: its body is not in the store either.
     const ref = (input as Partial<BilledRequestInput>).bodyRef;
     const stored = ref ? await deps.bodies.get(ref.requestId, 'request') : undefined;
@@ -91,7 +102,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
     const body: UpstreamChatRequest = serializedUpstreamRequest(stored, input.maxOutputTokens)
       ?? (upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, input.maxOutputTokens) as unknown as ChatCompletionRequest);
 
-    const acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
+    let acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
     const abort = new AbortController();
     let clientGone = false;
     let delivered = 0;
@@ -141,8 +152,8 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       return { ...outcome, outputRef: { requestId } };
     };
 
-    try {
-      if (clientGone) throw new Error('client disconnected before the upstream call');
+    /** One call on the current channel: its output to the relay, its usage. */
+    const callChannel = async (): Promise<UpstreamOutcome> => {
       if (input.stream) {
         for await (const chunk of provider.stream(body, { signal: abort.signal })) {
           firstByte();
@@ -165,6 +176,42 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       emit({ type: 'done' });
       delivered++;
       return await finish(outcome, 'ok');
+    };
+    /** A failure before the first byte moves to the next candidate channel; false when none is left (or it is no channel's fault). */
+    const failOver = async (err: unknown): Promise<boolean> => {
+      if (clientGone || delivered > 0 || rejectedByUpstream(err)) return false;
+      failedChannels.push(channel);
+      await deps.router?.reportFailure(channel).catch(() => undefined);
+      for (let next = candidates.indexOf(channel) + 1; next < candidates.length; next++) {
+        const nextProvider = await providerOf(candidates[next]!);
+        if (!nextProvider) continue;
+        deps.log.warn({ requestId, tenantId, channel, next: candidates[next], err: (err as Error).message }, 'upstream channel failed before the first byte: trying the next channel');
+        channel = candidates[next]!;
+        provider = nextProvider;
+        acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
+        return true;
+      }
+      return false;
+    };
+    /** M8.3: the conversation's affinity changes only after a successful call; a failure to save it fails nothing. */
+    const learn = async (outcome: UpstreamOutcome): Promise<UpstreamOutcome> => {
+      if (outcome.status === 'completed' && input.conversationId && deps.router) {
+        await deps.router.recordSuccess(input.conversationId, failedChannels, channel).catch((err: unknown) => {
+          deps.log.warn({ requestId, tenantId, err: (err as Error).message }, 'routing affinity not updated');
+        });
+      }
+      return outcome;
+    };
+
+    try {
+      if (clientGone) throw new Error('client disconnected before the upstream call');
+      for (;;) {
+        try {
+          return await learn(await callChannel());
+        } catch (err) {
+          if (!(await failOver(err))) throw err;
+        }
+      }
     } catch (err) {
       if (clientGone) {
         emit({ type: 'error', data: { ...CLIENT_CLOSED_ERROR } });

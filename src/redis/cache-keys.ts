@@ -113,6 +113,28 @@ export const CacheKeys = {
     return `${CacheKeys.conversationLock(conversationId)}:fence`;
   },
 
+  /**
+   * STRING (JSON AffinityState, src/routing/affinity.ts) with an idle TTL: the conversation's
+   * routing affinity (M8). It carries the conversation's hash tag, like its lock.
+   */
+  conversationAffinity(conversationId: string): string {
+    return `${CACHE_KEY_PREFIX}:affinity:{c:${checkedId('conversation id', conversationId)}}`;
+  },
+
+  /**
+   * STRING counter with the failure window as TTL: an upstream channel's recent failures
+   * before its first byte. Every channel health key shares the hash tag `{channels}`, so one
+   * MGET reads the cool-downs of all channels of a route.
+   */
+  channelFailures(channelId: string): string {
+    return `${CACHE_KEY_PREFIX}:{channels}:failures:${checkedId('channel id', channelId)}`;
+  },
+
+  /** STRING "1" with the cool-down as TTL: the channel is cooled down (routing skips it while healthy ones exist). */
+  channelCooldown(channelId: string): string {
+    return `${CACHE_KEY_PREFIX}:{channels}:cooldown:${checkedId('channel id', channelId)}`;
+  },
+
   /** STRING (JSON): cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;

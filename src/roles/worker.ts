@@ -20,6 +20,9 @@ import { createReservationSweeper, createSweeperActivities } from '../sweeper';
 import { createFollowUps } from '../dispatch/follow-ups';
 import { createDispatchActivities } from '../dispatch/activities';
 import { createBudgetAlertActivities } from '../alerts/delivery-activities';
+import { createChannelRouter } from '../channels/channel-router';
+import { createChannelHealth } from '../channels/channel-health';
+import { createAffinityStore } from '../routing/affinity-store';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
@@ -51,6 +54,14 @@ export interface BillingWorkerOptions {
  * started through it after their transaction commits, src/dispatch/).
  */
 export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddress'> & { client: Client }) {
+  // The configured upstream is the built-in default channel (issue 10: `npm start` without channels keeps the mock).
+  const defaultProvider = createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl });
+  const router = createChannelRouter({
+    channels: opts.repositories.channels,
+    health: createChannelHealth(opts.redis),
+    affinity: createAffinityStore(opts.redis),
+    defaultProvider,
+  });
   const { dispatcher, budgetAlerts } = createFollowUps({ ...opts, taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE });
   const billedRequest = createActivities({
     scripts: opts.scripts,
@@ -61,7 +72,8 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     metrics: opts.metrics,
     log: opts.log,
     channels: { '*': 'default' },
-    providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },
+    providers: { default: defaultProvider },
+    router,
     pollIntervalMs: opts.pollIntervalMs,
     budgetAlerts,
   });

@@ -37,6 +37,19 @@ export interface BilledRequestInput {
   requestHash?: string;
 }
 
+/**
+ * RoutingStep's choice (issue 10), recorded in history as the step's result: the channel to
+ * call first and the fallbacks to try, in order, when one fails before its first byte. A
+ * retried UpstreamCallStep gets the same decision, so it starts on the same channel. Runs
+ * recorded before carry a bare channel name instead (UpstreamCallStep accepts both).
+ */
+export interface RouteDecision {
+  channel: string;
+  fallbacks: string[];
+  /** Whether `channel` is the conversation's affinity (M8), not a weighted choice. */
+  affinity: boolean;
+}
+
 /** A row of the body store (src/db/request-body-repository.ts): the request id is the key. */
 export interface BodyRef {
   requestId: string;

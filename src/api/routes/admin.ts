@@ -22,6 +22,7 @@ import { adminTenantRoutes } from './admin-tenants';
 import { adminSyncRoutes } from './admin-sync';
 import { adminUsageRoutes } from './admin-usage';
 import { adminLockRoutes } from './admin-locks';
+import { adminChannelRoutes } from './admin-channels';
 import type { DistributedLock } from '../../locks/distributed-lock';
 import type { UsageService } from '../../services/usage-service';
 import type { MaintenanceClient } from '../../schedules/maintenance-client';
@@ -32,8 +33,8 @@ export interface AdminRouterDeps {
   usage: UsageService;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
-  repositories: Pick<Repositories, 'billing' | 'consistencyReports'>;
-  logger: Pick<Logger, 'warn'>;
+  repositories: Pick<Repositories, 'billing' | 'consistencyReports' | 'channels'>;
+  logger: Pick<Logger, 'warn' | 'info'>;
   /** The config's ADMIN_TOKEN. */
   adminToken: string;
   /** Workflow status for GET /admin/requests/:id; without it the status is null. */
@@ -53,6 +54,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminUsageRoutes(deps.usage),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
     adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),
+    adminChannelRoutes({ channels: deps.repositories.channels, logger: deps.logger }),
   );
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   if (deps.locks) admin.use(adminLockRoutes({ locks: deps.locks, logger: deps.logger }));
