@@ -152,6 +152,18 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       return { ...outcome, outputRef: { requestId } };
     };
 
+    /**
+     * M8.3: the conversation's affinity changes only after a successful call; a failure to save it fails nothing.
+     * Saved before the client's last entries are relayed, so the conversation's next turn routes by it.
+     */
+    const learn = async (outcome: UpstreamOutcome): Promise<UpstreamOutcome> => {
+      if (outcome.status === 'completed' && input.conversationId && deps.router) {
+        await deps.router.recordSuccess(input.conversationId, failedChannels, channel).catch((err: unknown) => {
+          deps.log.warn({ requestId, tenantId, err: (err as Error).message }, 'routing affinity not updated');
+        });
+      }
+      return outcome;
+    };
     /** One call on the current channel: its output to the relay, its usage. */
     const callChannel = async (): Promise<UpstreamOutcome> => {
       if (input.stream) {
@@ -162,7 +174,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
           emit({ type: 'chunk', data: withoutUsage(chunk) });
           delivered++;
         }
-        const outcome = usageOf();
+        const outcome = await learn(usageOf());
         emit({ type: 'usage', data: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens } });
         emit({ type: 'done' });
         return await finish(outcome, 'ok');
@@ -171,7 +183,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       firstByte();
       for (const choice of completion.choices) acc.addText(choice.message?.content ?? '');
       if (completion.usage) acc.add({ choices: [], usage: completion.usage });
-      const outcome = usageOf();
+      const outcome = await learn(usageOf());
       emit({ type: 'response', data: { ...completion, usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens } } });
       emit({ type: 'done' });
       delivered++;
@@ -193,21 +205,12 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       }
       return false;
     };
-    /** M8.3: the conversation's affinity changes only after a successful call; a failure to save it fails nothing. */
-    const learn = async (outcome: UpstreamOutcome): Promise<UpstreamOutcome> => {
-      if (outcome.status === 'completed' && input.conversationId && deps.router) {
-        await deps.router.recordSuccess(input.conversationId, failedChannels, channel).catch((err: unknown) => {
-          deps.log.warn({ requestId, tenantId, err: (err as Error).message }, 'routing affinity not updated');
-        });
-      }
-      return outcome;
-    };
 
     try {
       if (clientGone) throw new Error('client disconnected before the upstream call');
       for (;;) {
         try {
-          return await learn(await callChannel());
+          return await callChannel();
         } catch (err) {
           if (!(await failOver(err))) throw err;
         }

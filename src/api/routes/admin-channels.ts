@@ -17,7 +17,15 @@ import { modelNameSchema } from '../schemas';
 /** Channel ids travel in workflow history, metrics labels and Redis keys: short and plain. */
 export const channelIdSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 . _ -');
 
-const baseUrlSchema = z.string().max(2048).url().refine((value) => /^https?:$/.test(new URL(value).protocol), { message: 'must be an http or https URL' });
+function isHttpUrl(value: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}
+
+const baseUrlSchema = z.string().max(2048).refine(isHttpUrl, { message: 'must be an http or https URL' });
 
 export const MAX_CHANNEL_WEIGHT = 1_000_000;
 
