@@ -119,6 +119,24 @@ describe('ChannelRouter.route', () => {
     expect(await r.providerFor(uniqueId('no-such-channel'))).toBeUndefined();
   });
 
+  it('builds one provider per base URL and key, and a new one when the key changes', async () => {
+    const { a } = await twoChannels();
+    const built: string[] = [];
+    const r = createChannelRouter({
+      channels: repo(), health: createChannelHealth(redis), affinity: createAffinityStore(redis),
+      defaultProvider: createOpenAICompatibleProvider({ baseUrl: 'http://127.0.0.1:1/v1' }), cacheMs: 0,
+      providerOf: (c) => {
+        built.push(c.apiKey ?? '');
+        return createOpenAICompatibleProvider({ baseUrl: c.baseUrl, ...(c.apiKey ? { apiKey: c.apiKey } : {}) });
+      },
+    });
+    const first = await r.providerFor(a);
+    expect(await r.providerFor(a)).toBe(first);
+    await repo().put({ id: a, baseUrl: mockA.url, apiKey: 'sk-rotated', models: ['x'], weight: 1, enabled: true });
+    expect(await r.providerFor(a)).not.toBe(first);
+    expect(built).toEqual(['sk-channel-a-secret', 'sk-rotated']);
+  });
+
   it("routes a conversation to its affinity channel first, whatever the weights", async () => {
     const { model, a } = await twoChannels({ weightA: 1, weightB: 1000 });
     const conversationId = uniqueId('conv');
