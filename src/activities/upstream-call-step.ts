@@ -10,6 +10,11 @@
  *   aborts the upstream HTTP request.
  * - Upstream errors before any output are retryable (Temporal retries) unless the
  *   upstream rejected the request (4xx other than 429).
+ * - Channels (issue 10): the route RoutingStep recorded names a first channel and fallbacks.
+ *   A channel that fails before its first byte counts against its health and the same
+ *   attempt goes on with the next one; never once output was relayed. A retried attempt
+ *   starts again on the route's first channel. After a successful call the conversation's
+ *   routing affinity learns which channels failed and which served (M8.3).
  * - The request body is read from the body store (issue 8: never in history); a body
  *   that is gone fails the call for good (FailureType.requestBodyMissing): settlement
  *   voids, the client gets a 502. In relay mode 'result' the output goes to the body
@@ -191,7 +196,8 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
     };
     /** A failure before the first byte moves to the next candidate channel; false when none is left (or it is no channel's fault). */
     const failOver = async (err: unknown): Promise<boolean> => {
-      if (clientGone || delivered > 0 || rejectedByUpstream(err)) return false;
+      // A cancelled call (client gone, activity cancelled) is no channel's failure.
+      if (clientGone || abort.signal.aborted || delivered > 0 || rejectedByUpstream(err)) return false;
       failedChannels.push(channel);
       await deps.router?.reportFailure(channel).catch(() => undefined);
       for (let next = candidates.indexOf(channel) + 1; next < candidates.length; next++) {
