@@ -40,7 +40,7 @@ beforeAll(async () => {
   [mockA, mockB] = await Promise.all([startMockUpstream({ port: 0 }), startMockUpstream({ port: 0 })]);
 });
 afterEach(() => {
-  mockA.setDefaults({ failBeforeFirstChunk: false, failAfterChunks: null, status: null });
+  mockA.setDefaults({ failBeforeFirstChunk: false, failAfterChunks: null, status: null, hang: false });
   mockB.setDefaults({ failBeforeFirstChunk: false, failAfterChunks: null, status: null });
 });
 afterAll(async () => {
@@ -202,6 +202,25 @@ describe('failover before the first byte, never after output', () => {
     mockA.setDefaults({ failBeforeFirstChunk: true });
     mockB.setDefaults({ failBeforeFirstChunk: true });
     await expect(call(router(), input(model), { channel: a, fallbacks: [b], affinity: false })).rejects.toThrow(/HTTP 500/);
+  });
+
+  it('a Temporal cancellation before the first byte is no channel failure: no failover, no health count', async () => {
+    const { model, a, b } = await twoChannels();
+    mockA.setDefaults({ hang: true });
+    const beforeB = mockB.stats().requests;
+    const req = input(model);
+    await deps.bodies.put({ requestId: req.requestId, tenantId: req.tenantId, kind: 'request', body: Buffer.from(JSON.stringify({ model, messages: [{ role: 'user', content: 'hang' }] })) });
+    const step = createUpstreamCallStep({ providers: {}, router: router(), relay: deps.relay, bodies: deps.bodies, metrics: deps.metrics, log: deps.log, pollIntervalMs: 20 });
+    const env = activityEnv();
+    const inFlight = mockA.stats().inFlight;
+    const running = env.run<[BilledRequestInput, RouteDecision], UpstreamOutcome, typeof step>(step, req, { channel: a, fallbacks: [b], affinity: false }).catch((err: unknown) => err);
+    const deadline = Date.now() + 5_000;
+    while (mockA.stats().inFlight === inFlight && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    env.cancel();
+    await running;
+    mockA.setDefaults({ hang: false });
+    expect(mockB.stats().requests).toBe(beforeB);
+    expect(await redis.get(CacheKeys.channelFailures(a))).toBeNull();
   });
 
   it('a retry with the recorded decision starts on the same channel', async () => {
