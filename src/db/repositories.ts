@@ -11,6 +11,7 @@ import { createAlertSecretRepository } from '../alerts/alert-secrets';
 import { createOutboxRepository } from '../dispatch/outbox-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
+import { createBudgetWindowRepository } from './budget-window-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
 import { createSyncRunRepository } from './sync-run-repository';
@@ -41,6 +42,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     alertSecrets: createAlertSecretRepository(db, opts.bodyKeys),
     /** Follow-up tasks committed, waiting to be (or sent as) workflow starts (dispatch_outbox). */
     outbox: createOutboxRepository(db),
+    /** Budget window caps of tenants and keys (budget_window) and a window's ledger spend (docs/budget-windows.md). */
+    budgetWindows: createBudgetWindowRepository(db),
   };
 }
 

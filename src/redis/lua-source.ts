@@ -18,6 +18,8 @@ export const QuotaScriptName = {
   quotaLimitRaise: 'quota_limit_raise',
   edgeAdmit: 'edge_admit',
   edgeRelease: 'edge_release',
+  windowSettle: 'window_settle',
+  windowWarmup: 'window_warmup',
 } as const;
 export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
 

@@ -20,6 +20,7 @@ import { createReservationSweeper, createSweeperActivities } from '../sweeper';
 import { createFollowUps } from '../dispatch/follow-ups';
 import { createDispatchActivities } from '../dispatch/activities';
 import { createBudgetAlertActivities } from '../alerts/delivery-activities';
+import { createBudgetWindows } from '../services/budget-windows';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
@@ -64,6 +65,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     providers: { default: createOpenAICompatibleProvider({ baseUrl: opts.upstreamBaseUrl }) },
     pollIntervalMs: opts.pollIntervalMs,
     budgetAlerts,
+    budgetWindows: createBudgetWindows({ repository: opts.repositories.budgetWindows, scripts: opts.scripts }),
   });
   // Settles through the billed request's own BillingStep (docs/sweeper.md).
   const sweeper = createReservationSweeper({
