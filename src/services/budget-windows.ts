@@ -11,6 +11,7 @@
  * window): the window turns over at the boundary itself, to the millisecond of the
  * admitting worker's clock, with no reset job that could run late or zero fresh spend.
  */
+import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import { windowBounds, type BudgetPeriod, type WindowBounds } from '../billing/budget-window-period';
 import { exactInteger } from '../billing/money';
@@ -60,7 +61,8 @@ export interface WindowUsage {
 
 export interface BudgetWindowsDeps {
   repository: Pick<BudgetWindowRepository, 'forRequest' | 'settings' | 'windowUsageSnapshot'>;
-  scripts: Pick<QuotaScripts, 'warmWindow'>;
+  /** For warm(), the admission's; the admin view never builds a counter. */
+  scripts?: Pick<QuotaScripts, 'warmWindow'>;
   /** For the admin view's live figures; without it the view reads the ledger. */
   redis?: Pick<Redis, 'hget'>;
 }
@@ -87,6 +89,7 @@ export function createBudgetWindows(deps: BudgetWindowsDeps) {
      * name the window), marking the pending reservations' records; a no-op if it exists.
      */
     async warm(tenantId: string, window: Pick<CurrentWindow, 'windowId' | 'endMs'>): Promise<boolean> {
+      if (!deps.scripts) throw new Error('BudgetWindows.warm needs the quota scripts');
       const snapshot = await deps.repository.windowUsageSnapshot(window.windowId);
       return deps.scripts.warmWindow({
         tenantId,
@@ -111,3 +114,57 @@ export function createBudgetWindows(deps: BudgetWindowsDeps) {
 }
 
 export type BudgetWindows = ReturnType<typeof createBudgetWindows>;
+
+/** Thrown when a write would leave a subject with a time zone but no window to align (`budget_timezone` alone): nothing changes. */
+export class BudgetTimezoneWithoutWindowError extends Error {
+  override name = 'BudgetTimezoneWithoutWindowError';
+
+  constructor() {
+    super('budget_timezone needs a budget window: give budget_period with budget_limit_micros, or budget_windows');
+  }
+}
+
+/** A change of a subject's windows: caps (undefined = keep) and zone (undefined = keep). */
+export interface BudgetWindowChange {
+  caps?: BudgetWindowSettings['caps'];
+  timeZone?: string;
+}
+
+export interface BudgetWindowAdminDeps {
+  db: Pick<Knex, 'transaction'>;
+  repository: Pick<BudgetWindowRepository, 'settings' | 'replace'>;
+  windows: Pick<BudgetWindows, 'usage'>;
+  /** @default Date.now */
+  now?: () => number;
+}
+
+/** The admin side: validate and store a subject's windows, and its view (the current windows with their spend). */
+export function createBudgetWindowAdmin(deps: BudgetWindowAdminDeps) {
+  const now = deps.now ?? Date.now;
+
+  async function merged(kind: BudgetWindowSubjectKind, subjectId: string, change: BudgetWindowChange): Promise<BudgetWindowSettings> {
+    const current = change.caps !== undefined && change.timeZone !== undefined ? undefined : await deps.repository.settings(kind, subjectId);
+    const next = { caps: change.caps ?? current!.caps, timeZone: change.timeZone ?? current!.timeZone };
+    if (change.timeZone !== undefined && next.caps.length === 0) throw new BudgetTimezoneWithoutWindowError();
+    return next;
+  }
+
+  return {
+    /** Refuses a change that cannot be stored, before any other setting of the same request is written. */
+    async check(kind: BudgetWindowSubjectKind, subjectId: string, change: BudgetWindowChange | undefined): Promise<void> {
+      if (change !== undefined) await merged(kind, subjectId, change);
+    },
+
+    /** Stores the change (one transaction); a cap changed mid-window keeps the window's spend (it lives in the ledger). */
+    async apply(kind: BudgetWindowSubjectKind, subjectId: string, tenantId: string, change: BudgetWindowChange | undefined): Promise<void> {
+      if (change === undefined) return;
+      const next = await merged(kind, subjectId, change);
+      await deps.db.transaction((trx) => deps.repository.replace(trx, kind, subjectId, tenantId, next));
+    },
+
+    /** The current windows of a subject with their spend. */
+    view: (kind: BudgetWindowSubjectKind, subjectId: string, tenantId: string) => deps.windows.usage(kind, subjectId, tenantId, now()),
+  };
+}
+
+export type BudgetWindowAdmin = ReturnType<typeof createBudgetWindowAdmin>;
