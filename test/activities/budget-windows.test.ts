@@ -231,6 +231,20 @@ describe('budget windows: a lost counter is rebuilt from the ledger for that win
   });
 });
 
+describe('budget windows: a reservation the ledger could not record is given back', () => {
+  it('the windows are released with the quota and the key budget when the pending row fails', async () => {
+    const seed = await tenantWithWindows({ key: [{ period: 'daily', limitMicros: 5 * RESERVED }] });
+    const clock = { now: midnightIn(1) + 11 * 3600_000 };
+    const base = stepDeps(redis, db);
+    const broken = { ...base, ledger: { ...base.ledger, createPendingTransaction: () => Promise.reject(new Error('ledger unavailable')) } };
+    const steps = harness(clock, broken);
+    const windowId = budgetWindowId('api_key', seed.apiKeyIds[0]!, 'daily', midnightIn(1));
+    await expect(steps.quotaCheck(request(seed))).rejects.toThrow('ledger unavailable');
+    expect(await windowUsed(seed, windowId)).toBe(0);
+    expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 0, spent: 0 });
+  });
+});
+
 describe('budget windows: the PostgreSQL fallback enforces them too', () => {
   it('with Redis unreachable, a window that cannot take the reservation refuses it', async () => {
     const seed = await tenantWithWindows({ key: [{ period: 'daily', limitMicros: RESERVED }] });
