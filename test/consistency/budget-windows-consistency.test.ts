@@ -77,13 +77,12 @@ describe('consistency check after a window boundary', () => {
     const stillOpen = await admit(s, seed);
     await s.billing(after, completed);
 
-    const summary = await consistencyHarness(redis, db).check.run({ tenantIds: [seed.tenantId] });
-    expect(summary).toMatchObject({ status: 'ok', tenantDriftMicros: 0, apikeyDriftMicros: 0, driftedSubjects: 0, heals: 0, rebuilt: 0 });
+    const budgetWindows = createBudgetWindowCheck({ db, redis, now: () => clock.now, confirmGraceMs: 20 });
+    const summary = await consistencyHarness(redis, db, { budgetWindows }).check.run({ tenantIds: [seed.tenantId] });
+    // The key's yesterday and today, the tenant's month (its previous month is not cached).
+    expect(summary).toMatchObject({ status: 'ok', tenantDriftMicros: 0, apikeyDriftMicros: 0, driftedSubjects: 0, heals: 0, rebuilt: 0, windowsChecked: 3, windowsDrifted: 0 });
     expect(await counterMismatches(redis, db, seed)).toEqual([]);
-
-    const windows = await createBudgetWindowCheck({ db, redis, now: () => clock.now, confirmGraceMs: 20 })({ tenantIds: [seed.tenantId] });
-    // The key's yesterday and today, the tenant's month (and its previous month, not cached).
-    expect(windows).toEqual({ windowsChecked: 3, drifted: [] });
+    expect(await budgetWindows({ tenantIds: [seed.tenantId] })).toEqual({ windowsChecked: 3, drifted: [] });
     const key = seed.apiKeyIds[0]!;
     expect(await redis.hget(CacheKeys.budgetWindow(seed.tenantId, budgetWindowId('api_key', key, 'daily', midnight - DAY)), 'used_micros')).toBe(String(2 * COST));
     expect(await redis.hget(CacheKeys.budgetWindow(seed.tenantId, budgetWindowId('api_key', key, 'daily', midnight)), 'used_micros')).toBe(String(COST + RESERVED));
@@ -100,6 +99,11 @@ describe('consistency check after a window boundary', () => {
 
     const check = createBudgetWindowCheck({ db, redis, now: () => clock.now, confirmGraceMs: 20 });
     expect(await check({ tenantIds: [seed.tenantId] })).toEqual({ windowsChecked: 2, drifted: [{ tenantId: seed.tenantId, windowId: today, redisMicros: COST + 5, ledgerMicros: COST }] });
+    // Through the scheduled check: counted in the summary and logged with ids and amounts only.
+    const h = consistencyHarness(redis, db, { budgetWindows: check });
+    expect(await h.check.run({ tenantIds: [seed.tenantId] })).toMatchObject({ status: 'ok', windowsChecked: 2, windowsDrifted: 1 });
+    const warning = h.logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'consistency drift: budget window counters disagreed with the ledger');
+    expect(warning?.windows).toEqual([{ tenantId: seed.tenantId, windowId: today, redisMicros: COST + 5, ledgerMicros: COST }]);
 
     // A request between Redis and the ledger during the grace moves the version: not confirmed.
     const moving = createBudgetWindowCheck({
