@@ -20,7 +20,7 @@ import type { QuotaWarmup } from '../redis/quota-warmup';
 import { billedRequestWorkflowId, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 
 export interface QuotaCheckDeps {
-  scripts: Pick<QuotaScripts, 'reserve' | 'release' | 'reserveWithWindows' | 'settleWindows'>;
+  scripts: Pick<QuotaScripts, 'reserve' | 'release' | 'reserveWithWindows' | 'settleWindows' | 'reservedAt'>;
   ledger: Pick<BillingRepository, 'createPendingTransaction' | 'reserveInLedger'>;
   warmup: QuotaWarmup;
   metrics: BillingMetrics;
@@ -69,9 +69,15 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
     let redisResult: ReserveResult | undefined;
     const nowMs = now();
     // Read before Redis is tried, so both admission paths enforce the same windows.
-    const windows = deps.budgetWindows ? await deps.budgetWindows.forAdmission(input.tenantId, input.apiKeyId, nowMs) : [];
+    let windows = deps.budgetWindows ? await deps.budgetWindows.forAdmission(input.tenantId, input.apiKeyId, nowMs) : [];
     try {
       redisResult = await reserveInRedis(input, nowMs, windows);
+      if (redisResult.status === 'duplicate' && deps.budgetWindows && windows.length > 0) {
+        // A retry (e.g. after a crash between the reservation and the pending row), maybe past a
+        // boundary: the row must name the windows the FIRST attempt reserved in, those of its time.
+        const first = await deps.scripts.reservedAt(input.tenantId, input.requestId);
+        if (first !== null && first !== nowMs) windows = await deps.budgetWindows.forAdmission(input.tenantId, input.apiKeyId, first);
+      }
       deps.metrics.redisFallbackActive.set(0);
     } catch (err) {
       if (!isRedisOutage(err)) throw err;

@@ -193,6 +193,13 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
       return parseWindowSettleReply(reply, args.windowIds.length);
     },
 
+    /** When quota_check.lua first reserved a request (its record's reserved_at), or null without a record. */
+    async reservedAt(tenantId: string, requestId: string): Promise<number | null> {
+      const raw = await redis.hget(CacheKeys.request(tenantId, requestId), 'reserved_at');
+      const at = raw === null ? Number.NaN : Number(raw);
+      return Number.isSafeInteger(at) && at >= 0 ? at : null;
+    },
+
     /** Creates a window counter from a ledger snapshot unless it exists; true when this call created it. */
     async warmWindow(args: WindowWarmupArgs): Promise<boolean> {
       const keys = [CacheKeys.budgetWindow(args.tenantId, args.windowId), ...args.pending.map((p) => CacheKeys.request(args.tenantId, p.requestId))];

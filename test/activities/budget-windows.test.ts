@@ -146,6 +146,34 @@ describe('budget windows: turnover at the boundary with requests in flight', () 
   });
 });
 
+describe('budget windows: a retry after the boundary', () => {
+  it('an attempt that reserved before midnight and died before its pending row is retried after it: the row names the old window', async () => {
+    const seed = await tenantWithWindows({ key: [{ period: 'daily', limitMicros: 5 * RESERVED }] });
+    const midnight = midnightIn(4);
+    const clock = { now: midnight - 2_000 };
+    const steps = harness(clock);
+    const input = request(seed);
+    const oldWindow = budgetWindowId('api_key', seed.apiKeyIds[0]!, 'daily', midnight - DAY);
+    const newWindow = budgetWindowId('api_key', seed.apiKeyIds[0]!, 'daily', midnight);
+    // The first attempt's Redis half: reserved at 23:59:58 (its window counter built first).
+    const scripts = stepDeps(redis, db).scripts;
+    await steps.budgetWindows.warm(seed.tenantId, { windowId: oldWindow, endMs: midnight });
+    await stepDeps(redis, db).warmup.warmTenant(seed.tenantId);
+    await stepDeps(redis, db).warmup.warmKey(seed.tenantId, seed.apiKeyIds[0]!);
+    expect(await scripts.reserveWithWindows(
+      { tenantId: seed.tenantId, apiKeyId: seed.apiKeyIds[0]!, requestId: input.requestId, amountMicros: RESERVED, nowMs: clock.now },
+      [{ windowId: oldWindow, limitMicros: 5 * RESERVED, subject: 'key' }],
+    )).toMatchObject({ status: 'reserved' });
+
+    clock.now = midnight + 3_000;
+    expect(await steps.quotaCheck(input)).toMatchObject({ admitted: true, duplicate: true });
+    expect(await ledgerWindows(input.requestId)).toEqual([oldWindow]);
+    await steps.billing(input, COMPLETED);
+    expect(await windowUsed(seed, oldWindow)).toBe(COST);
+    expect(await windowUsed(seed, newWindow)).toBeNull(); // never named by this request: not even built
+  });
+});
+
 describe('budget windows: several windows on one key, each enforced', () => {
   it('a daily cap of 2 and a monthly cap of 3 reservations: the daily one binds on day 1, the monthly one on day 2', async () => {
     const seed = await tenantWithWindows({ key: [{ period: 'monthly', limitMicros: 3 * RESERVED }, { period: 'daily', limitMicros: 2 * RESERVED }] });
