@@ -10,6 +10,7 @@ import type { Knex } from 'knex';
 import { createBillingStep } from '../../src/activities/billing-step';
 import { createQuotaCheckStep } from '../../src/activities/quota-check-step';
 import { createBudgetWindowRepository, type BudgetWindowCap } from '../../src/db/budget-window-repository';
+import { windowBounds } from '../../src/billing/budget-window-period';
 import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { budgetWindowId, createBudgetWindows } from '../../src/services/budget-windows';
@@ -212,6 +213,24 @@ describe('budget windows: several windows on one key, each enforced', () => {
     // Refused: no window moved, no ledger row.
     expect(await windowUsed(seed, budgetWindowId('api_key', seed.apiKeyIds[0]!, 'daily', midnightIn(1)))).toBe(RESERVED);
     expect(await db('billing_transaction').where('request_id', denied.requestId).first()).toBeUndefined();
+  });
+});
+
+describe('budget windows: concurrent admissions', () => {
+  it('40 concurrent requests against a window of 10 reservations (the counter starting missing): exactly 10 pass, the window holds exactly them', async () => {
+    const seed = await tenantWithWindows({ key: [{ period: 'weekly', limitMicros: 10 * RESERVED }] });
+    const steps = harness({ now: midnightIn(1) + 13 * 3600_000 });
+    const inputs = Array.from({ length: 40 }, () => request(seed));
+    const decisions = await Promise.all(inputs.map((i) => steps.quotaCheck(i)));
+    const admitted = inputs.filter((_, i) => decisions[i]!.admitted);
+    expect(admitted).toHaveLength(10);
+    expect(decisions.filter((d) => !d.admitted && d.reason === 'budget_exceeded')).toHaveLength(30);
+    const week = budgetWindowId('api_key', seed.apiKeyIds[0]!, 'weekly', windowBounds('weekly', 'UTC', midnightIn(1) + 13 * 3600_000).startMs);
+    expect(await windowUsed(seed, week)).toBe(10 * RESERVED);
+    expect(await ledgerWindowUsage(week)).toBe(10 * RESERVED);
+    for (const input of admitted) await steps.billing(input, COMPLETED);
+    expect(await windowUsed(seed, week)).toBe(10 * COST);
+    expect(await ledgerWindowUsage(week)).toBe(10 * COST);
   });
 });
 
