@@ -39,7 +39,7 @@ export interface BudgetWindowCheckResult {
 
 export interface BudgetWindowCheckDeps {
   db: Knex;
-  redis: Pick<Redis, 'hmget'>;
+  redis: Pick<Redis, 'pipeline'>;
   /** @default Date.now */
   now?: () => number;
   /** @default setTimeout */
@@ -60,10 +60,19 @@ export function createBudgetWindowCheck(deps: BudgetWindowCheckDeps) {
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
 
-  async function counter(tenantId: string, windowId: string): Promise<{ used: number; version: string } | null> {
-    const [used, version] = await deps.redis.hmget(CacheKeys.budgetWindow(tenantId, windowId), 'used_micros', 'version');
-    if (used === null || used === undefined) return null;
-    return { used: exactInteger(used), version: version ?? '' };
+  /** The counters of `windows` (null when not cached), pipelined 1,000 per round trip. */
+  async function counters(windows: ReadonlyArray<{ tenantId: string; windowId: string }>): Promise<Array<{ used: number; version: string } | null>> {
+    const out: Array<{ used: number; version: string } | null> = [];
+    for (let i = 0; i < windows.length; i += 1000) {
+      const pipeline = deps.redis.pipeline();
+      for (const w of windows.slice(i, i + 1000)) pipeline.hmget(CacheKeys.budgetWindow(w.tenantId, w.windowId), 'used_micros', 'version');
+      for (const [err, reply] of (await pipeline.exec()) ?? []) {
+        if (err) throw err;
+        const [used, version] = reply as [string | null, string | null];
+        out.push(used === null ? null : { used: exactInteger(used), version: version ?? '' });
+      }
+    }
+    return out;
   }
 
   return async function checkBudgetWindows(scope: { tenantIds?: readonly string[] } = {}): Promise<BudgetWindowCheckResult> {
@@ -77,25 +86,23 @@ export function createBudgetWindowCheck(deps: BudgetWindowCheckDeps) {
       for (const start of [previous.startMs, current.startMs]) windows.push({ tenantId: cap.tenant_id, windowId: budgetWindowId(cap.subject_kind, cap.subject_id, cap.period, start) });
     }
 
-    let checked = 0;
-    const candidates: Array<{ tenantId: string; windowId: string; version: string }> = [];
-    for (const w of windows) {
-      const before = await counter(w.tenantId, w.windowId);
-      if (before === null) continue;
-      checked++;
-      const ledger = (await repo.windowUsageSnapshot(w.windowId)).usageMicros;
-      if (before.used !== ledger) candidates.push({ ...w, version: before.version });
-    }
-    if (candidates.length === 0) return { windowsChecked: checked, drifted: [] };
+    // Redis first, the ledger right after (as the main check reads).
+    const readings = await counters(windows);
+    const cached = windows.flatMap((w, i) => (readings[i] ? [{ ...w, ...readings[i] }] : []));
+    const ledger = await repo.windowsLedgerUsage(cached.map((w) => w.windowId));
+    const candidates = cached.filter((w) => w.used !== ledger.get(w.windowId));
+    if (candidates.length === 0) return { windowsChecked: cached.length, drifted: [] };
 
     await sleep(deps.confirmGraceMs);
+    const again = await counters(candidates);
+    const ledgerAgain = await repo.windowsLedgerUsage(candidates.map((c) => c.windowId));
     const drifted: WindowDrift[] = [];
-    for (const c of candidates) {
-      const again = await counter(c.tenantId, c.windowId);
-      if (again === null || again.version !== c.version) continue; // rebuilt or moving: not confirmed
-      const ledger = (await repo.windowUsageSnapshot(c.windowId)).usageMicros;
-      if (again.used !== ledger) drifted.push({ tenantId: c.tenantId, windowId: c.windowId, redisMicros: again.used, ledgerMicros: ledger });
+    for (const [i, c] of candidates.entries()) {
+      const now = again[i];
+      if (!now || now.version !== c.version) continue; // rebuilt or moving: not confirmed
+      const ledgerMicros = ledgerAgain.get(c.windowId) ?? 0;
+      if (now.used !== ledgerMicros) drifted.push({ tenantId: c.tenantId, windowId: c.windowId, redisMicros: now.used, ledgerMicros });
     }
-    return { windowsChecked: checked, drifted };
+    return { windowsChecked: cached.length, drifted };
   };
 }

@@ -99,6 +99,26 @@ export function createBudgetWindowRepository(db: Knex) {
       return { usageMicros: safeInteger('window_usage', sum?.micros ?? '0'), pending };
     },
 
+    /**
+     * The ledger usage of many windows in one statement per 500 ids (the consistency check):
+     * each entry counts in every window it names that is asked for. Windows without entries are 0.
+     */
+    async windowsLedgerUsage(windowIds: readonly string[]): Promise<Map<string, number>> {
+      const usage = new Map<string, number>(windowIds.map((id) => [id, 0]));
+      for (let i = 0; i < windowIds.length; i += 500) {
+        const chunk = windowIds.slice(i, i + 500);
+        const result = await db.raw<{ rows: Array<{ window_id: string; micros: string }> }>(
+          `SELECT w AS window_id, ${USAGE_SUM} AS micros
+             FROM billing_transaction, unnest(budget_windows) AS w
+            WHERE budget_windows && ?::text[] AND kind = ? AND w = ANY(?::text[])
+            GROUP BY w`,
+          [chunk, TransactionKind.usage, chunk],
+        );
+        for (const row of result.rows) usage.set(row.window_id, safeInteger('window_usage', row.micros));
+      }
+      return usage;
+    },
+
     /** A window's ledger usage inside the caller's transaction (the PostgreSQL fallback admission, under its row locks). */
     async windowLedgerUsage(windowId: string, trx?: Knex.Transaction): Promise<number> {
       const row = await (trx ?? db)('billing_transaction')
