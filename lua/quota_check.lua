@@ -10,6 +10,14 @@ ARGV[1]  amount_micros   non-negative integer: the reservation (worst-case cost)
 ARGV[2]  ttl_seconds     positive integer: expiry of the request record (refreshed here)
 ARGV[3]  api_key_id      non-empty string, stored in the request record
 ARGV[4]  now_ms          non-negative integer, stored as reserved_at
+Budget windows (issue 12, docs/budget-windows.md), optional, n >= 0 of them:
+KEYS[3+i]        window counter hash bq:{t:<tenant>}:win:<window id>  { used_micros, build, version }
+ARGV[4+2i-1]     that window's limit_micros (non-negative integer)
+ARGV[4+2i]       its subject: 'tenant' or 'key' (names the denial status)
+The caller computes the current window of every cap from its own clock and passes its
+counter: a new window is simply a new key, so turnover needs no reset that could zero
+freshly recorded spend. A reservation must fit the tenant quota, the key budget AND every
+window; it is added to all of them or to none.
 
 Returns {status, reserved_micros, tenant_remaining_micros, key_remaining_micros}
   'reserved'            used and spent were incremented by amount, each hash's version by 1
@@ -20,6 +28,13 @@ Returns {status, reserved_micros, tenant_remaining_micros, key_remaining_micros}
   'budget_exceeded'     budget >= 0 and spent + amount > budget; nothing changes
   'tenant_missing'      the quota hash is not cached: the caller warms it up and retries
   'key_missing'         the key budget hash is not cached: the caller warms it up and retries
+  'window_missing'      (windows only) {status, 0, 0, 0, i}: window i's hash is not cached: the
+                        caller rebuilds it from the ledger (window_warmup.lua) and retries
+A window that cannot take the amount answers 'insufficient_quota' (a tenant window) or
+'budget_exceeded' (a key window) with a 5th field, the window's index i; its remaining
+amounts are the tenant's and the key's as above.
+On 'reserved' the record also holds, per window, wn:<window key> = the amount and
+wb:<window key> = the window hash's build: what settlement (window_settle.lua) needs.
 Remaining amounts are what a new reservation could still take: never below 0 (a settled
 overage is reported as 0), key_remaining_micros is -1 when the key is unlimited, and
 both are 0 when the hash is not cached (missing statuses, or a duplicate whose
@@ -51,8 +66,25 @@ local function remaining(limit, used)
   return limit - used
 end
 
-local arity = arity_error('quota_check', 3, 4)
-if arity then return redis.error_reply(arity) end
+local windows = #KEYS - 3
+if windows < 0 then
+  return redis.error_reply('ERR quota_check expects 3 keys, got ' .. #KEYS)
+end
+if #ARGV ~= 4 + 2 * windows then
+  local for_windows = ''
+  if windows > 0 then for_windows = ' for ' .. windows .. ' windows' end
+  return redis.error_reply('ERR quota_check expects ' .. (4 + 2 * windows) .. ' arguments' .. for_windows .. ', got ' .. #ARGV)
+end
+local window_limits = {}
+for i = 1, windows do
+  local limit, limit_err = parse_non_negative('window limit_micros', ARGV[3 + 2 * i])
+  if limit == nil then return redis.error_reply(limit_err) end
+  local subject = ARGV[4 + 2 * i]
+  if subject ~= 'tenant' and subject ~= 'key' then
+    return redis.error_reply("ERR window subject must be 'tenant' or 'key', got " .. tostring(subject))
+  end
+  window_limits[i] = limit
+end
 local amount, amount_err = parse_non_negative('amount_micros', ARGV[1])
 if amount == nil then return redis.error_reply(amount_err) end
 local ttl, ttl_err = parse_ttl(ARGV[2])
@@ -117,11 +149,31 @@ end
 local c, corrupt = read_counters()
 if c == nil then return redis.error_reply(corrupt) end
 
+-- Every window is read (and checked for corruption) before the first write.
+local window_used, window_build = {}, {}
+for i = 1, windows do
+  local wkey = KEYS[3 + i]
+  if redis.call('EXISTS', wkey) == 0 then
+    return {'window_missing', 0, 0, 0, i}
+  end
+  local used = read_int(wkey, 'used_micros', 0)
+  if used == nil then return redis.error_reply('ERR corrupt budget window hash ' .. wkey) end
+  window_used[i] = used
+  window_build[i] = redis.call('HGET', wkey, 'build') or ''
+end
+
 if c.used + amount > c.limit then
   return {'insufficient_quota', 0, remaining(c.limit, c.used), key_remaining(c)}
 end
 if c.budget >= 0 and c.spent + amount > c.budget then
   return {'budget_exceeded', 0, remaining(c.limit, c.used), key_remaining(c)}
+end
+for i = 1, windows do
+  if window_used[i] + amount > window_limits[i] then
+    local status = 'budget_exceeded'
+    if ARGV[4 + 2 * i] == 'tenant' then status = 'insufficient_quota' end
+    return {status, 0, remaining(c.limit, c.used), key_remaining(c), i}
+  end
 end
 
 c.used = redis.call('HINCRBY', quota_key, 'used_micros', ARGV[1])
@@ -132,6 +184,12 @@ redis.call('HSET', record_key,
   'reserved_micros', ARGV[1],
   'api_key_id', api_key_id,
   'reserved_at', ARGV[4])
+for i = 1, windows do
+  local wkey = KEYS[3 + i]
+  redis.call('HINCRBY', wkey, 'used_micros', ARGV[1])
+  redis.call('HINCRBY', wkey, 'version', 1)
+  redis.call('HSET', record_key, 'wn:' .. wkey, ARGV[1], 'wb:' .. wkey, window_build[i])
+end
 redis.call('EXPIRE', record_key, ttl)
 
 return {'reserved', amount, remaining(c.limit, c.used), key_remaining(c)}

@@ -15,6 +15,7 @@ import * as consistencyReport from './20261202000010_consistency_report';
 import * as dispatchOutbox from './20261202000020_dispatch_outbox';
 import * as alertSettings from './20261202000021_alert_settings';
 import * as budgetAlerts from './20261202000022_budget_alerts';
+import * as budgetWindows from './20261202000040_budget_windows';
 import * as upstreamChannel from './20261202000060_upstream_channel';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
@@ -30,6 +31,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000020_dispatch_outbox', dispatchOutbox],
   ['20261202000021_alert_settings', alertSettings],
   ['20261202000022_budget_alerts', budgetAlerts],
+  ['20261202000040_budget_windows', budgetWindows],
   ['20261202000060_upstream_channel', upstreamChannel],
 ];
 

@@ -9,6 +9,7 @@
  *   the request record tells, whichever path admitted it (a fallback admission may have
  *   been counted by a later warm-up; a Redis reservation may have been retried through
  *   the fallback).
+ * - Budget windows (issue 12): settled to cost on the windows the ledger row names.
  * - When the upstream step failed for good, the relay tells what reached the client.
  * - Settled, the request body leaves the body store (idempotent: a replayed settlement deletes nothing).
  * - Then the budget alert thresholds are checked on the counters the settlement left
@@ -31,7 +32,7 @@ import { endRelayIfOpen, hasOutput, outcomeFromRelay, UPSTREAM_FAILED_ERROR } fr
 
 export interface BillingStepDeps {
   ledger: Pick<BillingRepository, 'commitPendingTransaction' | 'voidPendingTransaction' | 'findByRequestId'>;
-  scripts: Pick<QuotaScripts, 'settleTenant' | 'settleKeyBudget'>;
+  scripts: Pick<QuotaScripts, 'settleTenant' | 'settleKeyBudget' | 'settleWindows'>;
   warmup: QuotaWarmup;
   relay: Pick<RequestRelay, 'entries' | 'writer'>;
   /** The request body is deleted once the request is settled. */
@@ -173,6 +174,9 @@ export function createBillingStep(deps: BillingStepDeps) {
       if (billed > entry.reservedMicros) deps.metrics.overageMicros.inc(billed - entry.reservedMicros);
     }
     const settled = await settleRedis(input, billed);
+    // The windows the LEDGER ROW names (fixed at admission), never the current ones: a request
+    // reserved before a boundary settles into its old window and cannot touch the new one.
+    await deps.scripts.settleWindows({ tenantId, requestId, windowIds: entry.budgetWindows ?? [], costMicros: billed });
     const result: SettlementResult = {
       status: entry.status === 'committed' ? 'committed' : 'voided',
       costMicros: billed,

@@ -5,24 +5,30 @@
  * - a cache miss warms the counters from PostgreSQL with SETNX semantics, then retries (M2.2);
  * - Redis unreachable -> the PostgreSQL fallback admits under row locks (M2.3).
  * Idempotent per request id on both paths: a retry returns the first decision.
+ * - Budget windows (issue 12, docs/budget-windows.md): the current window of every cap of
+ *   the tenant and the key is computed from this step's clock and reserved in the same Lua
+ *   call; the pending row records the window ids, so settlement moves those windows only.
  */
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { BillingRepository } from '../db/billing-repository';
-import type { QuotaScripts, ReserveResult } from '../redis/scripts';
+import type { QuotaScripts, ReserveResult, WindowedReserveResult } from '../redis/scripts';
+import type { BudgetWindows, CurrentWindow } from '../services/budget-windows';
 import { InvalidMicrosError, QuotaScriptRejectedError, UnexpectedScriptReplyError } from '../redis/scripts';
 import { InvalidCacheKeyIdError } from '../redis/cache-keys';
 import type { QuotaWarmup } from '../redis/quota-warmup';
 import { billedRequestWorkflowId, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 
 export interface QuotaCheckDeps {
-  scripts: Pick<QuotaScripts, 'reserve' | 'release'>;
+  scripts: Pick<QuotaScripts, 'reserve' | 'release' | 'reserveWithWindows' | 'settleWindows' | 'reservedAt'>;
   ledger: Pick<BillingRepository, 'createPendingTransaction' | 'reserveInLedger'>;
   warmup: QuotaWarmup;
   metrics: BillingMetrics;
   log: Logger;
-  /** Clock for reserved_at; injectable for tests. */
+  /** Clock for reserved_at and the current budget windows; injectable for tests. */
   now?: () => number;
+  /** Budget windows; without it no window is enforced (the caps are read from PostgreSQL per admission). */
+  budgetWindows?: Pick<BudgetWindows, 'forAdmission' | 'warm'>;
 }
 
 /** Errors that are our bugs or bad data, not an outage: the fallback would not help. */
@@ -38,12 +44,18 @@ function isRedisOutage(err: unknown): boolean {
 export function createQuotaCheckStep(deps: QuotaCheckDeps) {
   const now = deps.now ?? Date.now;
 
-  async function reserveInRedis(input: BilledRequestInput): Promise<ReserveResult> {
-    const args = { tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId, amountMicros: input.reservedMicros, nowMs: now() };
-    // At most two warm-ups (tenant, then key) before the reservation can run.
+  async function reserveInRedis(input: BilledRequestInput, nowMs: number, windows: readonly CurrentWindow[]): Promise<ReserveResult> {
+    const args = { tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId, amountMicros: input.reservedMicros, nowMs };
+    // At most two warm-ups (tenant, then key) and one per window before the reservation can run.
     for (let attempt = 0; ; attempt++) {
-      const result = await deps.scripts.reserve(args);
-      if (attempt >= 2 || (result.status !== 'tenant_missing' && result.status !== 'key_missing')) return result;
+      const result: WindowedReserveResult = windows.length === 0 ? await deps.scripts.reserve(args) : await deps.scripts.reserveWithWindows(args, windows);
+      if (result.status === 'window_missing') {
+        const window = windows[result.windowIndex]!;
+        if (attempt >= 2 + windows.length) throw new Error(`budget window counter ${window.windowId} vanished again after its warm-up`);
+        await deps.budgetWindows!.warm(input.tenantId, window);
+        continue;
+      }
+      if (attempt >= 2 + windows.length || (result.status !== 'tenant_missing' && result.status !== 'key_missing')) return result;
       const found = result.status === 'tenant_missing'
         ? await deps.warmup.warmTenant(input.tenantId)
         : await deps.warmup.warmKey(input.tenantId, input.apiKeyId);
@@ -55,8 +67,17 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
     const stopTimer = deps.metrics.admissionDuration.startTimer();
     let decision: AdmissionDecision;
     let redisResult: ReserveResult | undefined;
+    const nowMs = now();
+    // Read before Redis is tried, so both admission paths enforce the same windows.
+    let windows = deps.budgetWindows ? await deps.budgetWindows.forAdmission(input.tenantId, input.apiKeyId, nowMs) : [];
     try {
-      redisResult = await reserveInRedis(input);
+      redisResult = await reserveInRedis(input, nowMs, windows);
+      if (redisResult.status === 'duplicate' && deps.budgetWindows && windows.length > 0) {
+        // A retry (e.g. after a crash between the reservation and the pending row), maybe past a
+        // boundary: the row must name the windows the FIRST attempt reserved in, those of its time.
+        const first = await deps.scripts.reservedAt(input.tenantId, input.requestId);
+        if (first !== null && first !== nowMs) windows = await deps.budgetWindows.forAdmission(input.tenantId, input.apiKeyId, first);
+      }
       deps.metrics.redisFallbackActive.set(0);
     } catch (err) {
       if (!isRedisOutage(err)) throw err;
@@ -71,6 +92,7 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
       model: input.model,
       reservedMicros: input.reservedMicros,
       promptTokens: input.promptTokens,
+      budgetWindows: windows.map((w) => w.windowId),
     };
     if (redisResult) {
       if (redisResult.status === 'reserved' || redisResult.status === 'duplicate') {
@@ -82,8 +104,10 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
           // (a retry reserves again from scratch). A reservation made by an earlier attempt stays:
           // that attempt's ledger row may exist.
           if (redisResult.status === 'reserved') {
+            // The windows first: release forgets the record that says what they hold.
             await deps.scripts
-              .release({ tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId })
+              .settleWindows({ tenantId: input.tenantId, requestId: input.requestId, windowIds: pending.budgetWindows, costMicros: 0 })
+              .then(() => deps.scripts.release({ tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId }))
               .catch((releaseErr: unknown) => deps.log.error({ requestId: input.requestId, err: (releaseErr as Error).message }, 'could not release a reservation the ledger does not know'));
           }
           throw err;
@@ -92,7 +116,7 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
         decision = { admitted: false, reason: redisResult.status, path: 'redis' };
       }
     } else {
-      const result = await deps.ledger.reserveInLedger(pending);
+      const result = await deps.ledger.reserveInLedger({ ...pending, windowLimits: windows });
       decision = result.status === 'reserved' || result.status === 'duplicate'
         ? { admitted: true, reservedMicros: result.reservedMicros, path: result.entry.admissionPath ?? 'postgres', duplicate: result.status === 'duplicate' }
         : { admitted: false, reason: result.status, path: 'postgres' };

@@ -115,6 +115,7 @@ export function createApiApp(deps: ApiDeps): Express {
     tenants: accounts.tenants,
     apiKeys: accounts.apiKeys,
     usage: accounts.usage,
+    budgetWindows: accounts.budgetWindows,
     prices,
     repositories,
     logger: deps.log,

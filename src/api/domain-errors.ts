@@ -17,6 +17,7 @@ import {
   UpstreamFailedError,
 } from '../services/request-errors';
 import { TopUpReferenceConflictError } from '../services/tenant-service';
+import { BudgetTimezoneWithoutWindowError } from '../services/budget-windows';
 import {
   type AppError,
   BudgetExceededError,
@@ -80,6 +81,7 @@ export function fromDomainError(err: unknown): AppError | undefined {
   }
   if (err instanceof InvalidCursorError) return new InvalidRequestError('Invalid cursor: use the next_cursor of a previous page.', 'cursor', err);
   if (err instanceof ApiKeyNotFoundError) return new NotFoundError(`API key '${err.apiKeyId}'`);
+  if (err instanceof BudgetTimezoneWithoutWindowError) return new InvalidRequestError(err.message, 'budget_timezone', err);
   if (err instanceof RevocationNotCachedError) {
     return new ServiceUnavailableError('The key is revoked, but the key cache could not be updated yet; retry to make revocation immediate.', 1, err);
   }

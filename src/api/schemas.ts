@@ -17,6 +17,7 @@ import {
   type AlertSettings,
 } from '../alerts/alert-settings';
 import { nonNegativeSafeInt, positiveSafeInt } from '../safe-int';
+import { budgetWindowFields, checkBudgetWindowFields } from './budget-window-schemas';
 
 /** Tenant ids appear in Redis hash tags and URLs: keep them to a safe alphabet. */
 export const tenantIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z, a-z, 0-9, _ or -');
@@ -111,11 +112,12 @@ export function toAlertSettingsView(settings: AlertSettings): AlertSettingsView 
 
 /** `PATCH /admin/tenants/:id` and `PATCH /admin/api-keys/:id`: at least one limit or alert setting; null clears a limit or the URL. */
 export const patchLimitsBodySchema = z
-  .object({ ...rateLimitFields, ...alertFields })
+  .object({ ...rateLimitFields, ...alertFields, ...budgetWindowFields })
   .strict()
   .refine((body) => Object.keys(body).length > 0, {
-    message: 'give at least one of rpm_limit, tpm_limit, max_parallel_requests, alert_webhook_url, alert_thresholds_percent',
-  });
+    message: 'give at least one of rpm_limit, tpm_limit, max_parallel_requests, alert_webhook_url, alert_thresholds_percent, budget_period, budget_windows, budget_timezone',
+  })
+  .superRefine(checkBudgetWindowFields);
 
 /** `POST /admin/tenants` */
 export const createTenantBodySchema = z
@@ -125,8 +127,10 @@ export const createTenantBodySchema = z
     quota_limit_micros: nonNegativeSafeInt,
     ...rateLimitFields,
     ...alertFields,
+    ...budgetWindowFields,
   })
-  .strict();
+  .strict()
+  .superRefine(checkBudgetWindowFields);
 export type CreateTenantBody = z.infer<typeof createTenantBodySchema>;
 
 /** `POST /admin/tenants/:id/topups` (idempotent on `reference`). */
@@ -145,8 +149,10 @@ export const createApiKeyBodySchema = z
     budget_micros: nonNegativeSafeInt.nullable().optional(),
     ...rateLimitFields,
     ...alertFields,
+    ...budgetWindowFields,
   })
-  .strict();
+  .strict()
+  .superRefine(checkBudgetWindowFields);
 export type CreateApiKeyBody = z.infer<typeof createApiKeyBodySchema>;
 
 /** `PUT /admin/models/:model` */

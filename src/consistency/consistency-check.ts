@@ -37,6 +37,7 @@ import {
   type DriftEntry,
 } from './report';
 import type { ConsistencyReportRepository } from './report-repository';
+import type { BudgetWindowCheckResult } from './budget-window-check';
 
 export interface ConsistencySettings {
   /** Drift of a kind summed above this alerts (CONSISTENCY_DRIFT_THRESHOLD_MICROS); 0 = any. */
@@ -75,6 +76,12 @@ export interface ConsistencyCheckDeps {
   settings: ConsistencySettings;
   /** @default setTimeout */
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * The budget window comparison (./budget-window-check.ts), run after the lifetime check on
+   * the same scope; its figures join the summary and a confirmed window drift is logged.
+   * Without it windows are not compared.
+   */
+  budgetWindows?: (scope: { tenantIds?: readonly string[] }) => Promise<BudgetWindowCheckResult>;
 }
 
 export interface ConsistencyRunOptions {
@@ -236,6 +243,22 @@ export function createConsistencyCheck(deps: ConsistencyCheckDeps) {
     m.consistencyLastRun.set(finishedAt.getTime() / 1000);
   }
 
+  /** The window comparison's figures; a failure there is logged, never fails the lifetime check (already reported). */
+  async function compareWindows(options: ConsistencyRunOptions): Promise<Pick<ConsistencyRunSummary, 'windowsChecked' | 'windowsDrifted'>> {
+    if (!deps.budgetWindows) return {};
+    try {
+      const result = await deps.budgetWindows({ tenantIds: options.tenantIds });
+      if (result.drifted.length > 0) {
+        // Ids and amounts only.
+        deps.log.warn({ windowsChecked: result.windowsChecked, windows: result.drifted.slice(0, 20) }, 'consistency drift: budget window counters disagreed with the ledger');
+      }
+      return { windowsChecked: result.windowsChecked, windowsDrifted: result.drifted.length };
+    } catch (err) {
+      deps.log.error({ err: err instanceof Error ? err.message : String(err) }, 'budget window comparison failed');
+      return {};
+    }
+  }
+
   return {
     /** One check; the summary a scheduled activity returns. Throws (report marked failed) when Redis or PostgreSQL fail. */
     async run(options: ConsistencyRunOptions = {}): Promise<ConsistencyRunSummary> {
@@ -269,7 +292,9 @@ export function createConsistencyCheck(deps: ConsistencyCheckDeps) {
       } else {
         deps.log.info(figures, 'consistency check');
       }
+      const windows = await compareWindows(options);
       return {
+        ...windows,
         reportId,
         status,
         tenantsChecked: findings.tenantsChecked,

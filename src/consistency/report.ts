@@ -170,4 +170,8 @@ export interface ConsistencyRunSummary {
   alerted: boolean;
   syncNeeded: boolean;
   durationMs: number;
+  /** Budget window counters compared with the ledger (docs/budget-windows.md); absent when windows are not compared. */
+  windowsChecked?: number;
+  /** Of those, confirmed to differ (logged with ids and amounts; not healed). */
+  windowsDrifted?: number;
 }

@@ -143,6 +143,7 @@ export const createBillingRepository = (db: Knex) => {
         reserved_micros: input.reservedMicros,
         admission_path: input.admissionPath,
         prompt_tokens: input.promptTokens ?? null,
+        budget_windows: [...(input.budgetWindows ?? [])],
       },
       trx,
     );

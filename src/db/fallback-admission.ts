@@ -77,8 +77,20 @@ export function createFallbackAdmission(db: Knex, ledger: BillingRepositoryCore)
       // BigInt keeps the comparison exact even past 2^53.
       if (BigInt(used) + BigInt(amount) > BigInt(limit)) return { status: 'insufficient_quota', ...balance(0) };
       if (budget !== null && BigInt(spent) + BigInt(amount) > BigInt(budget)) return { status: 'budget_exceeded', ...balance(0) };
+      // Budget windows, under the same locks: every admission of the tenant waits for them.
+      for (const window of input.windowLimits ?? []) {
+        const row = await t('billing_transaction')
+          .whereRaw('budget_windows @> ARRAY[?]::text[]', [window.windowId])
+          .andWhere('kind', TransactionKind.usage)
+          .first<{ micros: string } | undefined>(t.raw(`COALESCE(SUM(CASE status WHEN 'committed' THEN amount_micros WHEN 'pending' THEN reserved_micros ELSE 0 END), 0)::text AS micros`));
+        const windowUsed = safeInteger('window_usage', row?.micros ?? '0');
+        if (BigInt(windowUsed) + BigInt(amount) > BigInt(window.limitMicros)) {
+          return { status: window.subject === 'tenant' ? 'insufficient_quota' : 'budget_exceeded', ...balance(0) };
+        }
+      }
 
-      const { created, entry } = await createPendingTransaction({ ...input, admissionPath: AdmissionPath.postgres }, t);
+      const { windowLimits: _caps, ...reservation } = input;
+      const { created, entry } = await createPendingTransaction({ ...reservation, admissionPath: AdmissionPath.postgres }, t);
       if (!created) return duplicateOf(entry, input.tenantId, t);
       return { status: 'reserved', reservedMicros: amount, entry, ...balance(amount) };
     };

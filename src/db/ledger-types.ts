@@ -55,6 +55,12 @@ export interface LedgerEntry {
   updatedAt: Date;
   committedAt: Date | null;
   voidedAt: Date | null;
+  /**
+   * The budget windows the reservation was made in (window ids, src/services/budget-windows.ts),
+   * fixed at admission: settlement moves exactly these windows. [] when none (absent on
+   * entries built outside the repository).
+   */
+  budgetWindows?: string[];
 }
 
 // Inputs and answers of BillingRepository (src/db/billing-repository.ts).
@@ -69,6 +75,8 @@ export interface PendingTransactionInput {
   reservedMicros: number;
   admissionPath: AdmissionPath;
   promptTokens?: number;
+  /** The window ids the reservation counts in (issue 12); default none. */
+  budgetWindows?: readonly string[];
 }
 
 export interface CommitTransactionInput {
@@ -92,7 +100,14 @@ export interface RecordTransactionInput {
   workflowId?: string;
 }
 
-export type FallbackReservationInput = Omit<PendingTransactionInput, 'admissionPath'>;
+export type FallbackReservationInput = Omit<PendingTransactionInput, 'admissionPath'> & {
+  /**
+   * The caps of the windows named in budgetWindows (issue 12): the fallback admits only if
+   * the reservation fits each window's ledger usage; a tenant window refuses with
+   * insufficient_quota, a key window with budget_exceeded.
+   */
+  windowLimits?: ReadonlyArray<{ windowId: string; limitMicros: number; subject: 'tenant' | 'key' }>;
+};
 
 
 /**
@@ -132,6 +147,7 @@ export interface BillingTransactionRow {
   updated_at: Date;
   committed_at: Date | null;
   voided_at: Date | null;
+  budget_windows?: string[];
 }
 
 /** Thrown when a BIGINT (or other integer column) read from PostgreSQL is not a safe integer: converting it would lose money. */
@@ -276,6 +292,7 @@ export function toLedgerEntry(row: BillingTransactionRow): LedgerEntry {
     updatedAt: row.updated_at,
     committedAt: row.committed_at,
     voidedAt: row.voided_at,
+    budgetWindows: row.budget_windows ?? [],
   };
 }
 

@@ -12,6 +12,7 @@ import { createOutboxRepository } from '../dispatch/outbox-repository';
 import { createChannelRepository } from '../channels/channel-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
+import { createBudgetWindowRepository } from './budget-window-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
 import { createSyncRunRepository } from './sync-run-repository';
@@ -44,6 +45,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     outbox: createOutboxRepository(db),
     /** Upstream channels, their API keys encrypted (upstream_channel). */
     channels: createChannelRepository(db, opts.bodyKeys),
+    /** Budget window caps of tenants and keys (budget_window) and a window's ledger spend (docs/budget-windows.md). */
+    budgetWindows: createBudgetWindowRepository(db),
   };
 }
 

@@ -79,6 +79,15 @@ export const CacheKeys = {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:req:${checkedId('request id', requestId)}`;
   },
 
+  /**
+   * HASH { used_micros, build, version }: one calendar window of a budget window cap (issue 12,
+   * docs/budget-windows.md). `windowId` names the subject, the period and the window's start,
+   * so the next window is a new key that starts at 0; the hash expires after its window.
+   */
+  budgetWindow(tenantId: string, windowId: string): string {
+    return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:win:${checkedId('budget window id', windowId)}`;
+  },
+
   /** STREAM relaying a request's upstream chunks from the worker to the API process. */
   requestStream(tenantId: string, requestId: string): string {
     return `${CACHE_KEY_PREFIX}:${tenantTag(tenantId)}:stream:${checkedId('request id', requestId)}`;

@@ -21,6 +21,8 @@ export const QuotaScriptName = {
   lockAcquire: 'lock_acquire',
   lockExtend: 'lock_extend',
   lockRelease: 'lock_release',
+  windowSettle: 'window_settle',
+  windowWarmup: 'window_warmup',
 } as const;
 export type QuotaScriptName = (typeof QuotaScriptName)[keyof typeof QuotaScriptName];
 

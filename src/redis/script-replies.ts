@@ -117,3 +117,36 @@ export function parseWarmupReply(reply: unknown): boolean {
   if (reply !== 0 && reply !== 1) throw new UnexpectedScriptReplyError(QuotaScriptName.cacheWarmup, reply);
   return reply === 1;
 }
+
+/**
+ * quota_check.lua's answer when budget windows were passed: the plain answer, a window that
+ * cannot take the amount (`windowIndex`, 0-based, with the subject's denial status), or a
+ * window counter to rebuild first.
+ */
+export type WindowedReserveResult =
+  | (ReserveResult & { windowIndex?: undefined })
+  | ({ status: 'insufficient_quota' | 'budget_exceeded'; windowIndex: number } & RemainingBalance)
+  | { status: 'window_missing'; windowIndex: number };
+
+/** Parses quota_check.lua's reply to a call with `windows` windows. */
+export function parseWindowedReserveReply(reply: unknown, windows: number): WindowedReserveResult {
+  if (Array.isArray(reply) && reply.length === 5 && Number.isSafeInteger(reply[4])) {
+    const index = (reply[4] as number) - 1;
+    if (index < 0 || index >= windows) throw new UnexpectedScriptReplyError(QuotaScriptName.quotaCheck, reply);
+    if (reply[0] === 'window_missing') return { status: 'window_missing', windowIndex: index };
+    if (reply[0] === 'insufficient_quota' || reply[0] === 'budget_exceeded') {
+      const plain = parseReserveReply(reply.slice(0, 4));
+      if (plain.status === 'insufficient_quota' || plain.status === 'budget_exceeded') return { ...plain, windowIndex: index };
+    }
+    throw new UnexpectedScriptReplyError(QuotaScriptName.quotaCheck, reply);
+  }
+  return parseReserveReply(reply);
+}
+
+/** window_settle.lua's answer: the delta applied to each window, in the order given. */
+export function parseWindowSettleReply(reply: unknown, windows: number): number[] {
+  if (!Array.isArray(reply) || reply[0] !== 'applied' || reply.length !== windows + 1 || !reply.slice(1).every((v) => Number.isSafeInteger(v))) {
+    throw new UnexpectedScriptReplyError(QuotaScriptName.windowSettle, reply);
+  }
+  return reply.slice(1) as number[];
+}

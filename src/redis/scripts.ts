@@ -17,6 +17,9 @@ import {
   parseSettleKeyReply,
   parseSettleTenantReply,
   parseWarmupReply,
+  parseWindowedReserveReply,
+  parseWindowSettleReply,
+  type WindowedReserveResult,
   type LimitRaiseResult,
   type ReleaseResult,
   type ReserveResult,
@@ -43,6 +46,26 @@ export interface ReserveArgs {
   amountMicros: number;
   /** Admission time, stored as reserved_at. */
   nowMs: number;
+}
+
+/** One budget window a reservation must also fit (issue 12): its counter, its cap and whose cap it is. */
+export interface ReserveWindow {
+  /** The window id (src/services/budget-windows.ts), the counter's name. */
+  windowId: string;
+  limitMicros: number;
+  subject: 'tenant' | 'key';
+}
+
+/** A budget window counter to build from the ledger (window_warmup.lua). */
+export interface WindowWarmupArgs {
+  tenantId: string;
+  windowId: string;
+  /** The window's ledger usage (committed + pending). */
+  usedMicros: number;
+  /** The pending reservations it counts, from the same snapshot. */
+  pending: ReadonlyArray<{ requestId: string; reservedMicros: number }>;
+  /** When the hash may expire: after the window's end (plus a grace for late readers). */
+  expireAtMs: number;
 }
 
 export interface SettleTenantArgs {
@@ -140,7 +163,50 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
     };
   }
 
+  function windowedReserveCall(args: ReserveArgs, windows: readonly ReserveWindow[]): { keys: string[]; argv: string[] } {
+    const { keys, argv } = reserveCall(args);
+    for (const w of windows) {
+      keys.push(CacheKeys.budgetWindow(args.tenantId, w.windowId));
+      argv.push(micros('limitMicros', w.limitMicros, { min: 0 }), w.subject);
+    }
+    return { keys, argv };
+  }
+
   return {
+    /**
+     * Admission with budget windows (issue 12): quota, key budget and every window in ONE
+     * atomic call; with no windows exactly reserve().
+     */
+    async reserveWithWindows(args: ReserveArgs, windows: readonly ReserveWindow[]): Promise<WindowedReserveResult> {
+      const { keys, argv } = windowedReserveCall(args, windows);
+      return parseWindowedReserveReply(await run(QuotaScriptName.quotaCheck, keys, argv), windows.length);
+    },
+
+    /**
+     * Settles a request to `costMicros` on the windows its ledger row names (window_settle.lua),
+     * once per window; returns the delta applied to each. A window whose counter is gone is skipped.
+     */
+    async settleWindows(args: { tenantId: string; requestId: string; windowIds: readonly string[]; costMicros: number }): Promise<number[]> {
+      if (args.windowIds.length === 0) return [];
+      const keys = [CacheKeys.request(args.tenantId, args.requestId), ...args.windowIds.map((id) => CacheKeys.budgetWindow(args.tenantId, id))];
+      const reply = await run(QuotaScriptName.windowSettle, keys, [micros('costMicros', args.costMicros, { min: 0 }), ttl]);
+      return parseWindowSettleReply(reply, args.windowIds.length);
+    },
+
+    /** When quota_check.lua first reserved a request (its record's reserved_at), or null without a record. */
+    async reservedAt(tenantId: string, requestId: string): Promise<number | null> {
+      const raw = await redis.hget(CacheKeys.request(tenantId, requestId), 'reserved_at');
+      const at = raw === null ? Number.NaN : Number(raw);
+      return Number.isSafeInteger(at) && at >= 0 ? at : null;
+    },
+
+    /** Creates a window counter from a ledger snapshot unless it exists; true when this call created it. */
+    async warmWindow(args: WindowWarmupArgs): Promise<boolean> {
+      const keys = [CacheKeys.budgetWindow(args.tenantId, args.windowId), ...args.pending.map((p) => CacheKeys.request(args.tenantId, p.requestId))];
+      const argv = [randomUUID(), micros('usedMicros', args.usedMicros), micros('expireAtMs', args.expireAtMs, { min: 0 }), ttl, ...args.pending.map((p) => micros('reservedMicros', p.reservedMicros, { min: 0 }))];
+      return parseWarmupReply(await run(QuotaScriptName.windowWarmup, keys, argv));
+    },
+
     /** SCRIPT LOAD of every script; optional (calls reload on demand) but keeps the first requests fast. */
     async load(): Promise<void> {
       for (const name of Object.values(QuotaScriptName)) {

@@ -16,6 +16,7 @@ import { createRepositories } from '../db/repositories';
 import { createBillingMetrics, createMaintenanceMetrics } from '../metrics';
 import { createCounterSync } from '../sync/counter-sync';
 import { consistencySettings, createConsistencyCheck } from '../consistency/consistency-check';
+import { createBudgetWindowCheck } from '../consistency/budget-window-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
 import { createMaintenanceClient } from '../schedules/maintenance-client';
 import { createRedis } from '../redis/client';
@@ -108,6 +109,7 @@ export async function startRoles(
         consistencyCheck: createConsistencyCheck({
           ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,
           settings: consistencySettings(config),
+          budgetWindows: createBudgetWindowCheck({ db, redis, confirmGraceMs: config.CONSISTENCY_CONFIRM_GRACE_MS }),
         }),
         upstreamBaseUrl: opts.upstreamBaseUrl, taskQueue, pollIntervalMs: opts.pollIntervalMs,
       });

@@ -23,6 +23,7 @@ import { createBudgetAlertActivities } from '../alerts/delivery-activities';
 import { createChannelRouter } from '../channels/channel-router';
 import { createChannelHealth } from '../channels/channel-health';
 import { createAffinityStore } from '../routing/affinity-store';
+import { createBudgetWindows } from '../services/budget-windows';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
@@ -76,6 +77,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     router,
     pollIntervalMs: opts.pollIntervalMs,
     budgetAlerts,
+    budgetWindows: createBudgetWindows({ repository: opts.repositories.budgetWindows, scripts: opts.scripts }),
   });
   // Settles through the billed request's own BillingStep (docs/sweeper.md).
   const sweeper = createReservationSweeper({

@@ -13,6 +13,7 @@ import { createApiKeyService } from './api-key-service';
 import { createBalances } from './balances';
 import { createTenantService } from './tenant-service';
 import { createUsageService } from './usage-service';
+import { createBudgetWindowAdmin, createBudgetWindows } from './budget-windows';
 
 export interface AccountServicesDeps {
   db: Knex;
@@ -34,6 +35,12 @@ export function createAccountServices(deps: AccountServicesDeps) {
       syncAfterTopUp: maintenance ? (tenantId) => maintenance.start('quota', { scope: { tenantIds: [tenantId] }, reason: 'topup' }) : undefined,
     }),
     usage: createUsageService({ repositories: deps.repositories, balances }),
+    /** Budget windows of tenants and keys (docs/budget-windows.md). */
+    budgetWindows: createBudgetWindowAdmin({
+      db: deps.db,
+      repository: deps.repositories.budgetWindows,
+      windows: createBudgetWindows({ repository: deps.repositories.budgetWindows, redis: deps.redis }),
+    }),
     apiKeys: createApiKeyService({
       db: deps.db,
       apiKeys: deps.repositories.apiKeys,

@@ -23,8 +23,17 @@ import { testDb, testRedis, uniqueId } from '../helpers/services';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
-/** The limit and alert fields of a tenant or key view that sets none (no limits, no webhook, the default thresholds). */
-export const NO_LIMITS = { rpm_limit: null, tpm_limit: null, max_parallel_requests: null, alert_webhook_url: null, alert_thresholds_percent: [80, 100] } as const;
+/** The limit, alert and budget window fields of a tenant or key view that sets none (no limits, no webhook, the default thresholds, no window). */
+export const NO_LIMITS = {
+  rpm_limit: null,
+  tpm_limit: null,
+  max_parallel_requests: null,
+  alert_webhook_url: null,
+  alert_thresholds_percent: [80, 100],
+  budget_period: 'none',
+  budget_timezone: 'UTC',
+  budget_windows: [],
+} as const;
 
 export interface JsonResponse {
   status: number;
@@ -81,11 +90,11 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
 
   const repositories = createRepositories(db, { bodyKeys: developmentKeyring() });
   const scripts = createQuotaScripts(redis, { ttlSeconds: 3600, registry: new Registry() });
-  const { tenants, apiKeys, usage } = createAccountServices({ db, redis, repositories, scripts, log: logger });
+  const { tenants, apiKeys, usage, budgetWindows } = createAccountServices({ db, redis, repositories, scripts, log: logger });
   const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis, logger });
   const app = express();
   app.use(express.json({ limit: '1mb' }));
-  app.use(adminRouter({ tenants, apiKeys, usage, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN }));
+  app.use(adminRouter({ tenants, apiKeys, usage, budgetWindows, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.get('/v1/whoami', authenticate, (_req, res) => {
     res.json(apiKeyAuthOf(res));

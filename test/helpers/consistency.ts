@@ -37,7 +37,7 @@ export interface ConsistencyHarness {
 export function consistencyHarness(
   redis: Redis,
   db: Knex,
-  overrides: { settings?: Partial<ConsistencySettings>; sleep?: ConsistencyCheckDeps['sleep'] } = {},
+  overrides: { settings?: Partial<ConsistencySettings>; sleep?: ConsistencyCheckDeps['sleep']; budgetWindows?: ConsistencyCheckDeps['budgetWindows'] } = {},
 ): ConsistencyHarness {
   const registry = new Registry();
   const logLines: string[] = [];
@@ -57,6 +57,7 @@ export function consistencyHarness(
     log: pino({ level: 'info' }, sink),
     settings: { ...TEST_CONSISTENCY_SETTINGS, ...overrides.settings },
     sleep: overrides.sleep,
+    budgetWindows: overrides.budgetWindows,
   });
   return { check, reports, registry, logLines };
 }

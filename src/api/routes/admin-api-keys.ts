@@ -7,6 +7,8 @@
 import { Router } from 'express';
 import type { ApiKey, ApiKeyStatus } from '../../db/api-key-repository';
 import type { ApiKeyService } from '../../services/api-key-service';
+import type { BudgetWindowAdmin } from '../../services/budget-windows';
+import { budgetWindowPatchOf, toBudgetWindowView, type BudgetWindowView } from '../budget-window-schemas';
 import {
   alertSettingsOf,
   apiKeyParamsSchema,
@@ -21,7 +23,7 @@ import {
 } from '../schemas';
 
 /** `POST /admin/tenants/:id/api-keys`: the only answer that ever holds the key. */
-export interface CreatedApiKeyView extends RateLimitView, AlertSettingsView {
+export interface CreatedApiKeyView extends RateLimitView, AlertSettingsView, BudgetWindowView {
   id: string;
   key: string;
   /** Only when this key's webhook URL generated its tenant's signing secret. */
@@ -33,7 +35,7 @@ export interface CreatedApiKeyView extends RateLimitView, AlertSettingsView {
 }
 
 /** `GET /admin/api-keys/:id` */
-export interface ApiKeyView extends RateLimitView, AlertSettingsView {
+export interface ApiKeyView extends RateLimitView, AlertSettingsView, BudgetWindowView {
   id: string;
   tenant_id: string;
   name: string;
@@ -43,7 +45,7 @@ export interface ApiKeyView extends RateLimitView, AlertSettingsView {
 }
 
 
-function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }): ApiKeyView {
+function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }, windows: BudgetWindowView): ApiKeyView {
   return {
     id: key.id,
     tenant_id: key.tenantId,
@@ -53,16 +55,22 @@ function toApiKeyView({ key, spentMicros }: { key: ApiKey; spentMicros: number }
     status: key.status,
     ...toRateLimitView(key.limits),
     ...toAlertSettingsView(key.alerts),
+    ...windows,
   };
 }
 
-export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
+export function adminApiKeyRoutes(apiKeys: ApiKeyService, windows: BudgetWindowAdmin): Router {
   const router = Router();
+  const windowsOf = async (key: ApiKey): Promise<BudgetWindowView> => toBudgetWindowView(await windows.view('api_key', key.id, key.tenantId));
 
   router.post('/tenants/:id/api-keys', async (req, res) => {
     const { id: tenantId } = tenantParamsSchema.parse(req.params);
     const body = createApiKeyBodySchema.parse(req.body);
+    const budget = budgetWindowPatchOf(body);
+    // A new key has no windows yet: check() needs no id (and refuses a lone budget_timezone).
+    await windows.check('api_key', '', budget);
     const { stored, key, alertWebhookSecret } = await apiKeys.issue(tenantId, body.name, body.budget_micros ?? null, rateLimitsOf(body), alertSettingsOf(body));
+    await windows.apply('api_key', stored.id, stored.tenantId, budget);
     const view: CreatedApiKeyView = {
       id: stored.id,
       key,
@@ -72,6 +80,7 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
       status: stored.status,
       ...toRateLimitView(stored.limits),
       ...toAlertSettingsView(stored.alerts),
+      ...(await windowsOf(stored)),
       ...(alertWebhookSecret === undefined ? {} : { alert_webhook_secret: alertWebhookSecret }),
     };
     // The key must not linger in any cache between the gateway and the admin.
@@ -80,19 +89,26 @@ export function adminApiKeyRoutes(apiKeys: ApiKeyService): Router {
 
   router.get('/api-keys/:id', async (req, res) => {
     const { id } = apiKeyParamsSchema.parse(req.params);
-    res.json(toApiKeyView(await apiKeys.get(id)));
+    const found = await apiKeys.get(id);
+    res.json(toApiKeyView(found, await windowsOf(found.key)));
   });
 
-  /** Sets rate limits and alert settings; null clears a limit or the webhook URL. */
+  /** Sets rate limits, alert settings and budget windows; null clears a limit or the webhook URL. */
   router.patch('/api-keys/:id', async (req, res) => {
     const { id } = apiKeyParamsSchema.parse(req.params);
     const body = patchLimitsBodySchema.parse(req.body);
+    const budget = budgetWindowPatchOf(body);
+    // Everything that can refuse runs before the first write: a 400 or 404 changes nothing.
+    if (budget !== undefined) await apiKeys.get(id);
+    await windows.check('api_key', id, budget);
     const updated = await apiKeys.update(id, { limits: rateLimitsOf(body), alerts: alertSettingsOf(body) });
+    await windows.apply('api_key', id, updated.key.tenantId, budget);
+    const view = toApiKeyView(updated, await windowsOf(updated.key));
     if (updated.alertWebhookSecret === undefined) {
-      res.json(toApiKeyView(updated));
+      res.json(view);
       return;
     }
-    res.set('Cache-Control', 'no-store').json({ ...toApiKeyView(updated), alert_webhook_secret: updated.alertWebhookSecret });
+    res.set('Cache-Control', 'no-store').json({ ...view, alert_webhook_secret: updated.alertWebhookSecret });
   });
 
   router.delete('/api-keys/:id', async (req, res) => {

@@ -13,6 +13,8 @@
 import { Router, type Response } from 'express';
 import type { LedgerEntry } from '../../db/ledger-types';
 import type { TenantBalance, TenantService, TenantWritten } from '../../services/tenant-service';
+import type { BudgetWindowAdmin } from '../../services/budget-windows';
+import { budgetWindowPatchOf, toBudgetWindowView, type BudgetWindowView } from '../budget-window-schemas';
 import {
   alertSettingsOf,
   createTenantBodySchema,
@@ -28,7 +30,7 @@ import {
 } from '../schemas';
 
 /** `GET /admin/tenants/:id` and the answer of every tenant write. */
-export interface TenantView extends RateLimitView, AlertSettingsView {
+export interface TenantView extends RateLimitView, AlertSettingsView, BudgetWindowView {
   id: string;
   name: string;
   quota_limit_micros: number;
@@ -53,7 +55,7 @@ export interface TransactionView {
   committed_at: string | null;
 }
 
-function toTenantView(tenant: TenantBalance): TenantView {
+function toTenantView(tenant: TenantBalance, windows: BudgetWindowView): TenantView {
   return {
     id: tenant.tenantId,
     name: tenant.name,
@@ -62,18 +64,10 @@ function toTenantView(tenant: TenantBalance): TenantView {
     remaining_micros: tenant.remainingMicros,
     ...toRateLimitView(tenant.limits),
     ...toAlertSettingsView(tenant.alerts),
+    ...windows,
   };
 }
 
-/** The answer of a create or update: the view, plus the signing secret when this write generated it. */
-function sendWritten(res: Response, status: number, tenant: TenantWritten): void {
-  if (tenant.alertWebhookSecret === undefined) {
-    res.status(status).json(toTenantView(tenant));
-    return;
-  }
-  // The secret must not linger in any cache between the service and the admin.
-  res.status(status).set('Cache-Control', 'no-store').json({ ...toTenantView(tenant), alert_webhook_secret: tenant.alertWebhookSecret });
-}
 
 export function toTransactionView(entry: LedgerEntry): TransactionView {
   return {
@@ -93,25 +87,46 @@ export function toTransactionView(entry: LedgerEntry): TransactionView {
   };
 }
 
-export function adminTenantRoutes(tenants: TenantService): Router {
+export function adminTenantRoutes(tenants: TenantService, windows: BudgetWindowAdmin): Router {
   const router = Router();
+
+  const viewOf = async (tenant: TenantBalance): Promise<TenantView> => toTenantView(tenant, toBudgetWindowView(await windows.view('tenant', tenant.tenantId, tenant.tenantId)));
+
+  /** The answer of a create or update: the view, plus the signing secret when this write generated it. */
+  async function sendWritten(res: Response, status: number, tenant: TenantWritten): Promise<void> {
+    const view = await viewOf(tenant);
+    if (tenant.alertWebhookSecret === undefined) {
+      res.status(status).json(view);
+      return;
+    }
+    // The secret must not linger in any cache between the service and the admin.
+    res.status(status).set('Cache-Control', 'no-store').json({ ...view, alert_webhook_secret: tenant.alertWebhookSecret });
+  }
 
   router.post('/tenants', async (req, res) => {
     const body = createTenantBodySchema.parse(req.body);
+    const budget = budgetWindowPatchOf(body);
+    await windows.check('tenant', body.id, budget);
     const tenant = await tenants.create({ tenantId: body.id, name: body.name, quotaLimitMicros: body.quota_limit_micros, limits: rateLimitsOf(body), alerts: alertSettingsOf(body) });
-    sendWritten(res, 201, tenant);
+    await windows.apply('tenant', body.id, body.id, budget);
+    await sendWritten(res, 201, tenant);
   });
 
   router.get('/tenants/:id', async (req, res) => {
     const { id } = tenantParamsSchema.parse(req.params);
-    res.json(toTenantView(await tenants.get(id)));
+    res.json(await viewOf(await tenants.get(id)));
   });
 
-  /** Sets rate limits and alert settings; null clears a limit or the webhook URL. */
+  /** Sets rate limits, alert settings and budget windows; null clears a limit or the webhook URL. */
   router.patch('/tenants/:id', async (req, res) => {
     const { id } = tenantParamsSchema.parse(req.params);
     const body = patchLimitsBodySchema.parse(req.body);
-    sendWritten(res, 200, await tenants.update(id, { limits: rateLimitsOf(body), alerts: alertSettingsOf(body) }));
+    const budget = budgetWindowPatchOf(body);
+    // Everything that can refuse runs before the first write: a 400 or 404 changes nothing.
+    await windows.check('tenant', id, budget);
+    const updated = await tenants.update(id, { limits: rateLimitsOf(body), alerts: alertSettingsOf(body) });
+    await windows.apply('tenant', id, id, budget);
+    await sendWritten(res, 200, updated);
   });
 
   /** Replaces the webhook signing secret: the new one is in this answer only. */
@@ -126,7 +141,7 @@ export function adminTenantRoutes(tenants: TenantService): Router {
     const { id } = tenantParamsSchema.parse(req.params);
     const body = topUpBodySchema.parse(req.body);
     const { created, tenant } = await tenants.topUp(id, body.amount_micros, body.reference);
-    res.status(created ? 201 : 200).json(toTenantView(tenant));
+    res.status(created ? 201 : 200).json(await viewOf(tenant));
   });
 
   router.get('/tenants/:id/transactions', async (req, res) => {

@@ -13,6 +13,7 @@ import type { Logger } from '../../log';
 import type { ApiKeyService } from '../../services/api-key-service';
 import type { PriceList } from '../../services/price-list';
 import type { TenantService } from '../../services/tenant-service';
+import type { BudgetWindowAdmin } from '../../services/budget-windows';
 import { adminAuth } from '../auth';
 import { adminApiKeyRoutes } from './admin-api-keys';
 import { adminConsistencyRoutes } from './admin-consistency';
@@ -31,6 +32,8 @@ export interface AdminRouterDeps {
   tenants: TenantService;
   apiKeys: ApiKeyService;
   usage: UsageService;
+  /** Budget windows on the tenant and key routes (docs/budget-windows.md). */
+  budgetWindows: BudgetWindowAdmin;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
   repositories: Pick<Repositories, 'billing' | 'consistencyReports' | 'channels'>;
@@ -48,8 +51,8 @@ export interface AdminRouterDeps {
 export function adminRouter(deps: AdminRouterDeps): Router {
   const admin = Router();
   admin.use(
-    adminTenantRoutes(deps.tenants),
-    adminApiKeyRoutes(deps.apiKeys),
+    adminTenantRoutes(deps.tenants, deps.budgetWindows),
+    adminApiKeyRoutes(deps.apiKeys, deps.budgetWindows),
     adminModelRoutes(deps.prices),
     adminUsageRoutes(deps.usage),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
