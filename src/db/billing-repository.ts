@@ -8,6 +8,7 @@
  * ON CONFLICT DO NOTHING, and transitions are conditional UPDATEs on status.
  */
 import type { Knex } from 'knex';
+import { writeExportOutbox } from '../export/export-outbox';
 import { createFallbackAdmission } from './fallback-admission';
 import {
   InvalidCursorError,
@@ -181,16 +182,21 @@ export const createBillingRepository = (db: Knex) => {
       assertNonNegativeInteger('amountMicros', input.amountMicros);
       assertNonNegativeInteger('promptTokens', input.promptTokens);
       assertNonNegativeInteger('completionTokens', input.completionTokens);
-      const q = trx ?? db;
-      const { changed, entry } = await settlePending(input.requestId, 'commit', {
-        status: TransactionStatus.committed,
-        amount_micros: input.amountMicros,
-        prompt_tokens: input.promptTokens,
-        completion_tokens: input.completionTokens,
-        token_source: input.tokenSource,
-        committed_at: q.fn.now(),
-      }, trx);
-      return { committed: changed, entry };
+      // The export outbox row is written in the commit's own transaction (docs/usage-export.md):
+      // it exists exactly when the commit does.
+      const commit = async (t: Knex.Transaction) => {
+        const { changed, entry } = await settlePending(input.requestId, 'commit', {
+          status: TransactionStatus.committed,
+          amount_micros: input.amountMicros,
+          prompt_tokens: input.promptTokens,
+          completion_tokens: input.completionTokens,
+          token_source: input.tokenSource,
+          committed_at: t.fn.now(),
+        }, t);
+        if (changed) await writeExportOutbox(t, entry);
+        return { committed: changed, entry };
+      };
+      return trx ? commit(trx) : db.transaction(commit);
     },
 
     /** pending -> voided (amount 0: a full refund of the reservation); idempotent. */
@@ -210,24 +216,29 @@ export const createBillingRepository = (db: Knex) => {
       assertNonNegativeInteger('amountMicros', input.amountMicros);
       if (input.promptTokens !== undefined) assertNonNegativeInteger('promptTokens', input.promptTokens);
       if (input.completionTokens !== undefined) assertNonNegativeInteger('completionTokens', input.completionTokens);
-      const q = trx ?? db;
-      return insertOnce(
-        {
-          request_id: input.requestId,
-          tenant_id: input.tenantId,
-          api_key_id: input.apiKeyId ?? null,
-          kind: input.kind,
-          status: TransactionStatus.committed,
-          workflow_id: input.workflowId ?? null,
-          model: input.model ?? null,
-          amount_micros: input.amountMicros,
-          prompt_tokens: input.promptTokens ?? null,
-          completion_tokens: input.completionTokens ?? null,
-          token_source: input.tokenSource ?? null,
-          committed_at: q.fn.now(),
-        },
-        trx,
-      );
+      const record = async (q: Knex.Transaction) => {
+        const result = await insertOnce(
+          {
+            request_id: input.requestId,
+            tenant_id: input.tenantId,
+            api_key_id: input.apiKeyId ?? null,
+            kind: input.kind,
+            status: TransactionStatus.committed,
+            workflow_id: input.workflowId ?? null,
+            model: input.model ?? null,
+            amount_micros: input.amountMicros,
+            prompt_tokens: input.promptTokens ?? null,
+            completion_tokens: input.completionTokens ?? null,
+            token_source: input.tokenSource ?? null,
+            committed_at: q.fn.now(),
+          },
+          q,
+        );
+        // A one-step usage entry is exported like a committed pending one; top-ups are not usage.
+        if (result.created) await writeExportOutbox(q, result.entry);
+        return result;
+      };
+      return trx ? record(trx) : db.transaction(record);
     },
 
     findByRequestId: findRow,
