@@ -9,6 +9,7 @@ import { createConsistencyReportRepository } from '../consistency/report-reposit
 import { createAlertRepository } from '../alerts/alert-repository';
 import { createAlertSecretRepository } from '../alerts/alert-secrets';
 import { createOutboxRepository } from '../dispatch/outbox-repository';
+import { createExportRepository } from '../export/export-repository';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
@@ -41,6 +42,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     alertSecrets: createAlertSecretRepository(db, opts.bodyKeys),
     /** Follow-up tasks committed, waiting to be (or sent as) workflow starts (dispatch_outbox). */
     outbox: createOutboxRepository(db),
+    /** The usage export's outbox, per-destination deliveries, backoff and reconciliation (docs/usage-export.md). */
+    usageExport: createExportRepository(db),
   };
 }
 

@@ -280,3 +280,14 @@ export function createExportRepository(db: Knex) {
 }
 
 export type ExportRepository = ReturnType<typeof createExportRepository>;
+
+/** The metrics' snapshot (src/metrics.ts UsageExportSnapshot) of the configured destinations. */
+export function usageExportSnapshot(repo: ExportRepository, destinations: readonly string[]) {
+  return async (): Promise<Record<string, { undelivered: number; held: number; lagSeconds: number; reconciliationDifferences: number }>> => {
+    if (destinations.length === 0) return {};
+    const differences = await repo.latestDifferences();
+    const out: Record<string, { undelivered: number; held: number; lagSeconds: number; reconciliationDifferences: number }> = {};
+    for (const d of destinations) out[d] = { ...(await repo.backlog(d)), reconciliationDifferences: differences[d] ?? 0 };
+    return out;
+  };
+}

@@ -28,6 +28,8 @@ import { billingDataConverter } from '../codec/data-converter';
 import { AesGcmPayloadCodec } from '../codec/payload-codec';
 import { createBillingWorker } from './worker';
 import { ShutdownList } from '../shutdown';
+import { exportDestinationsFromConfig } from '../export/export-config';
+import { usageExportSnapshot } from '../export/export-repository';
 
 export interface RoleOptions {
   api: boolean;
@@ -95,6 +97,7 @@ export async function startRoles(
       pending: () => repositories.billing.pendingSummary(),
       consistency: () => repositories.consistencyReports.latestCompleted(),
       outbox: () => repositories.outbox.stats(),
+      usageExport: usageExportSnapshot(repositories.usageExport, exportDestinationsFromConfig(config).map((d) => d.name)),
     });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
@@ -128,6 +131,8 @@ export async function startRoles(
             consistency: config.CONSISTENCY_CHECK_INTERVAL_SECONDS,
             sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS,
             outbox: config.OUTBOX_DRAIN_INTERVAL_SECONDS,
+            export: config.USAGE_EXPORT_INTERVAL_SECONDS,
+            export_reconcile: config.USAGE_EXPORT_RECONCILE_INTERVAL_SECONDS,
           },
           log,
         });

@@ -20,6 +20,7 @@ import { createReservationSweeper, createSweeperActivities } from '../sweeper';
 import { createFollowUps } from '../dispatch/follow-ups';
 import { createDispatchActivities } from '../dispatch/activities';
 import { createBudgetAlertActivities } from '../alerts/delivery-activities';
+import { createUsageExportActivities } from '../export/export-activities';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
@@ -76,6 +77,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     consistencyCheck: opts.consistencyCheck,
     sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
     drainOutbox: createDispatchActivities({ dispatcher }).drainOutbox,
+    ...createUsageExportActivities({ config: opts.config, repository: opts.repositories.usageExport, metrics: opts.metrics, log: opts.log }),
     syncRuns: opts.repositories.syncRuns,
     maintenanceMetrics: opts.maintenanceMetrics,
     log: opts.log,

@@ -81,7 +81,7 @@ describe('PromQL contract checker (test of the test)', () => {
 });
 
 const Severity = { critical: 'critical', warning: 'warning', info: 'info' } as const;
-const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability', 'dispatch', 'webhooks'] as const;
+const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability', 'dispatch', 'webhooks', 'usage-export'] as const;
 const ruleSchema = z.object({
   alert: z.string().regex(/^Billing[A-Za-z]+$/),
   expr: z.string().min(1),
@@ -217,9 +217,9 @@ describe('deploy/grafana/dashboards/billing.json (M13 complete Grafana dashboard
   });
 
   // Locks come back with the feature that exports its metrics (M7.3).
-  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, Dispatch & budget alerts, HTTP', () => {
+  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, Dispatch & budget alerts, Usage export, HTTP', () => {
     expect(panels.filter((p) => p.type === 'row').map((p) => p.title)).toEqual([
-      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'Dispatch & budget alerts', 'HTTP',
+      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'Dispatch & budget alerts', 'Usage export', 'HTTP',
     ]);
   });
 
