@@ -16,6 +16,7 @@ import type { TenantService } from '../../services/tenant-service';
 import { adminAuth } from '../auth';
 import { adminApiKeyRoutes } from './admin-api-keys';
 import { adminConsistencyRoutes } from './admin-consistency';
+import { adminExportRoutes } from './admin-exports';
 import { adminModelRoutes } from './admin-models';
 import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
@@ -30,7 +31,7 @@ export interface AdminRouterDeps {
   usage: UsageService;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
-  repositories: Pick<Repositories, 'billing' | 'consistencyReports'>;
+  repositories: Pick<Repositories, 'billing' | 'consistencyReports'> & Partial<Pick<Repositories, 'usageExport'>>;
   logger: Pick<Logger, 'warn'>;
   /** The config's ADMIN_TOKEN. */
   adminToken: string;
@@ -50,6 +51,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
     adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),
   );
+  if (deps.repositories.usageExport) admin.use(adminExportRoutes({ exports: deps.repositories.usageExport }));
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   const router = Router();
   router.use('/admin', adminAuth(deps.adminToken), admin);
