@@ -108,7 +108,7 @@ describe('usage export maintenance jobs', () => {
 
     const [run, reconciled] = await withWorker(env, { workflowsPath, activities: activities(registry) }, async (taskQueue) => {
       const summary = await env.client.workflow.execute(usageExportWorkflow, { taskQueue, workflowId: uniqueId('usage-export') });
-      const day = (await scratch.db.first<{ d: string }>(scratch.db.raw(`to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS d`)))!.d;
+      const day = (await scratch.db.first<{ d: string }>(scratch.db.raw(`to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS d`))).d;
       const results = await env.client.workflow.execute(usageExportReconcileWorkflow, { taskQueue, workflowId: uniqueId('usage-export-reconcile'), args: [{ day }] });
       return [summary, results] as const;
     });
