@@ -109,6 +109,21 @@ describe('usage export outbox: written in the commit transaction', () => {
     expect(Number(rows[0].ledger_id)).toBe(entry.id);
   });
 
+  it('20 concurrent commits of one entry write one outbox row; a voided reservation writes none', async () => {
+    const [kept] = await commitEntries(1);
+    const tenant = (await ledger.findByRequestId(kept!))!;
+    const racing = uniqueId('req');
+    const voided = uniqueId('req');
+    for (const requestId of [racing, voided]) {
+      await ledger.createPendingTransaction({ requestId, tenantId: tenant.tenantId, apiKeyId: tenant.apiKeyId!, workflowId: null, model: 'gpt-test', reservedMicros: 10, admissionPath: 'redis' });
+    }
+    const results = await Promise.all(Array.from({ length: 20 }, () =>
+      ledger.commitPendingTransaction({ requestId: racing, amountMicros: 9, promptTokens: 2, completionTokens: 3, tokenSource: 'upstream' })));
+    expect(results.filter((r) => r.committed)).toHaveLength(1);
+    await ledger.voidPendingTransaction({ requestId: voided, reason: 'no output delivered' });
+    expect((await db('usage_export_outbox').select('event_id')).map((r: { event_id: string }) => r.event_id).sort()).toEqual([kept, racing].sort());
+  });
+
   it('a rolled-back commit leaves no outbox row and exports nothing', async () => {
     const [kept] = await commitEntries(1);
     const tenant = (await ledger.findByRequestId(kept!))!;
