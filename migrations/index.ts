@@ -16,6 +16,7 @@ import * as dispatchOutbox from './20261202000020_dispatch_outbox';
 import * as alertSettings from './20261202000021_alert_settings';
 import * as budgetAlerts from './20261202000022_budget_alerts';
 import * as usageExport from './20261202000050_usage_export';
+import * as usageExportSettings from './20261202000051_usage_export_settings';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -31,6 +32,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000021_alert_settings', alertSettings],
   ['20261202000022_budget_alerts', budgetAlerts],
   ['20261202000050_usage_export', usageExport],
+  ['20261202000051_usage_export_settings', usageExportSettings],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

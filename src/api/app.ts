@@ -119,6 +119,7 @@ export function createApiApp(deps: ApiDeps): Express {
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
     maintenance: deps.maintenance,
+    config: deps.config,
   }));
   app.use(codecRouter({
     codec: deps.payloadCodec,

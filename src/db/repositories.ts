@@ -10,6 +10,7 @@ import { createAlertRepository } from '../alerts/alert-repository';
 import { createAlertSecretRepository } from '../alerts/alert-secrets';
 import { createOutboxRepository } from '../dispatch/outbox-repository';
 import { createExportRepository } from '../export/export-repository';
+import { createExportSettingsRepository } from '../export/export-settings';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createModelPriceRepository } from './model-price-repository';
@@ -44,6 +45,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     outbox: createOutboxRepository(db),
     /** The usage export's outbox, per-destination deliveries, backoff and reconciliation (docs/usage-export.md). */
     usageExport: createExportRepository(db),
+    /** Usage-export destinations set through the admin API, credentials encrypted (usage_export_setting). */
+    usageExportSettings: createExportSettingsRepository(db, opts.bodyKeys),
   };
 }
 

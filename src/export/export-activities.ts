@@ -10,6 +10,7 @@ import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import { exportDestinationsFromConfig, exporterSettingsFromConfig } from './export-config';
 import type { ExportRepository, ReconciliationResult } from './export-repository';
+import { resolveExportDestinations, type ExportSettingsRepository } from './export-settings';
 import { createUsageExporter, type ExportRunSummary } from './usage-exporter';
 
 function heartbeat(): void {
@@ -20,17 +21,27 @@ function heartbeat(): void {
   }
 }
 
-export function createUsageExportActivities(deps: { config: Readonly<Config>; repository: ExportRepository; metrics: Pick<BillingMetrics, 'usageExportSent'>; log: Logger }) {
-  const exporter = createUsageExporter({
+export interface UsageExportActivityDeps {
+  config: Readonly<Config>;
+  repository: ExportRepository;
+  /** Admin-set destinations (PUT /admin/exports/:destination), read at every run; without it, the environment's only. */
+  settings?: Pick<ExportSettingsRepository, 'readAll'>;
+  metrics: Pick<BillingMetrics, 'usageExportSent'>;
+  log: Logger;
+}
+
+export function createUsageExportActivities(deps: UsageExportActivityDeps) {
+  // Built per run: an admin change of a destination reaches the next run of every worker.
+  const exporter = async () => createUsageExporter({
     repository: deps.repository,
-    destinations: exportDestinationsFromConfig(deps.config),
+    destinations: deps.settings ? await resolveExportDestinations(deps.config, deps.settings) : exportDestinationsFromConfig(deps.config),
     settings: exporterSettingsFromConfig(deps.config),
     counters: { sent: (destination, result, n) => void (n > 0 && deps.metrics.usageExportSent.inc({ destination, result }, n)) },
     log: deps.log,
     heartbeat,
   });
   return {
-    exportUsage: (): Promise<ExportRunSummary> => exporter.run(),
-    reconcileUsageExport: (day?: string): Promise<ReconciliationResult[]> => exporter.reconcile(day),
+    exportUsage: async (): Promise<ExportRunSummary> => (await exporter()).run(),
+    reconcileUsageExport: async (day?: string): Promise<ReconciliationResult[]> => (await exporter()).reconcile(day),
   };
 }

@@ -282,8 +282,9 @@ export function createExportRepository(db: Knex) {
 export type ExportRepository = ReturnType<typeof createExportRepository>;
 
 /** The metrics' snapshot (src/metrics.ts UsageExportSnapshot) of the configured destinations. */
-export function usageExportSnapshot(repo: ExportRepository, destinations: readonly string[]) {
+export function usageExportSnapshot(repo: ExportRepository, configured: readonly string[] | (() => Promise<readonly string[]>)) {
   return async (): Promise<Record<string, { undelivered: number; held: number; lagSeconds: number; reconciliationDifferences: number }>> => {
+    const destinations = typeof configured === 'function' ? await configured() : configured;
     if (destinations.length === 0) return {};
     const differences = await repo.latestDifferences();
     const out: Record<string, { undelivered: number; held: number; lagSeconds: number; reconciliationDifferences: number }> = {};

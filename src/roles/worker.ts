@@ -77,7 +77,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     consistencyCheck: opts.consistencyCheck,
     sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
     drainOutbox: createDispatchActivities({ dispatcher }).drainOutbox,
-    ...createUsageExportActivities({ config: opts.config, repository: opts.repositories.usageExport, metrics: opts.metrics, log: opts.log }),
+    ...createUsageExportActivities({ config: opts.config, repository: opts.repositories.usageExport, settings: opts.repositories.usageExportSettings, metrics: opts.metrics, log: opts.log }),
     syncRuns: opts.repositories.syncRuns,
     maintenanceMetrics: opts.maintenanceMetrics,
     log: opts.log,

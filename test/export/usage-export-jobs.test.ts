@@ -18,6 +18,8 @@ import { createSyncRunRepository } from '../../src/db/sync-run-repository';
 import { createUsageExportActivities } from '../../src/export/export-activities';
 import { exportDestinationsFromConfig } from '../../src/export/export-config';
 import { createExportRepository, usageExportSnapshot } from '../../src/export/export-repository';
+import { createExportSettingsRepository } from '../../src/export/export-settings';
+import { developmentKeyring } from '../../src/codec/keyring';
 import { createBillingMetrics, createMaintenanceMetrics } from '../../src/metrics';
 import { usageExportReconcileWorkflow, usageExportWorkflow } from '../../src/workflows/maintenance';
 import { ADMIN_UNAUTHORIZED, startAdminHarness, type AdminHarness } from '../api/admin-harness';
@@ -42,9 +44,9 @@ beforeAll(async () => {
   env = await timeSkippingEnv();
   scratch = await scratchDatabase('usage_export_jobs');
   await migrateLatest(scratch.db);
-  h = await startAdminHarness({ db: scratch.db });
   lago = await lagoReceiver();
   receivers = [await openMeterReceiver(), lago, await stripeReceiver(), await webhookReceiver(WEBHOOK_SECRET)];
+  h = await startAdminHarness({ db: scratch.db, config: configured() });
 }, 60_000);
 afterAll(async () => {
   await Promise.all(receivers.map((r) => r.close()));
@@ -76,7 +78,7 @@ function activities(registry: Registry) {
     consistencyCheck: { run: rejected },
     sweepPendingReservations: rejected,
     drainOutbox: rejected,
-    ...createUsageExportActivities({ config, repository: createExportRepository(scratch.db), metrics: createBillingMetrics(registry), log }),
+    ...createUsageExportActivities({ config, repository: createExportRepository(scratch.db), settings: createExportSettingsRepository(scratch.db, developmentKeyring()), metrics: createBillingMetrics(registry), log }),
     syncRuns: createSyncRunRepository(scratch.db),
     maintenanceMetrics: createMaintenanceMetrics(registry),
     log,
@@ -154,5 +156,52 @@ describe('usage export maintenance jobs', () => {
     expect(await h.admin('GET', '/admin/exports/kafka')).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
     expect(await h.admin('POST', '/admin/exports/stripe/held/1', { resolution: 'maybe' })).toMatchObject({ status: 400, body: { error: { param: 'resolution' } } });
     expect(await h.admin('POST', '/admin/exports/stripe/held/999999', { resolution: 'resend' })).toMatchObject({ status: 404 });
+  });
+
+  it('PUT /admin/exports/:destination replaces the environment: credential encrypted, never returned; a disabled row turns a destination off; DELETE restores it', async () => {
+    const adminSecret = 'whsec_admin_set_secret_never_shown_9911';
+    const adminHook = await webhookReceiver(adminSecret);
+    try {
+      const put = await h.admin('PUT', '/admin/exports/webhook', { url: `${adminHook.url}/admin-usage`, secret: adminSecret });
+      expect(put).toMatchObject({ status: 200, body: { destination: 'webhook', configuration: { origin: 'admin', enabled: true, secret_set: true, settings: { url: `${adminHook.url}/admin-usage` } } } });
+      expect(await h.admin('PUT', '/admin/exports/openmeter', { enabled: false, url: receivers[0]!.url })).toMatchObject({ status: 200 });
+      const got = await h.admin('GET', '/admin/exports/webhook');
+      expect(got).toMatchObject({ status: 200, body: { configuration: { origin: 'admin', secret_set: true } } });
+      expect((await h.admin('GET', '/admin/exports/lago')).body).toMatchObject({ configuration: { origin: 'environment', settings: { metric_code: 'llm_usage' } } });
+      expect(JSON.stringify(put.body) + JSON.stringify(got.body)).not.toContain(adminSecret);
+      // At rest: AES-256-GCM under the codec's key, not the plaintext.
+      const row = await scratch.db('usage_export_setting').where('destination', 'webhook').first<{ secret_key_id: string; secret_ciphertext: Buffer }>();
+      expect(row.secret_key_id).toBe(developmentKeyring().activeKeyId);
+      expect(row.secret_ciphertext.toString('latin1')).not.toContain(adminSecret);
+
+      const ids = await commitEntries(2);
+      const openMeterBefore = receivers[0]!.store.size;
+      const envHookBefore = receivers[3]!.store.size;
+      const run = await withWorker(env, { workflowsPath, activities: activities(new Registry()) }, (taskQueue) =>
+        env.client.workflow.execute(usageExportWorkflow, { taskQueue, workflowId: uniqueId('usage-export') }));
+      // openmeter is off (admin row disabled); the webhook goes to the admin URL, signed with the admin secret.
+      expect(run.destinations.map((d) => d.destination)).toEqual(['lago', 'stripe', 'webhook']);
+      expect(receivers[0]!.store.size).toBe(openMeterBefore);
+      expect(receivers[3]!.store.size).toBe(envHookBefore);
+      expect([...adminHook.store.keys()].filter((id) => ids.includes(id)).sort()).toEqual(ids);
+      expect(logLines.join('')).not.toContain(adminSecret);
+
+      expect(await h.admin('DELETE', '/admin/exports/openmeter')).toMatchObject({ status: 200, body: { deleted: true } });
+      expect((await h.admin('GET', '/admin/exports/openmeter')).body).toMatchObject({ configuration: { origin: 'environment' } });
+      expect(await h.admin('DELETE', '/admin/exports/openmeter')).toMatchObject({ status: 404 });
+    } finally {
+      await adminHook.close();
+      await scratch.db('usage_export_setting').del();
+    }
+  });
+
+  it('refuses a bad PUT with a 400 naming the field, and changes nothing', async () => {
+    expect(await h.admin('PUT', '/admin/exports/stripe', { event_name: 'tokens' })).toMatchObject({ status: 400, body: { error: { param: 'api_key' } } });
+    expect(await h.admin('PUT', '/admin/exports/webhook', { url: 'ftp://hook.local/x', secret: 'whsec_1' })).toMatchObject({ status: 400, body: { error: { param: 'url' } } });
+    expect(await h.admin('PUT', '/admin/exports/webhook', { url: 'https://user:pw@hook.local/x', secret: 'whsec_1' })).toMatchObject({ status: 400, body: { error: { param: 'url' } } });
+    expect(await h.admin('PUT', '/admin/exports/lago', { url: 'https://lago.local', id_field: 'customer' })).toMatchObject({ status: 400, body: { error: { param: 'id_field' } } });
+    expect(await h.admin('PUT', '/admin/exports/lago', { url: 'https://lago.local', surprise: 1 })).toMatchObject({ status: 400 });
+    expect(await h.admin('PUT', '/admin/exports/kafka', { url: 'https://k.local' })).toMatchObject({ status: 404 });
+    expect(await scratch.db('usage_export_setting').count<Array<{ count: string }>>('* as count')).toEqual([{ count: '0' }]);
   });
 });

@@ -8,6 +8,7 @@
  * never affected.
  */
 import { Router } from 'express';
+import type { Config } from '../../config';
 import type { Repositories } from '../../db/repositories';
 import type { Logger } from '../../log';
 import type { ApiKeyService } from '../../services/api-key-service';
@@ -31,7 +32,9 @@ export interface AdminRouterDeps {
   usage: UsageService;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
-  repositories: Pick<Repositories, 'billing' | 'consistencyReports'> & Partial<Pick<Repositories, 'usageExport'>>;
+  repositories: Pick<Repositories, 'billing' | 'consistencyReports'> & Partial<Pick<Repositories, 'usageExport' | 'usageExportSettings'>>;
+  /** The settings, for the usage export's environment-configured destinations (GET /admin/exports/:destination). */
+  config?: Readonly<Config>;
   logger: Pick<Logger, 'warn'>;
   /** The config's ADMIN_TOKEN. */
   adminToken: string;
@@ -51,7 +54,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
     adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),
   );
-  if (deps.repositories.usageExport) admin.use(adminExportRoutes({ exports: deps.repositories.usageExport }));
+  if (deps.repositories.usageExport) admin.use(adminExportRoutes({ exports: deps.repositories.usageExport, settings: deps.repositories.usageExportSettings, config: deps.config }));
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   const router = Router();
   router.use('/admin', adminAuth(deps.adminToken), admin);
