@@ -109,6 +109,12 @@ export function createExportSettingsRepository(db: Knex, keyring: CodecKeyring) 
       return (await db(TABLE).where({ destination }).del()) > 0;
     },
 
+    /** Which destinations have an admin row, and whether it is enabled (no credential opened). */
+    async enabledByDestination(): Promise<Map<DestinationName, boolean>> {
+      const rows = await db<SettingRow>(TABLE).select('destination', 'enabled');
+      return new Map(rows.map((r) => [r.destination as DestinationName, r.enabled]));
+    },
+
     /** Every stored row with its credential opened: for building the destinations of a run only. */
     async readAll(): Promise<Array<{ destination: DestinationName; enabled: boolean; settings: Record<string, unknown>; secret: string | undefined }>> {
       const rows = await db<SettingRow>(TABLE).select('*');
@@ -167,4 +173,11 @@ export async function resolveExportDestinations(config: Readonly<Config>, settin
     out.push(...exportDestinationsFromConfig(configWith(config, destination, row.settings, row.secret)).filter((d) => d.name === destination));
   }
   return out;
+}
+
+/** The names of the destinations a run would export to, without opening any credential (the gauges read it on every scrape). */
+export async function configuredDestinationNames(config: Readonly<Config>, settings: Pick<ExportSettingsRepository, 'enabledByDestination'>): Promise<DestinationName[]> {
+  const admin = await settings.enabledByDestination();
+  const fromEnv = new Set(exportDestinationsFromConfig(config).map((d) => d.name));
+  return DESTINATION_NAMES.filter((d) => admin.get(d) ?? fromEnv.has(d));
 }

@@ -28,7 +28,7 @@ import { billingDataConverter } from '../codec/data-converter';
 import { AesGcmPayloadCodec } from '../codec/payload-codec';
 import { createBillingWorker } from './worker';
 import { ShutdownList } from '../shutdown';
-import { resolveExportDestinations } from '../export/export-settings';
+import { configuredDestinationNames } from '../export/export-settings';
 import { usageExportSnapshot } from '../export/export-repository';
 
 export interface RoleOptions {
@@ -97,7 +97,7 @@ export async function startRoles(
       pending: () => repositories.billing.pendingSummary(),
       consistency: () => repositories.consistencyReports.latestCompleted(),
       outbox: () => repositories.outbox.stats(),
-      usageExport: usageExportSnapshot(repositories.usageExport, async () => (await resolveExportDestinations(config, repositories.usageExportSettings)).map((d) => d.name)),
+      usageExport: usageExportSnapshot(repositories.usageExport, () => configuredDestinationNames(config, repositories.usageExportSettings)),
     });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });

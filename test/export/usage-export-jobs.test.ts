@@ -18,7 +18,7 @@ import { createSyncRunRepository } from '../../src/db/sync-run-repository';
 import { createUsageExportActivities } from '../../src/export/export-activities';
 import { exportDestinationsFromConfig } from '../../src/export/export-config';
 import { createExportRepository, usageExportSnapshot } from '../../src/export/export-repository';
-import { createExportSettingsRepository } from '../../src/export/export-settings';
+import { configuredDestinationNames, createExportSettingsRepository } from '../../src/export/export-settings';
 import { developmentKeyring } from '../../src/codec/keyring';
 import { createBillingMetrics, createMaintenanceMetrics } from '../../src/metrics';
 import { usageExportReconcileWorkflow, usageExportWorkflow } from '../../src/workflows/maintenance';
@@ -181,6 +181,7 @@ describe('usage export maintenance jobs', () => {
         env.client.workflow.execute(usageExportWorkflow, { taskQueue, workflowId: uniqueId('usage-export') }));
       // openmeter is off (admin row disabled); the webhook goes to the admin URL, signed with the admin secret.
       expect(run.destinations.map((d) => d.destination)).toEqual(['lago', 'stripe', 'webhook']);
+      expect(await configuredDestinationNames(configured(), createExportSettingsRepository(scratch.db, developmentKeyring()))).toEqual(['lago', 'stripe', 'webhook']);
       expect(receivers[0]!.store.size).toBe(openMeterBefore);
       expect(receivers[3]!.store.size).toBe(envHookBefore);
       expect([...adminHook.store.keys()].filter((id) => ids.includes(id)).sort()).toEqual(ids);
