@@ -134,6 +134,8 @@ const envSchema = z.object({
   /** Backoff of a failing destination: doubles per failed run, from initial up to max. */
   USAGE_EXPORT_RETRY_INITIAL_SECONDS: positiveInt.default(5),
   USAGE_EXPORT_RETRY_MAX_SECONDS: positiveInt.default(600),
+  /** Outbox rows every destination acknowledged are deleted this long after their commit (Stripe refuses events older than 35 days). */
+  USAGE_EXPORT_RETENTION_DAYS: positiveInt.default(35),
   /** OpenMeter: set the URL to export there. Source is fixed (OpenMeter dedupes on source + id); subject is the tenant or the key. */
   USAGE_EXPORT_OPENMETER_URL: optionalUrl,
   USAGE_EXPORT_OPENMETER_TOKEN: optionalUrl,

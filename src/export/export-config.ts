@@ -41,5 +41,6 @@ export function exporterSettingsFromConfig(config: Readonly<Config>): ExporterSe
     retryMaxSeconds: config.USAGE_EXPORT_RETRY_MAX_SECONDS,
     // The activity's start-to-close timeout (src/workflows/maintenance.ts): a crashed run's lease lapses by itself.
     leaseSeconds: 600,
+    retentionDays: config.USAGE_EXPORT_RETENTION_DAYS,
   };
 }

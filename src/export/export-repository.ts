@@ -258,6 +258,26 @@ export function createExportRepository(db: Knex) {
       };
     },
 
+    /**
+     * Deletes up to `limit` outbox rows committed more than `retentionDays` ago that every
+     * destination in `destinations` acknowledged (their delivery rows go with them). A row
+     * some destination has not acknowledged, held ones included, is kept however old.
+     * Returns how many went.
+     */
+    async prune(destinations: readonly string[], retentionDays: number, limit: number): Promise<number> {
+      const result = await db.raw<{ rowCount: number }>(
+        `DELETE FROM ${EXPORT_OUTBOX} WHERE ledger_id IN (
+           SELECT o.ledger_id FROM ${EXPORT_OUTBOX} o
+           WHERE o.committed_at < now() - make_interval(days => ?)
+             AND NOT EXISTS (
+               SELECT 1 FROM unnest(?::text[]) AS d(name)
+               WHERE NOT EXISTS (SELECT 1 FROM ${DELIVERY} x WHERE x.destination = d.name AND x.ledger_id = o.ledger_id AND x.delivered_at IS NOT NULL))
+           ORDER BY o.ledger_id LIMIT ?)`,
+        [retentionDays, [...destinations], limit],
+      );
+      return result.rowCount;
+    },
+
     /** Reconciliation results, newest day first (the admin endpoint and the differences gauge). */
     async reconciliations(opts: { day?: string; limit: number }): Promise<ReconciliationResult[]> {
       const query = db(RECONCILIATION).select('*', db.raw(`to_char(day, 'YYYY-MM-DD') AS day_text`)).orderBy([{ column: 'day', order: 'desc' }, { column: 'destination' }]).limit(opts.limit);

@@ -20,6 +20,8 @@ export interface ExporterSettings {
   retryMaxSeconds: number;
   /** How long a run holds a destination (no second run sends its batches meanwhile). */
   leaseSeconds: number;
+  /** Outbox rows every destination acknowledged are deleted this many days after their commit. */
+  retentionDays: number;
 }
 
 export type DestinationOutcome = 'caught_up' | 'more' | 'failed' | 'backoff' | 'busy';
@@ -37,6 +39,8 @@ export interface DestinationRunSummary {
 
 export interface ExportRunSummary {
   destinations: DestinationRunSummary[];
+  /** Outbox rows past the retention that every destination acknowledged, deleted by this run. */
+  pruned: number;
 }
 
 /** What the exporter tells the metrics (src/metrics.ts createUsageExportMetrics). */
@@ -126,7 +130,12 @@ export function createUsageExporter(deps: ExporterDeps) {
           }),
         ),
       );
-      return { destinations: results };
+      // Bounded per run: a first run after a long pause prunes a backlog over several runs.
+      const pruned = await repo.prune(deps.destinations.map((d) => d.name), settings.retentionDays, 10_000).catch((err: unknown) => {
+        deps.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'usage export outbox prune failed');
+        return 0;
+      });
+      return { destinations: results, pruned };
     },
 
     /** The daily reconciliation of every destination for `day` (YYYY-MM-DD, UTC; default yesterday). */

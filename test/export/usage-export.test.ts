@@ -20,7 +20,7 @@ import { scratchDatabase, uniqueId } from '../helpers/services';
 const SECRET = 'whsec_usage_export_test_secret_0123456789abcdef';
 const SOURCE = 'durable-billing-test';
 const log = createLogger('silent', 'test');
-const settings: ExporterSettings = { maxBatchesPerRun: 100, batchSize: 4, retryInitialSeconds: 1, retryMaxSeconds: 2, leaseSeconds: 600 };
+const settings: ExporterSettings = { maxBatchesPerRun: 100, batchSize: 4, retryInitialSeconds: 1, retryMaxSeconds: 2, leaseSeconds: 600, retentionDays: 35 };
 
 let scratch: { db: Knex; drop: () => Promise<void> };
 let db: Knex;
@@ -274,5 +274,40 @@ describe('usage export reconciliation', () => {
     await db('billing_transaction').where('id', (await ledger.findByRequestId(ids[0]!))!.id).update({ amount_micros: 999_999 });
     const changed = (await exporter().reconcile(day)).find((r) => r.destination === 'lago')!;
     expect(changed).toMatchObject({ missing: 0, unexpected: 1 });
+  });
+});
+
+describe('usage export outbox retention', () => {
+  it('prunes outbox rows past the retention that every destination acknowledged, and keeps the others', async () => {
+    const ids = await commitEntries(3);
+    receivers.stripe.fail.add(3);
+    await exporter().run();
+    const ledgerIds = await Promise.all(ids.map(async (id) => (await ledger.findByRequestId(id))!.id));
+    // Stripe failed on the third entry it sent: that one is not acknowledged there.
+    const unackedAtStripe = (await repo.due('stripe', 10)).map((e) => e.ledgerId);
+    expect(unackedAtStripe).toHaveLength(1);
+    await db('usage_export_outbox').update({ committed_at: db.raw(`now() - interval '40 days'`) });
+    // Stripe is in its backoff: the two entries acknowledged everywhere go, the third stays.
+    const run = await exporter().run();
+    expect(run.pruned).toBe(2);
+    expect((await db('usage_export_outbox').select('ledger_id')).map((r: { ledger_id: string }) => Number(r.ledger_id))).toEqual(unackedAtStripe);
+    // Stripe back: it gets the third (once), and then it goes too.
+    await db('usage_export_destination').update({ next_attempt_at: null });
+    expect((await exporter().run()).pruned).toBe(1);
+    expect(await db('usage_export_outbox').count<Array<{ count: string }>>('* as count')).toEqual([{ count: '0' }]);
+    expect(await db('usage_export_delivery').count<Array<{ count: string }>>('* as count')).toEqual([{ count: '0' }]);
+    expect(ledgerIds).toHaveLength(3);
+    // Nothing was sent twice along the way.
+    expect(storedIds('stripe')).toEqual(ids);
+  });
+
+  it('keeps an old outbox row a destination has not acknowledged (held included)', async () => {
+    const [id] = await commitEntries(1);
+    receivers.lago.down = true;
+    await exporter().run();
+    await db('usage_export_outbox').update({ committed_at: db.raw(`now() - interval '40 days'`) });
+    await db('usage_export_destination').update({ next_attempt_at: db.raw(`now() + interval '1 hour'`) });
+    expect((await exporter().run()).pruned).toBe(0);
+    expect((await db('usage_export_outbox').select('event_id')).map((r: { event_id: string }) => r.event_id)).toEqual([id]);
   });
 });
