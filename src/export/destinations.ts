@@ -70,7 +70,7 @@ async function post(url: string, body: string, headers: Record<string, string>, 
 
 const ok = (status: number): boolean => status >= 200 && status < 300;
 const ids = (events: ExportEvent[]): number[] => events.map((e) => e.ledgerId);
-/** A failure's description: the status and the start of the answer, never the request (it carries the credentials' effect only in headers). */
+/** A failure's description: the status and the start of the destination's answer; never the request, whose headers carry the credential. */
 const failure = (answer: HttpAnswer): string => `HTTP ${answer.status}: ${answer.text.slice(0, 200)}`;
 const thrown = (err: unknown): string => (err instanceof Error ? `${err.name}: ${err.message}` : String(err));
 
