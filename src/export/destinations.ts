@@ -42,7 +42,8 @@ export interface ExportDestination {
    * past the destination's dedupe window a resend could count twice (Stripe: 24 h).
    */
   dedupeWindowSeconds?: number;
-  send(events: ExportEvent[]): Promise<SendResult>;
+  /** `progress` is called after each request of a batch sent one request per event (the activity heartbeats on it). */
+  send(events: ExportEvent[], progress?: () => void): Promise<SendResult>;
 }
 
 export const DESTINATION_NAMES = ['openmeter', 'lago', 'stripe', 'webhook'] as const;
@@ -243,7 +244,7 @@ export function stripeDestination(s: StripeSettings): ExportDestination {
     name: 'stripe',
     maxBatch: 50,
     dedupeWindowSeconds: STRIPE_DEDUPE_WINDOW_SECONDS,
-    async send(events) {
+    async send(events, progress) {
       const delivered: number[] = [];
       const duplicates: number[] = [];
       for (const e of events) {
@@ -260,6 +261,7 @@ export function stripeDestination(s: StripeSettings): ExportDestination {
           if (ok(answer.status)) delivered.push(e.ledgerId);
           else if (stripeDuplicate(answer)) duplicates.push(e.ledgerId);
           else return { delivered, duplicates, error: failure(answer) };
+          progress?.();
         } catch (err) {
           return { delivered, duplicates, error: thrown(err) };
         }
@@ -284,7 +286,7 @@ export function webhookDestination(s: WebhookSettings): ExportDestination {
   return {
     name: 'webhook',
     maxBatch: 100,
-    async send(events) {
+    async send(events, progress) {
       const delivered: number[] = [];
       for (const e of events) {
         const body = JSON.stringify({
@@ -308,6 +310,7 @@ export function webhookDestination(s: WebhookSettings): ExportDestination {
           const answer = await post(s.url, body, headers, s.timeoutMs);
           if (!ok(answer.status)) return { delivered, duplicates: [], error: failure(answer) };
           delivered.push(e.ledgerId);
+          progress?.();
         } catch (err) {
           return { delivered, duplicates: [], error: thrown(err) };
         }

@@ -83,7 +83,7 @@ export function createUsageExporter(deps: ExporterDeps) {
         summary.batches += 1;
         // The attempt is recorded before the send: the dedupe window of a destination runs from the first one.
         await repo.recordAttempt(dest.name, batch.map((e) => e.ledgerId));
-        const result = await dest.send(batch);
+        const result = await dest.send(batch, deps.heartbeat);
         await record(dest, batch, result);
         summary.delivered += result.delivered.length;
         summary.duplicates += result.duplicates.length;
