@@ -16,6 +16,8 @@ import * as dispatchOutbox from './20261202000020_dispatch_outbox';
 import * as alertSettings from './20261202000021_alert_settings';
 import * as budgetAlerts from './20261202000022_budget_alerts';
 import * as budgetWindows from './20261202000040_budget_windows';
+import * as usageExport from './20261202000050_usage_export';
+import * as usageExportSettings from './20261202000051_usage_export_settings';
 import * as upstreamChannel from './20261202000060_upstream_channel';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
@@ -32,6 +34,8 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000021_alert_settings', alertSettings],
   ['20261202000022_budget_alerts', budgetAlerts],
   ['20261202000040_budget_windows', budgetWindows],
+  ['20261202000050_usage_export', usageExport],
+  ['20261202000051_usage_export_settings', usageExportSettings],
   ['20261202000060_upstream_channel', upstreamChannel],
 ];
 

@@ -123,6 +123,53 @@ const envSchema = z.object({
   ALERT_RETRY_MAX_INTERVAL_SECONDS: positiveInt.default(600),
   /** A webhook delivery still failing after this long is given up and recorded as failed. */
   ALERT_DELIVERY_GIVE_UP_SECONDS: positiveInt.default(24 * 3600),
+  /** Usage export (docs/usage-export.md): period of the export run, and of the reconciliation (daily). */
+  USAGE_EXPORT_INTERVAL_SECONDS: positiveInt.default(30),
+  USAGE_EXPORT_RECONCILE_INTERVAL_SECONDS: positiveInt.default(24 * 3600),
+  /** Entries per batch and batches per destination in one run (the rest waits for the next run). */
+  USAGE_EXPORT_BATCH_SIZE: positiveInt.max(1000).default(100),
+  USAGE_EXPORT_MAX_BATCHES_PER_RUN: positiveInt.default(50),
+  /** Timeout of one request to a destination. */
+  USAGE_EXPORT_TIMEOUT_SECONDS: positiveInt.default(10),
+  /** Backoff of a failing destination: doubles per failed run, from initial up to max. */
+  USAGE_EXPORT_RETRY_INITIAL_SECONDS: positiveInt.default(5),
+  USAGE_EXPORT_RETRY_MAX_SECONDS: positiveInt.default(600),
+  /** Outbox rows every destination acknowledged are deleted this long after their commit (Stripe refuses events older than 35 days). */
+  USAGE_EXPORT_RETENTION_DAYS: positiveInt.default(35),
+  /** OpenMeter: set the URL to export there. Source is fixed (OpenMeter dedupes on source + id); subject is the tenant or the key. */
+  USAGE_EXPORT_OPENMETER_URL: optionalUrl,
+  USAGE_EXPORT_OPENMETER_TOKEN: optionalUrl,
+  USAGE_EXPORT_OPENMETER_SOURCE: z.string().min(1).default('durable-billing'),
+  USAGE_EXPORT_OPENMETER_TYPE: z.string().min(1).default('llm.usage'),
+  USAGE_EXPORT_OPENMETER_SUBJECT: z.enum(['tenant', 'api_key']).default('tenant'),
+  /** Lago: set the URL to export there; the billable metric code, and which external id the tenant (or key) id fills. */
+  USAGE_EXPORT_LAGO_URL: optionalUrl,
+  USAGE_EXPORT_LAGO_API_KEY: optionalUrl,
+  USAGE_EXPORT_LAGO_METRIC_CODE: z.string().min(1).default('llm_usage'),
+  USAGE_EXPORT_LAGO_ID_FIELD: z.enum(['external_subscription_id', 'external_customer_id']).default('external_subscription_id'),
+  USAGE_EXPORT_LAGO_ID_FROM: z.enum(['tenant', 'api_key']).default('tenant'),
+  /** Stripe meter events: set the API key to export there. The customer of a tenant: USAGE_EXPORT_STRIPE_CUSTOMERS (JSON {tenant: cus_...}), else the tenant id. */
+  USAGE_EXPORT_STRIPE_API_KEY: optionalUrl,
+  USAGE_EXPORT_STRIPE_URL: z.string().url().default('https://api.stripe.com'),
+  USAGE_EXPORT_STRIPE_EVENT_NAME: z.string().min(1).max(100).default('llm_usage'),
+  USAGE_EXPORT_STRIPE_VALUE: z.enum(['cost_micros', 'total_tokens']).default('cost_micros'),
+  USAGE_EXPORT_STRIPE_CUSTOMERS: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return {};
+      try {
+        const parsed: unknown = JSON.parse(v);
+        if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) && Object.values(parsed).every((c) => typeof c === 'string')) return parsed as Record<string, string>;
+      } catch {
+        // reported below
+      }
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be a JSON object of tenant id -> Stripe customer id' });
+      return z.NEVER;
+    }),
+  /** The signed generic webhook: URL and signing secret (both, or neither). */
+  USAGE_EXPORT_WEBHOOK_URL: optionalUrl,
+  USAGE_EXPORT_WEBHOOK_SECRET: optionalUrl,
 });
 
 const DEV_ADMIN_TOKEN = 'dev-admin-token-change-me';
@@ -136,6 +183,11 @@ const checkedEnvSchema = envSchema.refine((env) => env.NODE_ENV !== 'production'
   .refine((env) => env.SWEEP_PENDING_AFTER_SECONDS < env.RELAY_TTL_SECONDS, {
     path: ['SWEEP_PENDING_AFTER_SECONDS'],
     message: 'must be less than RELAY_TTL_SECONDS (the relay is what a sweep bills delivered output from)',
+  })
+  // An unsigned usage webhook could be forged by anyone who knows its URL.
+  .refine((env) => (env.USAGE_EXPORT_WEBHOOK_URL === undefined) === (env.USAGE_EXPORT_WEBHOOK_SECRET === undefined), {
+    path: ['USAGE_EXPORT_WEBHOOK_SECRET'],
+    message: 'USAGE_EXPORT_WEBHOOK_URL and USAGE_EXPORT_WEBHOOK_SECRET are set together (the webhook is always signed)',
   });
 
 export type Env = z.infer<typeof envSchema>;

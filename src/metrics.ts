@@ -36,7 +36,10 @@ export type ConsistencySnapshot = () => Promise<ConsistencyFigures | undefined>;
 /** Where the dispatch outbox gauges read from (dispatch_outbox); refreshed on scrape. */
 export type OutboxSnapshot = () => Promise<{ depth: number; oldestSeconds: number }>;
 
-export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot; consistency?: ConsistencySnapshot; outbox?: OutboxSnapshot } = {}) {
+/** The usage export's figures per configured destination (docs/usage-export.md); refreshed on scrape. */
+export type UsageExportSnapshot = () => Promise<Record<string, { undelivered: number; held: number; lagSeconds: number; reconciliationDifferences: number }>>;
+
+export function createBillingMetrics(registry: Registry, opts: { pending?: PendingSnapshot; consistency?: ConsistencySnapshot; outbox?: OutboxSnapshot; usageExport?: UsageExportSnapshot } = {}) {
   const registers = [registry];
   let pending: Promise<{ count: number; oldestSeconds: number }> | undefined;
   // One ledger query serves both gauges of one scrape.
@@ -50,6 +53,18 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     gauge.set({ kind: 'tenant' }, tenant);
     gauge.set({ kind: 'api_key' }, apiKey);
   };
+  // One snapshot of the export tables serves its four gauges of one scrape.
+  let usageExport: ReturnType<UsageExportSnapshot> | undefined;
+  const readUsageExport = (): ReturnType<UsageExportSnapshot> =>
+    (usageExport ??= (opts.usageExport ?? (() => Promise.resolve({})))().catch(() => ({})).finally(() => (usageExport = undefined)));
+  const exportGauge = (name: string, help: string, pick: (f: Awaited<ReturnType<UsageExportSnapshot>>[string]) => number) =>
+    once(registry, name, () => new Gauge({
+      name, help, labelNames: ['destination'], registers,
+      async collect() {
+        if (!opts.usageExport) return;
+        for (const [destination, figures] of Object.entries(await readUsageExport())) this.set({ destination }, pick(figures));
+      },
+    }));
   let outbox: Promise<{ depth: number; oldestSeconds: number }> | undefined;
   const readOutbox = (): Promise<{ depth: number; oldestSeconds: number }> =>
     (outbox ??= (opts.outbox ?? (() => Promise.resolve({ depth: 0, oldestSeconds: 0 })))().finally(() => (outbox = undefined)));
@@ -184,6 +199,14 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
         if (opts.outbox) this.set((await readOutbox().catch(() => ({ oldestSeconds: 0 }))).oldestSeconds);
       },
     })),
+    // Usage export: src/export/, docs/usage-export.md.
+    usageExportSent: once(registry, 'billing_usage_export_sent_total', () => new Counter({
+      name: 'billing_usage_export_sent_total', help: 'Usage entries sent to an export destination, by result (delivered, duplicate: the destination already had it, failed: stays due, held: past the dedupe window, not resent)', labelNames: ['destination', 'result'], registers,
+    })),
+    usageExportUndelivered: exportGauge('billing_usage_export_undelivered', 'Committed usage entries a destination has not acknowledged yet (held ones included)', (f) => f.undelivered),
+    usageExportLag: exportGauge('billing_usage_export_lag_seconds', 'Age of the oldest committed usage entry a destination has not acknowledged (0: caught up)', (f) => f.lagSeconds),
+    usageExportHeld: exportGauge('billing_usage_export_held', 'Usage entries held for reconciliation: sent, not acknowledged, past the destination dedupe window (Stripe 24 h)', (f) => f.held),
+    usageExportReconciliationDifferences: exportGauge('billing_usage_export_reconciliation_differences', 'Differences (missing + unexpected + held) of the latest daily reconciliation of a destination with the ledger', (f) => f.reconciliationDifferences),
     // Budget alerts: src/alerts/.
     budgetAlertsRaised: once(registry, 'billing_budget_alerts_raised_total', () => new Counter({
       name: 'billing_budget_alerts_raised_total', help: 'Budget alerts raised (one per threshold crossing), by subject (tenant quota or api_key budget)', labelNames: ['subject'], registers,
@@ -217,7 +240,7 @@ export function createRedisScriptMetrics(registry: Registry) {
 }
 
 /** The `task` label values of the maintenance metrics: the jobs of src/workflows/maintenance-jobs.ts. */
-export const MAINTENANCE_TASKS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox'] as const;
+export const MAINTENANCE_TASKS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox', 'export', 'export_reconcile'] as const;
 
 /** The maintenance jobs' last successful start, per job (the sync_run table); read on scrape. */
 export type LastSyncRuns = () => Promise<Partial<Record<string, Date>>>;
@@ -232,7 +255,7 @@ export function createMaintenanceMetrics(registry: Registry, opts: { lastRuns?: 
   const now = opts.now ?? Date.now;
   const runs = once(registry, 'billing_sync_runs_total', () => {
     const counter = new Counter({
-      name: 'billing_sync_runs_total', help: 'Maintenance job runs (quota, apikey, consistency, sweep, outbox) by outcome', labelNames: ['task', 'outcome'], registers,
+      name: 'billing_sync_runs_total', help: 'Maintenance job runs (quota, apikey, consistency, sweep, outbox, export, export_reconcile) by outcome', labelNames: ['task', 'outcome'], registers,
     });
     // Exported from 0, so "no run in 30 minutes" is a zero increase that an alert sees, not a missing series.
     for (const task of MAINTENANCE_TASKS) for (const outcome of ['ok', 'error']) counter.inc({ task, outcome }, 0);

@@ -4,6 +4,7 @@
  */
 import { ConfigError, loadConfig } from '../src/config';
 import { DEVELOPMENT_KEY_BASE64, DEVELOPMENT_KEY_ID } from '../src/codec/keyring';
+import { exportDestinationsFromConfig } from '../src/export/export-config';
 
 const KEY_A = Buffer.alloc(32, 1).toString('base64');
 const KEY_B = Buffer.alloc(32, 2).toString('base64');
@@ -102,5 +103,25 @@ describe('loadConfig: codec sessions and image estimates (issue 8)', () => {
     expect(loadConfig({ IMAGE_WORST_CASE_TOKENS: '' }).IMAGE_WORST_CASE_TOKENS).toBeUndefined();
     expect(loadConfig({ IMAGE_WORST_CASE_TOKENS: '2000' }).IMAGE_WORST_CASE_TOKENS).toBe(2000);
     for (const bad of ['0', '-5', '1.5', 'many']) expect(configError({ IMAGE_WORST_CASE_TOKENS: bad })).toMatch(/IMAGE_WORST_CASE_TOKENS/);
+  });
+});
+
+describe('loadConfig: usage export destinations (issue 12)', () => {
+  it('exports nowhere by default; each destination is on when its URL (Stripe: key) is set', () => {
+    expect(exportDestinationsFromConfig(loadConfig({})).map((d) => d.name)).toEqual([]);
+    const config = loadConfig({
+      USAGE_EXPORT_OPENMETER_URL: 'http://om.local', USAGE_EXPORT_STRIPE_API_KEY: 'sk_test_1',
+      USAGE_EXPORT_STRIPE_CUSTOMERS: '{"acme":"cus_1"}', USAGE_EXPORT_WEBHOOK_URL: 'http://hook.local/u', USAGE_EXPORT_WEBHOOK_SECRET: 'whsec_x',
+    });
+    expect(exportDestinationsFromConfig(config).map((d) => d.name)).toEqual(['openmeter', 'stripe', 'webhook']);
+    expect(config.USAGE_EXPORT_STRIPE_CUSTOMERS).toEqual({ acme: 'cus_1' });
+    expect([config.USAGE_EXPORT_INTERVAL_SECONDS, config.USAGE_EXPORT_RECONCILE_INTERVAL_SECONDS, config.USAGE_EXPORT_OPENMETER_SOURCE]).toEqual([30, 86_400, 'durable-billing']);
+  });
+
+  it('refuses an unsigned webhook, a bad customer map and an unknown Lago id field, without echoing the secret', () => {
+    expect(configError({ USAGE_EXPORT_WEBHOOK_URL: 'http://hook.local/u' })).toMatch(/USAGE_EXPORT_WEBHOOK_SECRET: USAGE_EXPORT_WEBHOOK_URL and USAGE_EXPORT_WEBHOOK_SECRET are set together/);
+    expect(configError({ USAGE_EXPORT_STRIPE_CUSTOMERS: '["cus_1"]' })).toMatch(/USAGE_EXPORT_STRIPE_CUSTOMERS: must be a JSON object/);
+    expect(configError({ USAGE_EXPORT_LAGO_ID_FIELD: 'customer' })).toMatch(/USAGE_EXPORT_LAGO_ID_FIELD/);
+    expect(configError({ USAGE_EXPORT_WEBHOOK_SECRET: 'whsec_do_not_echo' })).not.toContain('whsec_do_not_echo');
   });
 });

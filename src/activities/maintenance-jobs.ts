@@ -10,6 +10,8 @@ import type { MaintenanceMetrics } from '../metrics';
 import type { ConsistencyCheck } from '../consistency/consistency-check';
 import type { ConsistencyRunSummary } from '../consistency/report';
 import type { DispatchReport } from '../dispatch/dispatcher';
+import type { ReconciliationResult } from '../export/export-repository';
+import type { ExportRunSummary } from '../export/usage-exporter';
 import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { CounterSync, SyncScope } from '../sync/counter-sync';
 import type { MaintenanceJob } from '../workflows/maintenance-jobs';
@@ -21,6 +23,10 @@ export interface MaintenanceDeps {
   sweepPendingReservations: () => Promise<SweepSummary>;
   /** The dispatcher's drain (src/dispatch/activities.ts): sends what a crash left in the outbox; heartbeats per batch. */
   drainOutbox: () => Promise<DispatchReport>;
+  /** The usage export (src/export/): one run over every destination; heartbeats per batch. */
+  exportUsage: () => Promise<ExportRunSummary>;
+  /** Its daily reconciliation of one UTC day (default yesterday). */
+  reconcileUsageExport: (day?: string) => Promise<ReconciliationResult[]>;
   syncRuns: Pick<SyncRunRepository, 'record'>;
   maintenanceMetrics: MaintenanceMetrics;
   log: Logger;
@@ -67,6 +73,10 @@ export function createMaintenanceActivities(deps: MaintenanceDeps) {
       recorded('sweep', deps.sweepPendingReservations, (s) => ({ subjects: s.examined, written: s.committed + s.voided + s.expiredBodiesDeleted })),
     drainOutbox: () =>
       recorded('outbox', deps.drainOutbox, (r) => ({ subjects: r.started + r.duplicates + r.failed, written: r.started + r.duplicates })),
+    exportUsage: () =>
+      recorded('export', deps.exportUsage, (r) => ({ subjects: r.destinations.length, written: r.destinations.reduce((n, d) => n + d.delivered + d.duplicates, 0) })),
+    reconcileUsageExport: (day?: string) =>
+      recorded('export_reconcile', () => deps.reconcileUsageExport(day), (r) => ({ subjects: r.length, written: r.reduce((n, d) => n + d.missing + d.unexpected + d.held, 0) })),
   };
 }
 

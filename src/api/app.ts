@@ -123,6 +123,7 @@ export function createApiApp(deps: ApiDeps): Express {
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
     maintenance: deps.maintenance,
     locks: createDistributedLock({ redis: deps.redis, run: createScriptRunner(deps.redis, deps.registry), metrics: createLockMetrics(deps.registry), log: deps.log }),
+    config: deps.config,
   }));
   app.use(codecRouter({
     codec: deps.payloadCodec,

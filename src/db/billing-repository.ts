@@ -8,6 +8,7 @@
  * ON CONFLICT DO NOTHING, and transitions are conditional UPDATEs on status.
  */
 import type { Knex } from 'knex';
+import { EXPORT_OUTBOX, writeExportOutbox } from '../export/export-outbox';
 import { createFallbackAdmission } from './fallback-admission';
 import {
   InvalidCursorError,
@@ -182,16 +183,31 @@ export const createBillingRepository = (db: Knex) => {
       assertNonNegativeInteger('amountMicros', input.amountMicros);
       assertNonNegativeInteger('promptTokens', input.promptTokens);
       assertNonNegativeInteger('completionTokens', input.completionTokens);
+      // The export outbox row is written by the commit's own statement (docs/usage-export.md):
+      // a data-modifying CTE is one statement, so the row exists exactly when the commit does,
+      // inside the caller's transaction or alone, and the hot settlement path keeps one round trip.
       const q = trx ?? db;
-      const { changed, entry } = await settlePending(input.requestId, 'commit', {
-        status: TransactionStatus.committed,
-        amount_micros: input.amountMicros,
-        prompt_tokens: input.promptTokens,
-        completion_tokens: input.completionTokens,
-        token_source: input.tokenSource,
-        committed_at: q.fn.now(),
-      }, trx);
-      return { committed: changed, entry };
+      const result = await q.raw<{ rows: BillingTransactionRow[] }>(
+        `WITH committed AS (
+           UPDATE ${LEDGER} SET status = ?, amount_micros = ?, prompt_tokens = ?, completion_tokens = ?, token_source = ?,
+                  committed_at = now(), updated_at = now()
+           WHERE request_id = ? AND status = ? RETURNING *
+         ), exported AS (
+           INSERT INTO ${EXPORT_OUTBOX} (ledger_id, event_id, tenant_id, api_key_id, model, prompt_tokens, completion_tokens, cost_micros, committed_at)
+           SELECT id, request_id, tenant_id, api_key_id, model, COALESCE(prompt_tokens, 0), COALESCE(completion_tokens, 0), amount_micros, committed_at
+           FROM committed WHERE kind = ?
+           ON CONFLICT (ledger_id) DO NOTHING
+         )
+         SELECT * FROM committed`,
+        [TransactionStatus.committed, input.amountMicros, input.promptTokens, input.completionTokens, input.tokenSource,
+          input.requestId, TransactionStatus.pending, TransactionKind.usage],
+      );
+      const row = result.rows[0];
+      if (row !== undefined) return { committed: true, entry: toLedgerEntry(row) };
+      // Not pending any more: a replay (already committed) or a LedgerStateError (voided).
+      const entry = await requireRow(input.requestId, trx);
+      if (entry.status !== TransactionStatus.committed) throw new LedgerStateError(input.requestId, entry.status, 'commit');
+      return { committed: false, entry };
     },
 
     /** pending -> voided (amount 0: a full refund of the reservation); idempotent. */
@@ -211,24 +227,29 @@ export const createBillingRepository = (db: Knex) => {
       assertNonNegativeInteger('amountMicros', input.amountMicros);
       if (input.promptTokens !== undefined) assertNonNegativeInteger('promptTokens', input.promptTokens);
       if (input.completionTokens !== undefined) assertNonNegativeInteger('completionTokens', input.completionTokens);
-      const q = trx ?? db;
-      return insertOnce(
-        {
-          request_id: input.requestId,
-          tenant_id: input.tenantId,
-          api_key_id: input.apiKeyId ?? null,
-          kind: input.kind,
-          status: TransactionStatus.committed,
-          workflow_id: input.workflowId ?? null,
-          model: input.model ?? null,
-          amount_micros: input.amountMicros,
-          prompt_tokens: input.promptTokens ?? null,
-          completion_tokens: input.completionTokens ?? null,
-          token_source: input.tokenSource ?? null,
-          committed_at: q.fn.now(),
-        },
-        trx,
-      );
+      const record = async (q: Knex.Transaction) => {
+        const result = await insertOnce(
+          {
+            request_id: input.requestId,
+            tenant_id: input.tenantId,
+            api_key_id: input.apiKeyId ?? null,
+            kind: input.kind,
+            status: TransactionStatus.committed,
+            workflow_id: input.workflowId ?? null,
+            model: input.model ?? null,
+            amount_micros: input.amountMicros,
+            prompt_tokens: input.promptTokens ?? null,
+            completion_tokens: input.completionTokens ?? null,
+            token_source: input.tokenSource ?? null,
+            committed_at: q.fn.now(),
+          },
+          q,
+        );
+        // A one-step usage entry is exported like a committed pending one; top-ups are not usage.
+        if (result.created) await writeExportOutbox(q, result.entry);
+        return result;
+      };
+      return trx ? record(trx) : db.transaction(record);
     },
 
     findByRequestId: findRow,

@@ -10,6 +10,8 @@ import { createAlertRepository } from '../alerts/alert-repository';
 import { createAlertSecretRepository } from '../alerts/alert-secrets';
 import { createOutboxRepository } from '../dispatch/outbox-repository';
 import { createChannelRepository } from '../channels/channel-repository';
+import { createExportRepository } from '../export/export-repository';
+import { createExportSettingsRepository } from '../export/export-settings';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createBudgetWindowRepository } from './budget-window-repository';
@@ -47,6 +49,10 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     channels: createChannelRepository(db, opts.bodyKeys),
     /** Budget window caps of tenants and keys (budget_window) and a window's ledger spend (docs/budget-windows.md). */
     budgetWindows: createBudgetWindowRepository(db),
+    /** The usage export's outbox, per-destination deliveries, backoff and reconciliation (docs/usage-export.md). */
+    usageExport: createExportRepository(db),
+    /** Usage-export destinations set through the admin API, credentials encrypted (usage_export_setting). */
+    usageExportSettings: createExportSettingsRepository(db, opts.bodyKeys),
   };
 }
 

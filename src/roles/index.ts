@@ -29,6 +29,8 @@ import { billingDataConverter } from '../codec/data-converter';
 import { AesGcmPayloadCodec } from '../codec/payload-codec';
 import { createBillingWorker } from './worker';
 import { ShutdownList } from '../shutdown';
+import { configuredDestinationNames } from '../export/export-settings';
+import { usageExportSnapshot } from '../export/export-repository';
 
 export interface RoleOptions {
   api: boolean;
@@ -96,6 +98,7 @@ export async function startRoles(
       pending: () => repositories.billing.pendingSummary(),
       consistency: () => repositories.consistencyReports.latestCompleted(),
       outbox: () => repositories.outbox.stats(),
+      usageExport: usageExportSnapshot(repositories.usageExport, () => configuredDestinationNames(config, repositories.usageExportSettings)),
     });
     const { tenants, apiKeys, billing: ledger } = repositories;
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
@@ -130,6 +133,8 @@ export async function startRoles(
             consistency: config.CONSISTENCY_CHECK_INTERVAL_SECONDS,
             sweep: config.RESERVATION_SWEEP_INTERVAL_SECONDS,
             outbox: config.OUTBOX_DRAIN_INTERVAL_SECONDS,
+            export: config.USAGE_EXPORT_INTERVAL_SECONDS,
+            export_reconcile: config.USAGE_EXPORT_RECONCILE_INTERVAL_SECONDS,
           },
           log,
         });

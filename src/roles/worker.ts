@@ -24,6 +24,7 @@ import { createChannelRouter } from '../channels/channel-router';
 import { createChannelHealth } from '../channels/channel-health';
 import { createAffinityStore } from '../routing/affinity-store';
 import { createBudgetWindows } from '../services/budget-windows';
+import { createUsageExportActivities } from '../export/export-activities';
 
 export interface BillingWorkerOptions {
   config: Readonly<Config>;
@@ -90,6 +91,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     consistencyCheck: opts.consistencyCheck,
     sweepPendingReservations: createSweeperActivities(sweeper).sweepPendingReservations,
     drainOutbox: createDispatchActivities({ dispatcher }).drainOutbox,
+    ...createUsageExportActivities({ config: opts.config, repository: opts.repositories.usageExport, settings: opts.repositories.usageExportSettings, metrics: opts.metrics, log: opts.log }),
     syncRuns: opts.repositories.syncRuns,
     maintenanceMetrics: opts.maintenanceMetrics,
     log: opts.log,

@@ -14,6 +14,10 @@ export const MAINTENANCE_JOBS = {
   sweep: { scheduleId: 'reservation-sweep', workflowType: 'reservationSweepWorkflow' },
   /** The outbox drain (M5, docs/alerts.md): follow-up tasks committed but not sent, e.g. after a crash. */
   outbox: { scheduleId: 'outbox-drain', workflowType: 'outboxDrainWorkflow' },
+  /** The usage export (docs/usage-export.md): committed ledger entries to OpenMeter, Lago, Stripe, the webhook. */
+  export: { scheduleId: 'usage-export', workflowType: 'usageExportWorkflow' },
+  /** The usage export's daily reconciliation: what each destination acknowledged vs the ledger's day. */
+  export_reconcile: { scheduleId: 'usage-export-reconcile', workflowType: 'usageExportReconcileWorkflow' },
 } as const;
 
 export type MaintenanceJob = keyof typeof MAINTENANCE_JOBS;

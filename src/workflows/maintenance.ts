@@ -9,6 +9,8 @@ import { proxyActivities } from '@temporalio/workflow';
 import type { MaintenanceActivities } from '../activities/maintenance-jobs';
 import type { ConsistencyRunSummary } from '../consistency/report';
 import type { DispatchReport } from '../dispatch/dispatcher';
+import type { ExportRunSummary } from '../export/usage-exporter';
+import type { ReconciliationResult } from '../export/export-repository';
 import type { SweepSummary } from '../sweeper/reservation-sweeper';
 import type { SyncRunSummary, SyncScope } from '../sync/counter-sync';
 
@@ -56,4 +58,19 @@ export async function reservationSweepWorkflow(): Promise<SweepSummary> {
 /** The outbox drain (M5): sends follow-up tasks whose transaction committed but whose start was lost. */
 export async function outboxDrainWorkflow(): Promise<DispatchReport> {
   return heartbeating.drainOutbox();
+}
+
+/**
+ * The usage export (docs/usage-export.md): one run per period sends every configured
+ * destination what it has not acknowledged. The destinations run side by side inside the
+ * activity, each with its own backoff and place kept in PostgreSQL, so a destination that is
+ * down fails only its own part of the run (the run itself succeeds) and never holds up the others.
+ */
+export async function usageExportWorkflow(): Promise<ExportRunSummary> {
+  return heartbeating.exportUsage();
+}
+
+/** The daily reconciliation of the usage export; `day` (YYYY-MM-DD, UTC) defaults to yesterday. */
+export async function usageExportReconcileWorkflow(scope: { day?: string } = {}): Promise<ReconciliationResult[]> {
+  return jobs.reconcileUsageExport(scope.day);
 }

@@ -20,6 +20,7 @@ import { createQuotaScripts } from '../../src/redis/scripts';
 import { createAccountServices } from '../../src/services';
 import { Registry } from 'prom-client';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
+import type { Config } from '../../src/config';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
@@ -62,6 +63,8 @@ export interface HarnessOptions {
   appRedis?: Redis;
   /** The database the app uses, e.g. a fresh one; the harness does not close it. @default testDb() */
   db?: Knex;
+  /** The settings the admin routes read (the usage export's environment destinations). */
+  config?: Readonly<Config>;
 }
 
 async function toJsonResponse(res: Response): Promise<JsonResponse> {
@@ -94,7 +97,7 @@ export async function startAdminHarness(options: HarnessOptions = {}): Promise<A
   const authenticate = createApiKeyAuthenticator({ apiKeys: repositories.apiKeys, tenants: repositories.tenants, redis, logger });
   const app = express();
   app.use(express.json({ limit: '1mb' }));
-  app.use(adminRouter({ tenants, apiKeys, usage, budgetWindows, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN }));
+  app.use(adminRouter({ tenants, apiKeys, usage, budgetWindows, prices: repositories.modelPrices, repositories, logger, adminToken: ADMIN_TOKEN, config: options.config }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.get('/v1/whoami', authenticate, (_req, res) => {
     res.json(apiKeyAuthOf(res));

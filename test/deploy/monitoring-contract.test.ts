@@ -81,7 +81,7 @@ describe('PromQL contract checker (test of the test)', () => {
 });
 
 const Severity = { critical: 'critical', warning: 'warning', info: 'info' } as const;
-const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability', 'dispatch', 'webhooks', 'locks'] as const;
+const COMPONENTS = ['admission', 'upstream', 'settlement', 'redis', 'sync', 'consistency', 'availability', 'dispatch', 'webhooks', 'locks', 'usage-export'] as const;
 const ruleSchema = z.object({
   alert: z.string().regex(/^Billing[A-Za-z]+$/),
   expr: z.string().min(1),
@@ -216,9 +216,9 @@ describe('deploy/grafana/dashboards/billing.json (M13 complete Grafana dashboard
     expect(new Set(ids).size).toBe(ids.length);
   });
 
-  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, Dispatch & budget alerts, Locks, HTTP', () => {
+  it('has the rows Admission, Upstream, Settlement & money, Redis/fallback, Sync & consistency, Dispatch & budget alerts, Locks, Usage export, HTTP', () => {
     expect(panels.filter((p) => p.type === 'row').map((p) => p.title)).toEqual([
-      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'Dispatch & budget alerts', 'Locks', 'HTTP',
+      'Admission', 'Upstream', 'Settlement & money', 'Redis/fallback', 'Sync & consistency', 'Dispatch & budget alerts', 'Locks', 'Usage export', 'HTTP',
     ]);
   });
 

@@ -28,7 +28,9 @@ const ADMISSION_OUTCOMES = ['admitted', 'insufficient_quota', 'budget_exceeded',
 /** Why the api refused a request before any workflow started (issue 7, admission at the edge). */
 const EDGE_REFUSAL_REASONS = ['insufficient_quota', 'budget_exceeded', 'rate_limit_requests', 'rate_limit_tokens', 'parallel_requests'] as const;
 /** The scheduled maintenance jobs (src/workflows/maintenance-jobs.ts), the `task` label of their metrics. */
-const MAINTENANCE_JOBS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox'] as const;
+const MAINTENANCE_JOBS = ['quota', 'apikey', 'consistency', 'sweep', 'outbox', 'export', 'export_reconcile'] as const;
+/** The usage-export destinations (src/export/destinations.ts), the `destination` label. */
+const EXPORT_DESTINATIONS = ['openmeter', 'lago', 'stripe', 'webhook'] as const;
 const SYNC_JOBS = ['quota', 'apikey'] as const;
 /** What the consistency check compares (M4.3): a tenant's quota counter, an API key's budget counter. */
 const CONSISTENCY_KINDS = ['tenant', 'api_key'] as const;
@@ -87,6 +89,11 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_budget_alert_check_failures_total: { type: 'counter', labels: {} },
   billing_budget_alert_deliveries_total: { type: 'counter', labels: { outcome: ['delivered', 'failed'] } },
   billing_budget_alert_webhook_attempts_total: { type: 'counter', labels: { result: ['success', 'client_error', 'server_error', 'network_error'] } },
+  billing_usage_export_sent_total: { type: 'counter', labels: { destination: EXPORT_DESTINATIONS, result: ['delivered', 'duplicate', 'failed', 'held'] } },
+  billing_usage_export_undelivered: { type: 'gauge', labels: { destination: EXPORT_DESTINATIONS } },
+  billing_usage_export_lag_seconds: { type: 'gauge', labels: { destination: EXPORT_DESTINATIONS } },
+  billing_usage_export_held: { type: 'gauge', labels: { destination: EXPORT_DESTINATIONS } },
+  billing_usage_export_reconciliation_differences: { type: 'gauge', labels: { destination: EXPORT_DESTINATIONS } },
 };
 
 /**

@@ -20,13 +20,15 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
 // The consistency check every 30 days: a full check firing while other test files run could heal a
 // counter one of them drifted on purpose. The test deletes its Schedules when it ends.
-const PERIOD_OF = { quota: 300, apikey: 600, consistency: 30 * 86_400, sweep: 300, outbox: 60 } as const;
+const PERIOD_OF = { quota: 300, apikey: 600, consistency: 30 * 86_400, sweep: 300, outbox: 60, export: 30, export_reconcile: 86_400 } as const;
 const PERIODS = {
   QUOTA_SYNC_INTERVAL_SECONDS: String(PERIOD_OF.quota),
   APIKEY_SYNC_INTERVAL_SECONDS: String(PERIOD_OF.apikey),
   CONSISTENCY_CHECK_INTERVAL_SECONDS: String(PERIOD_OF.consistency),
   RESERVATION_SWEEP_INTERVAL_SECONDS: String(PERIOD_OF.sweep),
   OUTBOX_DRAIN_INTERVAL_SECONDS: String(PERIOD_OF.outbox),
+  USAGE_EXPORT_INTERVAL_SECONDS: String(PERIOD_OF.export),
+  USAGE_EXPORT_RECONCILE_INTERVAL_SECONDS: String(PERIOD_OF.export_reconcile),
 };
 const scheduleEnv = { MAINTENANCE_SCHEDULES: 'true', ...PERIODS };
 
@@ -75,7 +77,7 @@ describe('maintenance Schedules (M4)', () => {
 
     // A third start with the same settings changes nothing.
     const again = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { ...PERIOD_OF }, log: createLogger('silent', 'test') });
-    expect(again).toEqual({ quota: 'unchanged', apikey: 'unchanged', consistency: 'unchanged', sweep: 'unchanged', outbox: 'unchanged' });
+    expect(again).toEqual({ quota: 'unchanged', apikey: 'unchanged', consistency: 'unchanged', sweep: 'unchanged', outbox: 'unchanged', export: 'unchanged', export_reconcile: 'unchanged' });
   });
 
   it('a period change updates the Schedule; a Schedule an operator paused stays paused', async () => {
@@ -85,7 +87,7 @@ describe('maintenance Schedules (M4)', () => {
 
     const changed = await ensureMaintenanceSchedules(client, { taskQueue, periodsSeconds: { ...PERIOD_OF, apikey: 120 }, log });
 
-    expect(changed).toEqual({ quota: 'unchanged', apikey: 'updated', consistency: 'unchanged', sweep: 'unchanged', outbox: 'unchanged' });
+    expect(changed).toEqual({ quota: 'unchanged', apikey: 'updated', consistency: 'unchanged', sweep: 'unchanged', outbox: 'unchanged', export: 'unchanged', export_reconcile: 'unchanged' });
     const description = await handle.describe();
     expect(description.spec.intervals?.map((i) => i.every)).toEqual([120_000]);
     expect(description.state.paused).toBe(true);
@@ -166,7 +168,7 @@ describe('maintenance Schedules (M4)', () => {
   it('an unknown job is 404 and no admin token is 401, both in the OpenAI error shape', async () => {
     const unknown = await first.admin<{ error: { code: string; message: string } }>('POST', '/admin/sync/everything');
     expect(unknown.status).toBe(404);
-    expect(unknown.body.error.message).toContain('quota, apikey, consistency, sweep, outbox');
+    expect(unknown.body.error.message).toContain('quota, apikey, consistency, sweep, outbox, export, export_reconcile');
     const anonymous = await fetch(`${first.url}/admin/sync/quota`, { method: 'POST' });
     expect(anonymous.status).toBe(401);
     expect(((await anonymous.json()) as { error: { type: string } }).error.type).toBeDefined();

@@ -59,6 +59,8 @@ function activities(registry: Registry) {
     consistencyCheck: { run: () => Promise.resolve({ ...HEALED }) },
     sweepPendingReservations: () => Promise.resolve({ ...SWEPT }),
     drainOutbox: () => Promise.reject(new Error('the outbox drain is tested in test/dispatch/')),
+    exportUsage: () => Promise.reject(new Error('the usage export is tested in test/export/')),
+    reconcileUsageExport: () => Promise.reject(new Error('the usage export is tested in test/export/')),
     syncRuns: createSyncRunRepository(db),
     maintenanceMetrics: createMaintenanceMetrics(registry),
     log: createLogger('silent', 'test'),

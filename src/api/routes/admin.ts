@@ -8,6 +8,7 @@
  * never affected.
  */
 import { Router } from 'express';
+import type { Config } from '../../config';
 import type { Repositories } from '../../db/repositories';
 import type { Logger } from '../../log';
 import type { ApiKeyService } from '../../services/api-key-service';
@@ -17,6 +18,7 @@ import type { BudgetWindowAdmin } from '../../services/budget-windows';
 import { adminAuth } from '../auth';
 import { adminApiKeyRoutes } from './admin-api-keys';
 import { adminConsistencyRoutes } from './admin-consistency';
+import { adminExportRoutes } from './admin-exports';
 import { adminModelRoutes } from './admin-models';
 import { adminRequestRoutes, type DescribeWorkflow } from './admin-requests';
 import { adminTenantRoutes } from './admin-tenants';
@@ -36,7 +38,9 @@ export interface AdminRouterDeps {
   budgetWindows: BudgetWindowAdmin;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
-  repositories: Pick<Repositories, 'billing' | 'consistencyReports' | 'channels'>;
+  repositories: Pick<Repositories, 'billing' | 'consistencyReports' | 'channels'> & Partial<Pick<Repositories, 'usageExport' | 'usageExportSettings'>>;
+  /** The settings, for the usage export's environment-configured destinations (GET /admin/exports/:destination). */
+  config?: Readonly<Config>;
   logger: Pick<Logger, 'warn' | 'info'>;
   /** The config's ADMIN_TOKEN. */
   adminToken: string;
@@ -59,6 +63,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
     adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),
     adminChannelRoutes({ channels: deps.repositories.channels, logger: deps.logger }),
   );
+  if (deps.repositories.usageExport) admin.use(adminExportRoutes({ exports: deps.repositories.usageExport, settings: deps.repositories.usageExportSettings, config: deps.config }));
   if (deps.maintenance) admin.use(adminSyncRoutes({ maintenance: deps.maintenance, logger: deps.logger }));
   if (deps.locks) admin.use(adminLockRoutes({ locks: deps.locks, logger: deps.logger }));
   const router = Router();
