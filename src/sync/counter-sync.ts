@@ -12,6 +12,9 @@
  *   earlier never writes its older value over a newer one written by a faster run.
  * - A counter not cached in Redis (never used, or lost and not yet warmed) is skipped: the
  *   table keeps its last synced value and the next warm-up rebuilds Redis from the ledger.
+ * - A counter that is not an integer (a hand edit gone wrong) is not copied: the table keeps its
+ *   last figure, the run names the key in `corruptKeys` and goes on with the others (one bad hash
+ *   must not stop the sync of every other tenant); the consistency check reports and heals it.
  */
 import type { Knex } from 'knex';
 import type { Redis } from '../redis/client';
@@ -30,6 +33,9 @@ export interface SyncRunSummary {
   notCached: number;
   /** Rows left alone because the table already held a newer version. */
   newerInTable: number;
+  /** Counters that do not hold an integer, left uncopied (at most the first 20 keys are named). */
+  corrupt: number;
+  corruptKeys: string[];
   startedAt: string;
   durationMs: number;
 }
@@ -47,14 +53,10 @@ const TABLES = {
 
 const CANONICAL_INTEGER = /^-?(0|[1-9][0-9]*)$/;
 
-/** Thrown when a Redis counter holds something that is not an integer: a sync must not copy it. */
-export class CorruptCounterError extends Error {
-  override name = 'CorruptCounterError';
+/** How many corrupt keys a summary names (it goes into Temporal history and the logs). */
+const MAX_NAMED_CORRUPT_KEYS = 20;
 
-  constructor(readonly key: string) {
-    super(`Redis counter ${key} does not hold an integer`);
-  }
-}
+type CounterReading = { id: string; value: string; version: string } | null | { corrupt: string };
 
 interface Subject {
   id: string;
@@ -85,7 +87,7 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
   }
 
   /** One pipelined HMGET per subject: the counter and its version, read together (one hash). */
-  async function readCounters(job: SyncJob, subjects: Subject[]): Promise<Array<{ id: string; value: string; version: string } | null>> {
+  async function readCounters(job: SyncJob, subjects: Subject[]): Promise<CounterReading[]> {
     const pipeline = redis.pipeline();
     for (const s of subjects) pipeline.hmget(counterKey(job, s), TABLES[job].field, 'version');
     const replies = (await pipeline.exec()) ?? [];
@@ -94,7 +96,7 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
       if (err) throw err;
       const [value, version] = reply as [string | null, string | null];
       if (value === null) return null;
-      if (!CANONICAL_INTEGER.test(value) || (version !== null && !CANONICAL_INTEGER.test(version))) throw new CorruptCounterError(counterKey(job, subject));
+      if (!CANONICAL_INTEGER.test(value) || (version !== null && !CANONICAL_INTEGER.test(version))) return { corrupt: counterKey(job, subject) };
       // A hash written before versions existed counts as version 0: written, but below any versioned value.
       return { id: subject.id, value, version: version ?? '0' };
     });
@@ -117,7 +119,7 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
 
   async function run(job: SyncJob, scope: SyncScope = {}): Promise<SyncRunSummary> {
     const started = Date.now();
-    const summary: SyncRunSummary = { job, subjects: 0, written: 0, notCached: 0, newerInTable: 0, startedAt: new Date(started).toISOString(), durationMs: 0 };
+    const summary: SyncRunSummary = { job, subjects: 0, written: 0, notCached: 0, newerInTable: 0, corrupt: 0, corruptKeys: [], startedAt: new Date(started).toISOString(), durationMs: 0 };
     if (scope.tenantIds?.length === 0) return summary;
     let after: string | null = null;
     for (;;) {
@@ -127,10 +129,15 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
       // figure with the ledger only when no ledger row of the subject changed since then.
       const readAt = new Date();
       const counters = await readCounters(job, subjects);
-      const cached = counters.filter((c): c is NonNullable<typeof c> => c !== null);
+      const cached = counters.filter((c): c is { id: string; value: string; version: string } => c !== null && !('corrupt' in c));
+      for (const c of counters) {
+        if (c === null || !('corrupt' in c)) continue;
+        summary.corrupt++;
+        if (summary.corruptKeys.length < MAX_NAMED_CORRUPT_KEYS) summary.corruptKeys.push(c.corrupt);
+      }
       const written = await write(job, cached, readAt);
       summary.subjects += subjects.length;
-      summary.notCached += subjects.length - cached.length;
+      summary.notCached += counters.filter((c) => c === null).length;
       summary.written += written;
       summary.newerInTable += cached.length - written;
       after = subjects[subjects.length - 1]?.id ?? null;

@@ -9,7 +9,7 @@ import { createBillingStep } from '../../src/activities/billing-step';
 import { createQuotaCheckStep } from '../../src/activities/quota-check-step';
 import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
-import { CorruptCounterError, createCounterSync } from '../../src/sync/counter-sync';
+import { createCounterSync } from '../../src/sync/counter-sync';
 import type { UpstreamOutcome } from '../../src/workflows/definitions';
 import { billedInput, cachedCounters, closeTenant, seedTenant, stepDeps, type StepDeps, type TenantSeed } from '../helpers/activity-deps';
 import { testDb, testRedis } from '../helpers/services';
@@ -207,14 +207,18 @@ describe('quota and API-key sync (M4.1, M4.2)', () => {
     }
   });
 
-  it('refuses to copy a counter that is not an integer, and writes nothing of its page', async () => {
-    const s = await seed(10_000_000);
-    await billOne(s, s.apiKeyIds[0]!);
-    await redis.hset(CacheKeys.tenantQuota(s.tenantId), 'used_micros', '12.5');
+  it('does not copy a counter that is not an integer, names it, and syncs the rest of the page', async () => {
+    const bad = await seed(10_000_000);
+    const good = await seed(10_000_000);
+    await billOne(bad, bad.apiKeyIds[0]!);
+    await billOne(good, good.apiKeyIds[0]!);
+    await redis.hset(CacheKeys.tenantQuota(bad.tenantId), 'used_micros', '12.5');
 
-    await expect(sync().syncTenantQuotas({ tenantIds: [s.tenantId] })).rejects.toBeInstanceOf(CorruptCounterError);
+    const run = await sync().syncTenantQuotas({ tenantIds: [bad.tenantId, good.tenantId] });
 
-    expect(await tableRow('tenant_quota', s.tenantId)).toMatchObject({ value: 0, syncedAt: null });
-    await redis.del(CacheKeys.tenantQuota(s.tenantId));
+    expect(run).toMatchObject({ subjects: 2, written: 1, corrupt: 1, corruptKeys: [CacheKeys.tenantQuota(bad.tenantId)] });
+    expect(await tableRow('tenant_quota', bad.tenantId)).toMatchObject({ value: 0, syncedAt: null });
+    expect((await tableRow('tenant_quota', good.tenantId)).value).toBe(await ledgerUsage(good));
+    await redis.del(CacheKeys.tenantQuota(bad.tenantId));
   });
 });

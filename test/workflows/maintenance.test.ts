@@ -11,11 +11,11 @@ import type { Knex } from 'knex';
 import { Registry } from 'prom-client';
 import { createMaintenanceActivities } from '../../src/activities/maintenance-jobs';
 import type { ConsistencyRunSummary } from '../../src/consistency/report';
-import { createSyncRunRepository } from '../../src/db/sync-run-repository';
+import { createSyncRunRepository, type SyncRunRecord } from '../../src/db/sync-run-repository';
 import { createLogger } from '../../src/log';
 import { createMaintenanceMetrics } from '../../src/metrics';
 import type { Redis } from '../../src/redis/client';
-import { createCounterSync } from '../../src/sync/counter-sync';
+import { createCounterSync, type CounterSync } from '../../src/sync/counter-sync';
 import { apiKeySyncWorkflow, consistencyCheckWorkflow, quotaSyncWorkflow, reservationSweepWorkflow } from '../../src/workflows/maintenance';
 import { billedInput, closeTenant, metricValue, seedTenant, stepDeps, type StepDeps, type TenantSeed } from '../helpers/activity-deps';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
@@ -53,28 +53,38 @@ const SWEPT = { examined: 4, stillRunning: 1, committed: 2, voided: 1, withoutHi
 /** A consistency check that healed (its own tests run the real one: test/consistency/); a full check here would touch other files' tenants. */
 const HEALED: ConsistencyRunSummary = { reportId: 1, status: 'drift', tenantsChecked: 3, keysChecked: 4, tenantDriftMicros: 777, apikeyDriftMicros: 0, driftedSubjects: 1, healed: true, heals: 1, rebuilt: 0, busy: 0, alerted: true, syncNeeded: true, durationMs: 12 };
 
-function activities(registry: Registry) {
+/**
+ * The runs this test's activities record: written to sync_run as in production, and kept here,
+ * because other test files' syncs and Schedules write sync_run rows at the same time.
+ */
+let recorded: SyncRunRecord[] = [];
+
+function activities(registry: Registry, counterSync: Pick<CounterSync, 'syncTenantQuotas' | 'syncApiKeyBudgets'> = createCounterSync(db, redis)) {
+  const runs = createSyncRunRepository(db);
   return createMaintenanceActivities({
-    counterSync: createCounterSync(db, redis),
+    counterSync,
     consistencyCheck: { run: () => Promise.resolve({ ...HEALED }) },
     sweepPendingReservations: () => Promise.resolve({ ...SWEPT }),
     drainOutbox: () => Promise.reject(new Error('the outbox drain is tested in test/dispatch/')),
     exportUsage: () => Promise.reject(new Error('the usage export is tested in test/export/')),
     reconcileUsageExport: () => Promise.reject(new Error('the usage export is tested in test/export/')),
-    syncRuns: createSyncRunRepository(db),
+    syncRuns: { record: async (run) => { recorded.push(run); await runs.record(run); } },
     maintenanceMetrics: createMaintenanceMetrics(registry),
     log: createLogger('silent', 'test'),
   });
 }
 
-async function runsSince(job: string, since: Date): Promise<Array<{ outcome: string; written: number }>> {
-  return db('sync_run').where({ job }).andWhere('started_at', '>=', since).orderBy('id').select('outcome', 'written');
+function runsOf(job: string): Array<{ outcome: string; written: number }> {
+  return recorded.filter((r) => r.job === job).map((r) => ({ outcome: r.outcome, written: r.written ?? 0 }));
 }
+
+beforeEach(() => {
+  recorded = [];
+});
 
 describe('maintenance workflows (time-skipping)', () => {
   it('quotaSyncWorkflow and apiKeySyncWorkflow sync the tenant and record each run', async () => {
     const registry = new Registry();
-    const since = new Date();
     const scope = { tenantIds: [seed.tenantId] };
 
     const [quota, apikey] = await withWorker(env, { workflowsPath, activities: activities(registry) }, async (taskQueue) => [
@@ -88,7 +98,7 @@ describe('maintenance workflows (time-skipping)', () => {
     const key = await db('api_key_quota').where({ id: seed.apiKeyIds[0] }).first();
     expect(Number(tenant.used_micros)).toBe(123_456);
     expect(Number(key.spent_micros)).toBe(123_456);
-    expect(await runsSince('quota', since)).toEqual([{ outcome: 'ok', written: 1 }]);
+    expect(runsOf('quota')).toEqual([{ outcome: 'ok', written: 1 }]);
     expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'quota', outcome: 'ok' })).toBe(1);
     expect(await metricValue(registry, 'billing_sync_rows_written_total', { task: 'apikey' })).toBe(1);
   });
@@ -105,7 +115,6 @@ describe('maintenance workflows (time-skipping)', () => {
         return attempts <= 2 ? Promise.reject(new Error('connection refused')) : real.syncTenantQuotas(scope);
       },
     };
-    const since = new Date();
 
     const result = await withWorker(env, { workflowsPath, activities: flaky }, (taskQueue) =>
       env.client.workflow.execute(quotaSyncWorkflow, { taskQueue, workflowId: uniqueId('quota-sync'), args: [{ tenantIds: [seed.tenantId] }] }));
@@ -113,17 +122,13 @@ describe('maintenance workflows (time-skipping)', () => {
     expect(attempts).toBe(3);
     expect(result.written).toBe(1);
 
-    // A job that never succeeds: three attempts, then the run fails (the next period starts a new one).
-    const broken = activities(registry);
-    await redis.hset(`bq:{t:${seed.tenantId}}:quota`, 'used_micros', 'not-a-number');
-    try {
-      await expect(withWorker(env, { workflowsPath, activities: broken }, (taskQueue) =>
-        env.client.workflow.execute(quotaSyncWorkflow, { taskQueue, workflowId: uniqueId('quota-sync'), args: [{ tenantIds: [seed.tenantId] }] })))
-        .rejects.toBeInstanceOf(WorkflowFailedError);
-    } finally {
-      await redis.hset(`bq:{t:${seed.tenantId}}:quota`, 'used_micros', '123456');
-    }
-    const runs = await runsSince('quota', since);
+    // A job that never succeeds (PostgreSQL refusing every attempt): three attempts, then the run fails (the next period starts a new one).
+    const refused = () => Promise.reject(new Error('connection refused'));
+    const broken = activities(registry, { syncTenantQuotas: refused, syncApiKeyBudgets: refused });
+    await expect(withWorker(env, { workflowsPath, activities: broken }, (taskQueue) =>
+      env.client.workflow.execute(quotaSyncWorkflow, { taskQueue, workflowId: uniqueId('quota-sync'), args: [{ tenantIds: [seed.tenantId] }] })))
+      .rejects.toBeInstanceOf(WorkflowFailedError);
+    const runs = runsOf('quota');
     expect(runs.filter((r) => r.outcome === 'ok')).toHaveLength(1);
     expect(runs.filter((r) => r.outcome === 'error')).toHaveLength(3);
     expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'quota', outcome: 'error' })).toBe(3);
@@ -131,26 +136,24 @@ describe('maintenance workflows (time-skipping)', () => {
 
   it('reservationSweepWorkflow runs the sweeper and records what it examined and ended', async () => {
     const registry = new Registry();
-    const since = new Date();
 
     const result = await withWorker(env, { workflowsPath, activities: activities(registry) }, (taskQueue) =>
       env.client.workflow.execute(reservationSweepWorkflow, { taskQueue, workflowId: uniqueId('reservation-sweep') }));
 
     expect(result).toEqual(SWEPT);
-    expect(await runsSince('sweep', since)).toEqual([{ outcome: 'ok', written: 6 }]);
+    expect(runsOf('sweep')).toEqual([{ outcome: 'ok', written: 6 }]);
     expect(await metricValue(registry, 'billing_sync_runs_total', { task: 'sweep', outcome: 'ok' })).toBe(1);
   });
 
   it('consistencyCheckWorkflow runs both syncs at once after a heal (M4.5), and records all three runs', async () => {
     const registry = new Registry();
-    const since = new Date();
 
     const result = await withWorker(env, { workflowsPath, activities: activities(registry) }, (taskQueue) =>
       env.client.workflow.execute(consistencyCheckWorkflow, { taskQueue, workflowId: uniqueId('consistency-check') }));
 
     expect(result).toEqual(HEALED);
-    expect(await runsSince('consistency', since)).toEqual([{ outcome: 'ok', written: 1 }]);
-    expect((await runsSince('quota', since)).map((r) => r.outcome)).toEqual(['ok']);
-    expect((await runsSince('apikey', since)).map((r) => r.outcome)).toEqual(['ok']);
+    expect(runsOf('consistency')).toEqual([{ outcome: 'ok', written: 1 }]);
+    expect(runsOf('quota').map((r) => r.outcome)).toEqual(['ok']);
+    expect(runsOf('apikey').map((r) => r.outcome)).toEqual(['ok']);
   });
 });
