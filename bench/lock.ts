@@ -2,7 +2,8 @@
  * `npm run bench:lock` (M11: lock acquisition < 10 ms): the conversation lock on an embedded
  * Redis. Uncontended: acquire + release of a fresh conversation, one at a time. Contended: 10
  * clients taking turns on one conversation, each holding it 2 ms; the wait then includes the
- * holders before it. Prints P50/P99 of the acquisition (the lock's own wait histogram's view).
+ * holders before it. 100 contenders: 100 clients all asking for one conversation at once,
+ * each holding it 1 ms (issue 10's figure: the last one waits behind 99 holders). Prints P50/P99 of the acquisition (the lock's own wait histogram's view).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -52,6 +53,20 @@ async function main(): Promise<void> {
     }));
     contended.sort((a, b) => a - b);
     rows.push(['10 clients, one conversation, 2 ms holds', String(contended.length), percentile(contended, 50).toFixed(3), percentile(contended, 99).toFixed(3)]);
+
+    // 100 contenders at once, 3 rounds: each round all 100 ask together for one conversation.
+    const hundred: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(Array.from({ length: 100 }, async () => {
+        const start = performance.now();
+        await locks.withLock(`bench-hundred-${round}`, async () => {
+          hundred.push(performance.now() - start);
+          await new Promise((r) => setTimeout(r, 1));
+        }, { waitMs: 60_000 });
+      }));
+    }
+    hundred.sort((a, b) => a - b);
+    rows.push(['100 contenders, one conversation, 1 ms holds', String(hundred.length), percentile(hundred, 50).toFixed(3), percentile(hundred, 99).toFixed(3)]);
 
     printTable(['case', 'acquisitions', 'P50 ms', 'P99 ms'], rows);
     console.log(`\nnode ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? 'unknown'}); Redis embedded, no AOF.`);

@@ -156,4 +156,30 @@ describe('DistributedLock (M7)', () => {
     expect(fences).toEqual([...fences].sort((a, b) => a - b));
     expect(new Set(fences).size).toBe(fences.length);
   });
+
+  it('100 contenders on one conversation: all get the lock, never two at once, and the fences strictly increase in holding order', async () => {
+    const { lock, registry } = lockOn({ waitMs: 60_000 });
+    const conversation = uniqueId('conv');
+    let inside = 0;
+    let mostInside = 0;
+    const fencesInOrder: number[] = [];
+    const holders: number[] = [];
+
+    await Promise.all(Array.from({ length: 100 }, (_, i) => lock.withLock(conversation, async (held) => {
+      inside++;
+      mostInside = Math.max(mostInside, inside);
+      fencesInOrder.push(held.fence);
+      await sleep(1);
+      holders.push(i);
+      inside--;
+    }, { info: `req-${i}` })));
+
+    expect(mostInside).toBe(1);
+    expect([...holders].sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    expect(fencesInOrder).toHaveLength(100);
+    for (let i = 1; i < fencesInOrder.length; i++) expect(fencesInOrder[i]!).toBeGreaterThan(fencesInOrder[i - 1]!);
+    expect(await metricValue(registry, 'billing_lock_wait_seconds_count', { outcome: 'acquired' })).toBe(100);
+    expect(await metricValue(registry, 'billing_lock_wait_seconds_count', { outcome: 'timeout' })).toBeUndefined(); // no wait gave up
+    expect(await redis.exists(CacheKeys.conversationLock(conversation))).toBe(0);
+  }, 90_000);
 });
