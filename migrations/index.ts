@@ -15,6 +15,7 @@ import * as consistencyReport from './20261202000010_consistency_report';
 import * as dispatchOutbox from './20261202000020_dispatch_outbox';
 import * as alertSettings from './20261202000021_alert_settings';
 import * as budgetAlerts from './20261202000022_budget_alerts';
+import * as conversation from './20261202000070_conversation';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -29,6 +30,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000020_dispatch_outbox', dispatchOutbox],
   ['20261202000021_alert_settings', alertSettings],
   ['20261202000022_budget_alerts', budgetAlerts],
+  ['20261202000070_conversation', conversation],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

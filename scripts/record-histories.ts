@@ -121,6 +121,7 @@ async function record(client: Client, connection: NativeConnection, namespace: s
       return upstreamStep(i, channel);
     },
     billingStep: scenario.activities.billingStep ?? (() => Promise.resolve(COMMITTED)),
+    conversationAppendStep: scenario.activities.conversationAppendStep ?? (() => Promise.resolve({ appended: false, reason: 'already_appended' })),
   };
   const worker = await Worker.create({ connection, namespace, taskQueue, workflowBundle, activities, dataConverter });
   const handle = await worker.runUntil(async (): Promise<WorkflowHandle<typeof billedRequest>> => {

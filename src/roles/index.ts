@@ -13,7 +13,9 @@ import { createApiApp } from '../api/app';
 import { createDb } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createRepositories } from '../db/repositories';
-import { createBillingMetrics, createMaintenanceMetrics } from '../metrics';
+import { createBillingMetrics, createLockMetrics, createMaintenanceMetrics } from '../metrics';
+import { createDistributedLock } from '../locks/distributed-lock';
+import { createScriptRunner } from '../redis/script-runner';
 import { createCounterSync } from '../sync/counter-sync';
 import { consistencySettings, createConsistencyCheck } from '../consistency/consistency-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
@@ -104,6 +106,7 @@ export async function startRoles(
     if (opts.worker) {
       const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
+        locks: createDistributedLock({ redis, run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log }),
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
         consistencyCheck: createConsistencyCheck({
           ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,

@@ -63,6 +63,7 @@ function fakeSteps(overrides: Partial<Activities> = {}): { [K in keyof Activitie
     routingStep: jest.fn(overrides.routingStep ?? (() => Promise.resolve('mock'))),
     upstreamCallStep: jest.fn(overrides.upstreamCallStep ?? (() => Promise.resolve(COMPLETED))),
     billingStep: jest.fn(overrides.billingStep ?? (() => Promise.resolve(COMMITTED))),
+    conversationAppendStep: jest.fn(overrides.conversationAppendStep ?? (() => Promise.resolve({ appended: true as const, firstSeq: 0, count: 2, fence: 1 }))),
   };
 }
 
