@@ -69,7 +69,7 @@ describe('billedRequest replay of recorded histories (issue 3)', () => {
     expect(error?.message).toMatch(/nondetermin/i);
   });
 
-  it('M9/issue 10: a committed conversation request recorded before ConversationAppendStep replays only because the step is behind patched()', async () => {
+  it('M7/M12: a committed conversation request recorded before ConversationAppendStep replays only because the step is behind patched()', async () => {
     const before = fixtures.filter((f) => f.workflowId === 'settled-conversation-before-append');
     expect(before).toHaveLength(1);
     // The history really is a conversation request from before the step: no patch marker, no append activity.
