@@ -113,6 +113,11 @@ export const CacheKeys = {
     return `${CacheKeys.conversationLock(conversationId)}:fence`;
   },
 
+  /** Pub/sub channel (not a key): lock_release.lua publishes on it, so waiters retry at once. */
+  conversationLockReleased(conversationId: string): string {
+    return `${CacheKeys.conversationLock(conversationId)}:released`;
+  },
+
   /** STRING (JSON): cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;

@@ -20,7 +20,7 @@ import { createCounterSync } from '../sync/counter-sync';
 import { consistencySettings, createConsistencyCheck } from '../consistency/consistency-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
 import { createMaintenanceClient } from '../schedules/maintenance-client';
-import { createRedis } from '../redis/client';
+import { createRedis, type Redis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
 import { createEdgeScripts } from '../redis/edge-scripts';
 import { createQuotaWarmup } from '../redis/quota-warmup';
@@ -88,6 +88,16 @@ export async function startRoles(
     });
     const relay = createRequestRelay(redis, { ttlSeconds: config.RELAY_TTL_SECONDS });
     stops.push(() => relay.close());
+    /** The conversation lock's pub/sub connection (waiters wake on release), closed with the rest. */
+    const lockSubscriber = (): Redis => {
+      const subscriber = redis.duplicate();
+      subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'redis lock subscriber error'));
+      stops.push(() => {
+        subscriber.disconnect();
+        return Promise.resolve();
+      });
+      return subscriber;
+    };
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     // Built once and shared by both roles of this process.
@@ -106,7 +116,7 @@ export async function startRoles(
     if (opts.worker) {
       const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
-        locks: createDistributedLock({ redis, run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log }),
+        locks: createDistributedLock({ redis, subscriber: lockSubscriber(), run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log }),
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
         consistencyCheck: createConsistencyCheck({
           ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,
