@@ -33,7 +33,7 @@ import {
 /** Idempotency-Key: what clients may send (the OpenAI SDKs send UUID-like strings). */
 export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
 
-/** X-Conversation-Id: the conversation id rule of the admin lock routes (src/api/schemas.ts conversationIdSchema). */
+/** X-Conversation-Id (and `/admin/locks/:conversation_id`, src/api/schemas.ts): no braces, since the id becomes a Redis hash tag. */
 export const CONVERSATION_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /**
