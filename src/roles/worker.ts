@@ -7,6 +7,8 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
+// Built at import (M9.3): two context fields claiming one key stop the worker here, at start-up, not at a request's first workflow task.
+import '../workflows/billed-request-context';
 import { createMaintenanceActivities } from '../activities/maintenance-jobs';
 import type { CounterSync } from '../sync/counter-sync';
 import type { ConsistencyCheck } from '../consistency/consistency-check';

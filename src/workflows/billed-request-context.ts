@@ -1,7 +1,7 @@
 /**
  * What the billed request's steps share (M9.1), as typed context fields
- * (./typed-context.ts). Built once at module load: two fields claiming one key stop the
- * worker at start-up (M9.3). Every value is a step result, plain JSON, rebuilt the same
+ * (./typed-context.ts). Built once at module load, and src/roles/worker.ts imports this module,
+ * so two fields claiming one key stop the worker at start-up (M9.3), before it polls. Every value is a step result, plain JSON, rebuilt the same
  * way on replay.
  */
 import { contextField, TypedContextFields } from './typed-context';
