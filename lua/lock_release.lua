@@ -7,6 +7,8 @@ KEYS[1]  the lock hash  bq:lock:{c:<conversation>}
 ARGV[1]  owner          the token the holder took the lock with
 
 Returns 1 when released, 0 when the lock is not held by this owner (nothing changes).
+A release publishes on <KEYS[1]>:released (no extra round trip), so a waiter subscribed there
+tries again at once instead of at its next poll.
 ]]
 
 -- requires: lib/integers.lua
@@ -15,4 +17,5 @@ local arity = arity_error('lock_release', 1, 1)
 if arity then return redis.error_reply(arity) end
 if ARGV[1] == '' or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[1] .. ':released', '1')
 return 1

@@ -19,6 +19,7 @@ import * as budgetWindows from './20261202000040_budget_windows';
 import * as usageExport from './20261202000050_usage_export';
 import * as usageExportSettings from './20261202000051_usage_export_settings';
 import * as upstreamChannel from './20261202000060_upstream_channel';
+import * as conversation from './20261202000070_conversation';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -37,6 +38,7 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000050_usage_export', usageExport],
   ['20261202000051_usage_export_settings', usageExportSettings],
   ['20261202000060_upstream_channel', upstreamChannel],
+  ['20261202000070_conversation', conversation],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -6,6 +6,9 @@
  * patch or a new workflow type): the old fixtures are what running workflows look like.
  *
  * Run: npx tsx scripts/record-histories.ts   (uses TEMPORAL_ADDRESS if set, else starts an ephemeral dev server)
+ * RECORD_ONLY=<name> records one scenario; RECORD_WORKFLOWS_PATH=<dir> records with another
+ * copy of src/workflows (e.g. an older commit's, checked out inside the repository so its
+ * imports resolve), which is how a history "from before a change" is made for a patched() change.
  *
  * The activities are small fakes: a history records their results, not their code.
  * Client and worker use the app's data converter (src/codec/), so payloads are encrypted
@@ -37,7 +40,7 @@ import { historyToFixtureJSON } from '../test/fixtures/history-json';
 type Activities = ReturnType<typeof createActivities>;
 
 const HISTORIES_DIR = path.resolve(__dirname, '..', 'test', 'fixtures', 'histories');
-const WORKFLOWS_PATH = path.resolve(__dirname, '..', 'src', 'workflows');
+const WORKFLOWS_PATH = process.env.RECORD_WORKFLOWS_PATH ? path.resolve(process.env.RECORD_WORKFLOWS_PATH) : path.resolve(__dirname, '..', 'src', 'workflows');
 
 const ADMITTED: AdmissionDecision = { admitted: true, reservedMicros: 210, path: 'redis', duplicate: false };
 const COMPLETED: UpstreamOutcome = { status: 'completed', promptTokens: 10, completionTokens: 20, tokenSource: 'upstream', channel: 'mock' };
@@ -74,6 +77,9 @@ const SCENARIOS: readonly Scenario[] = [
       billingStep: () => Promise.resolve({ status: 'voided', costMicros: 0, deltaMicros: -210 }),
     },
   },
+  // Recorded with the workflow code from before ConversationAppendStep (commit 9e2fc08): a committed
+  // request of a conversation whose history has no append step must still replay (patched()).
+  { name: 'settled-conversation-before-append', input: { stream: true, relayMode: 'redis', conversationId: 'conv-replay' }, activities: {} },
   {
     name: 'client-cancelled',
     input: {},
@@ -121,6 +127,7 @@ async function record(client: Client, connection: NativeConnection, namespace: s
       return upstreamStep(i, channel);
     },
     billingStep: scenario.activities.billingStep ?? (() => Promise.resolve(COMMITTED)),
+    conversationAppendStep: scenario.activities.conversationAppendStep ?? (() => Promise.resolve({ appended: false, reason: 'already_appended' })),
   };
   const worker = await Worker.create({ connection, namespace, taskQueue, workflowBundle, activities, dataConverter });
   const handle = await worker.runUntil(async (): Promise<WorkflowHandle<typeof billedRequest>> => {
@@ -157,7 +164,7 @@ async function main(): Promise<void> {
     const client = new Client({ connection, namespace, dataConverter });
     const workflowBundle = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, failureConverterPath: FAILURE_CONVERTER_PATH, logger: new DefaultLogger('WARN') });
     fs.mkdirSync(HISTORIES_DIR, { recursive: true });
-    for (const scenario of SCENARIOS) {
+    for (const scenario of SCENARIOS.filter((s) => !process.env.RECORD_ONLY || s.name === process.env.RECORD_ONLY)) {
       const file = await record(client, nativeConnection, namespace, workflowBundle, dataConverter, scenario);
       process.stdout.write(`recorded ${path.relative(process.cwd(), file)}\n`);
     }

@@ -88,6 +88,10 @@ const envSchema = z.object({
   SWEEP_PENDING_AFTER_SECONDS: positiveInt.default(900),
   /** Most pending reservations one sweeper run examines; older ones left over wait for the next run. @default 1000 */
   SWEEP_MAX_PER_RUN: positiveInt.default(1000),
+  /** How long a conversation's stored messages (prompts and replies, encrypted) are kept; the sweeper run deletes older ones. @default 30 */
+  CONVERSATION_RETENTION_DAYS: positiveInt.default(30),
+  /** Bounded wait of ConversationAppendStep for the conversation lock, in ms. @default 10000 */
+  CONVERSATION_LOCK_WAIT_MS: positiveInt.default(10_000),
   /** Periods of the maintenance Schedules (M4.5: a shorter period is a setting), in seconds. */
   QUOTA_SYNC_INTERVAL_SECONDS: positiveInt.default(300),
   APIKEY_SYNC_INTERVAL_SECONDS: positiveInt.default(600),

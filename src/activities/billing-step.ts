@@ -11,7 +11,9 @@
  *   the fallback).
  * - Budget windows (issue 12): settled to cost on the windows the ledger row names.
  * - When the upstream step failed for good, the relay tells what reached the client.
- * - Settled, the request body leaves the body store (idempotent: a replayed settlement deletes nothing).
+ * - Settled, the request body leaves the body store (idempotent: a replayed settlement deletes nothing),
+ *   except for an exchange that goes to its conversation (appendsToConversation): ConversationAppendStep
+ *   reads the user messages from it, then deletes it.
  * - Then the budget alert thresholds are checked on the counters the settlement left
  *   (src/alerts/budget-alerts.ts); a failed check is counted and logged, never fails the
  *   settlement (the next settlement checks again).
@@ -26,7 +28,7 @@ import type { QuotaScripts, SettleKeyResult, SettleTenantResult } from '../redis
 import type { BudgetAlerts } from '../alerts/budget-alerts';
 import type { RequestRelay } from '../redis/request-relay';
 import { LedgerStateError, type LedgerEntry } from '../db/ledger-types';
-import { billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
+import { appendsToConversation, billedRequestWorkflowId, type BilledRequestInput, type SettlementResult, type UpstreamOutcome } from '../workflows/definitions';
 import type { QuotaWarmup } from '../redis/quota-warmup';
 import { endRelayIfOpen, hasOutput, outcomeFromRelay, UPSTREAM_FAILED_ERROR } from './relay-recovery';
 
@@ -184,7 +186,7 @@ export function createBillingStep(deps: BillingStepDeps) {
     };
     // Settled (ledger and Redis): the body is not needed any more. After the Redis settlement, so the
     // ledger and the counters stay as close in time as before (readers compare them at quiescence).
-    await deps.bodies.delete(requestId, 'request');
+    if (!appendsToConversation(input, outcome, result)) await deps.bodies.delete(requestId, 'request');
 
     stopTimer();
     deps.metrics.settlements.inc({ outcome: result.status, token_source: outcome.tokenSource });

@@ -70,7 +70,7 @@ export function createMaintenanceActivities(deps: MaintenanceDeps) {
     checkConsistency: (): Promise<ConsistencyRunSummary> =>
       recorded('consistency', () => deps.consistencyCheck.run(), (r) => ({ subjects: r.tenantsChecked + r.keysChecked, written: r.heals + r.rebuilt })),
     sweepPendingReservations: () =>
-      recorded('sweep', deps.sweepPendingReservations, (s) => ({ subjects: s.examined, written: s.committed + s.voided + s.expiredBodiesDeleted })),
+      recorded('sweep', deps.sweepPendingReservations, (s) => ({ subjects: s.examined, written: s.committed + s.voided + s.expiredBodiesDeleted + (s.expiredMessagesDeleted ?? 0) })),
     drainOutbox: () =>
       recorded('outbox', deps.drainOutbox, (r) => ({ subjects: r.started + r.duplicates + r.failed, written: r.started + r.duplicates })),
     exportUsage: () =>

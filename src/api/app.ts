@@ -93,6 +93,7 @@ export function createApiApp(deps: ApiDeps): Express {
     prices,
     workflows: deps.workflows,
     bodies: repositories.requestBodies,
+    conversations: repositories.conversations,
     relay: deps.relay,
     redis: deps.redis,
     log: deps.log,

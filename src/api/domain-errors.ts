@@ -11,7 +11,9 @@ import { ApiKeyNotFoundError, RevocationNotCachedError } from '../services/api-k
 import {
   AdmissionDeniedError,
   AdmissionUnavailableError,
+  ConversationConflictError,
   IdempotencyConflictError,
+  InvalidConversationIdError,
   InvalidIdempotencyKeyError,
   ModelNotPricedError,
   UpstreamFailedError,
@@ -60,6 +62,8 @@ function rateLimited(err: RateLimitedError): AppError {
 /** The AppError for a known domain error, else undefined. */
 export function fromDomainError(err: unknown): AppError | undefined {
   if (err instanceof InvalidIdempotencyKeyError) return new InvalidRequestError(err.message, 'Idempotency-Key');
+  if (err instanceof InvalidConversationIdError) return new InvalidRequestError(err.message, 'X-Conversation-Id');
+  if (err instanceof ConversationConflictError) return new ConflictError(err.message);
   if (err instanceof ModelNotPricedError) return new ModelNotFoundError(err.model);
   if (err instanceof AdmissionDeniedError) return admissionDenial(err);
   if (err instanceof AdmissionUnavailableError) return new ServiceUnavailableError(err.message, 1);

@@ -18,6 +18,7 @@ import {
 } from '../alerts/alert-settings';
 import { nonNegativeSafeInt, positiveSafeInt } from '../safe-int';
 import { budgetWindowFields, checkBudgetWindowFields } from './budget-window-schemas';
+import { CONVERSATION_ID_PATTERN } from '../services/billed-requests';
 
 /** Tenant ids appear in Redis hash tags and URLs: keep them to a safe alphabet. */
 export const tenantIdSchema = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z, a-z, 0-9, _ or -');
@@ -236,4 +237,4 @@ export const dashboardUsageQuerySchema = z
   });
 
 /** A conversation id (`X-Conversation-Id`, `/admin/locks/:conversation_id`): 1-128 of A-Z a-z 0-9 _ . : - (no braces: it becomes a Redis hash tag). */
-export const conversationIdSchema = z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, 'must be 1-128 characters of A-Z, a-z, 0-9, _ . : or -');
+export const conversationIdSchema = z.string().regex(CONVERSATION_ID_PATTERN, 'must be 1-128 characters of A-Z, a-z, 0-9, _ . : or -');

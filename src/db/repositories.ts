@@ -15,6 +15,7 @@ import { createExportSettingsRepository } from '../export/export-settings';
 import { createApiKeyRepository } from './api-key-repository';
 import { createBillingRepository } from './billing-repository';
 import { createBudgetWindowRepository } from './budget-window-repository';
+import { createConversationRepository } from './conversation-repository';
 import { createModelPriceRepository } from './model-price-repository';
 import { createRequestBodyRepository } from './request-body-repository';
 import { createSyncRunRepository } from './sync-run-repository';
@@ -43,6 +44,8 @@ export function createRepositories(db: Knex, opts: { bodyKeys: CodecKeyring }) {
     alerts: createAlertRepository(db),
     /** Tenants' webhook signing secrets, encrypted (tenant_quota). */
     alertSecrets: createAlertSecretRepository(db, opts.bodyKeys),
+    /** Conversations and their messages, encrypted (conversation, conversation_message; M7). */
+    conversations: createConversationRepository(db, opts.bodyKeys),
     /** Follow-up tasks committed, waiting to be (or sent as) workflow starts (dispatch_outbox). */
     outbox: createOutboxRepository(db),
     /** Upstream channels, their API keys encrypted (upstream_channel). */

@@ -13,6 +13,10 @@
  *   holder that lost the lock (the lock alone cannot stop a paused holder waking up).
  * - Bounded wait: `acquire` polls with a growing, jittered delay and gives up after
  *   `waitMs` with a LockTimeoutError naming the current holder.
+ * - Wake-up on release: with a `subscriber` connection, lock_release.lua publishes on the
+ *   conversation's channel and the first waiter of this process (FIFO) tries at once
+ *   instead of at its next poll: one waiter per process per release, no thundering herd;
+ *   the others keep polling, so a missed message only costs a poll interval.
  * - Every wait is measured (billing_lock_wait_seconds); ops can inspect and release a stuck
  *   lock (`GET|DELETE /admin/locks/:conversation_id`, `npm run locks`) (M7.3).
  */
@@ -70,6 +74,8 @@ export interface DistributedLockOptions {
 
 export interface DistributedLockDeps {
   redis: Pick<Redis, 'hgetall' | 'pttl' | 'del'>;
+  /** A connection of its own for pub/sub (e.g. `redis.duplicate()`): waiters wake on release. Without it they only poll. */
+  subscriber?: Pick<Redis, 'subscribe' | 'unsubscribe' | 'on'>;
   run: ScriptRunner;
   metrics: LockMetrics;
   log: Pick<Logger, 'warn'>;
@@ -80,10 +86,43 @@ const MAX_POLL_MS = 100;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The waiters of this process per conversation channel, first come first woken. */
+function createReleaseWakeups(subscriber: Pick<Redis, 'subscribe' | 'unsubscribe' | 'on'>, log: Pick<Logger, 'warn'>) {
+  const waiters = new Map<string, Array<() => void>>();
+  subscriber.on('message', (channel: string) => waiters.get(channel)?.shift()?.());
+  return {
+    /** Sleeps up to `ms`, or less when a release on `channel` wakes this waiter. */
+    sleep(channel: string, ms: number): Promise<void> {
+      return new Promise((resolve) => {
+        let queue = waiters.get(channel);
+        if (!queue) {
+          queue = [];
+          waiters.set(channel, queue);
+          subscriber.subscribe(channel).catch((err: unknown) => log.warn({ err: (err as Error).message }, 'lock release channel: subscribe failed, waiters poll'));
+        }
+        const wake = (): void => {
+          clearTimeout(timer);
+          const q = waiters.get(channel);
+          const at = q?.indexOf(wake) ?? -1;
+          if (q && at >= 0) q.splice(at, 1);
+          if (q && q.length === 0) {
+            waiters.delete(channel);
+            subscriber.unsubscribe(channel).catch(() => undefined);
+          }
+          resolve();
+        };
+        const timer = setTimeout(wake, ms);
+        queue.push(wake);
+      });
+    },
+  };
+}
+
 export function createDistributedLock(deps: DistributedLockDeps, opts: DistributedLockOptions = {}) {
   const ttlMs = opts.ttlMs ?? 30_000;
   const defaultWaitMs = opts.waitMs ?? 10_000;
   const now = opts.now ?? Date.now;
+  const wakeups = deps.subscriber ? createReleaseWakeups(deps.subscriber, deps.log) : undefined;
 
   async function inspect(conversationId: string): Promise<LockHolder | null> {
     const key = CacheKeys.conversationLock(conversationId);
@@ -163,7 +202,8 @@ export function createDistributedLock(deps: DistributedLockDeps, opts: Distribut
       }
       // Growing and jittered, so waiters do not poll in step; never past the deadline or the holder's expiry.
       const delay = Math.min(MAX_POLL_MS, MIN_POLL_MS * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2);
-      await sleep(Math.max(1, Math.min(delay, waitMs - waited, value > 0 ? value : delay)));
+      const pause = Math.max(1, Math.min(delay, waitMs - waited, value > 0 ? value : delay));
+      await (wakeups ? wakeups.sleep(CacheKeys.conversationLockReleased(conversationId), pause) : sleep(pause));
     }
   }
 

@@ -144,6 +144,11 @@ export const CacheKeys = {
     return `${CACHE_KEY_PREFIX}:{channels}:cooldown:${checkedId('channel id', channelId)}`;
   },
 
+  /** Pub/sub channel (not a key): lock_release.lua publishes on it, so waiters retry at once. */
+  conversationLockReleased(conversationId: string): string {
+    return `${CacheKeys.conversationLock(conversationId)}:released`;
+  },
+
   /** STRING (JSON): cached lookup from an API key's hash to its id, tenant and status (keys are stored hashed only). */
   apiKeyLookup(keyHash: string): string {
     return `${CACHE_KEY_PREFIX}:apikey:${checkedId('api key hash', keyHash)}`;

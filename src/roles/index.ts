@@ -13,13 +13,15 @@ import { createApiApp } from '../api/app';
 import { createDb } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createRepositories } from '../db/repositories';
-import { createBillingMetrics, createMaintenanceMetrics } from '../metrics';
+import { createBillingMetrics, createLockMetrics, createMaintenanceMetrics } from '../metrics';
+import { createDistributedLock } from '../locks/distributed-lock';
+import { createScriptRunner } from '../redis/script-runner';
 import { createCounterSync } from '../sync/counter-sync';
 import { consistencySettings, createConsistencyCheck } from '../consistency/consistency-check';
 import { createBudgetWindowCheck } from '../consistency/budget-window-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
 import { createMaintenanceClient } from '../schedules/maintenance-client';
-import { createRedis } from '../redis/client';
+import { createRedis, type Redis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
 import { createEdgeScripts } from '../redis/edge-scripts';
 import { createQuotaWarmup } from '../redis/quota-warmup';
@@ -89,6 +91,16 @@ export async function startRoles(
     });
     const relay = createRequestRelay(redis, { ttlSeconds: config.RELAY_TTL_SECONDS });
     stops.push(() => relay.close());
+    /** The conversation lock's pub/sub connection (waiters wake on release), closed with the rest. */
+    const lockSubscriber = (): Redis => {
+      const subscriber = redis.duplicate();
+      subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'redis lock subscriber error'));
+      stops.push(() => {
+        subscriber.disconnect();
+        return Promise.resolve();
+      });
+      return subscriber;
+    };
     const registry = new Registry();
     collectDefaultMetrics({ register: registry });
     // Built once and shared by both roles of this process.
@@ -108,6 +120,7 @@ export async function startRoles(
     if (opts.worker) {
       const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
+        locks: createDistributedLock({ redis, subscriber: lockSubscriber(), run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log }),
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
         consistencyCheck: createConsistencyCheck({
           ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,

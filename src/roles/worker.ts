@@ -7,6 +7,8 @@ import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import { createActivities } from '../activities';
+// Built at import (M9.3): two context fields claiming one key stop the worker here, at start-up, not at a request's first workflow task.
+import '../workflows/billed-request-context';
 import { createMaintenanceActivities } from '../activities/maintenance-jobs';
 import type { CounterSync } from '../sync/counter-sync';
 import type { ConsistencyCheck } from '../consistency/consistency-check';
@@ -15,6 +17,7 @@ import type { QuotaWarmup } from '../redis/quota-warmup';
 import type { BillingMetrics, MaintenanceMetrics } from '../metrics';
 import type { QuotaScripts } from '../redis/scripts';
 import type { RequestRelay } from '../redis/request-relay';
+import type { DistributedLock } from '../locks/distributed-lock';
 import { createOpenAICompatibleProvider } from '../upstream/openai-compatible';
 import { createReservationSweeper, createSweeperActivities } from '../sweeper';
 import { createFollowUps } from '../dispatch/follow-ups';
@@ -37,6 +40,8 @@ export interface BillingWorkerOptions {
   scripts: QuotaScripts;
   warmup: QuotaWarmup;
   relay: RequestRelay;
+  /** The conversation lock (ConversationAppendStep); without it a conversation's exchange is not appended. */
+  locks?: DistributedLock;
   metrics: BillingMetrics;
   maintenanceMetrics: MaintenanceMetrics;
   counterSync: CounterSync;
@@ -79,12 +84,15 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     pollIntervalMs: opts.pollIntervalMs,
     budgetAlerts,
     budgetWindows: createBudgetWindows({ repository: opts.repositories.budgetWindows, scripts: opts.scripts }),
+    conversations: opts.repositories.conversations,
+    locks: opts.locks,
+    conversationLockWaitMs: opts.config.CONVERSATION_LOCK_WAIT_MS,
   });
   // Settles through the billed request's own BillingStep (docs/sweeper.md).
   const sweeper = createReservationSweeper({
     ledger: opts.repositories.billing, client: opts.client, billingStep: billedRequest.billingStep, prices: opts.repositories.modelPrices,
-    relay: opts.relay, bodies: opts.repositories.requestBodies, metrics: opts.metrics, log: opts.log,
-    settings: { pendingAfterSeconds: opts.config.SWEEP_PENDING_AFTER_SECONDS, maxPerRun: opts.config.SWEEP_MAX_PER_RUN },
+    relay: opts.relay, bodies: opts.repositories.requestBodies, conversations: opts.repositories.conversations, metrics: opts.metrics, log: opts.log,
+    settings: { pendingAfterSeconds: opts.config.SWEEP_PENDING_AFTER_SECONDS, maxPerRun: opts.config.SWEEP_MAX_PER_RUN, conversationRetentionDays: opts.config.CONVERSATION_RETENTION_DAYS },
   });
   const maintenance = createMaintenanceActivities({
     counterSync: opts.counterSync,

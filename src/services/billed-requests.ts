@@ -18,10 +18,13 @@ import { requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-r
 import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
 import type { BilledRequestClient } from '../workflows/client';
 import type { AdmissionDecision, BilledRequestInput } from '../workflows/definitions';
+import { ConversationOwnedError, type ConversationRepository } from '../db/conversation-repository';
 import {
   AdmissionDeniedError,
   AdmissionUnavailableError,
+  ConversationConflictError,
   IdempotencyConflictError,
+  InvalidConversationIdError,
   InvalidIdempotencyKeyError,
   ModelNotPricedError,
   UpstreamFailedError,
@@ -29,6 +32,9 @@ import {
 
 /** Idempotency-Key: what clients may send (the OpenAI SDKs send UUID-like strings). */
 export const IDEMPOTENCY_KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
+
+/** X-Conversation-Id (and `/admin/locks/:conversation_id`, src/api/schemas.ts): no braces, since the id becomes a Redis hash tag. */
+export const CONVERSATION_ID_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /**
  * The request id: derived from the tenant and its Idempotency-Key (so two tenants
@@ -52,6 +58,8 @@ export interface BilledRequestsDeps {
   workflows: Pick<BilledRequestClient, 'admit' | 'awaitOutput' | 'isFinished'>;
   /** The body store: the request body goes there, not into the workflow input. */
   bodies: Pick<RequestBodyRepository, 'put' | 'get' | 'delete'>;
+  /** Conversations (X-Conversation-Id): a request claims its conversation for its tenant before it runs. */
+  conversations?: Pick<ConversationRepository, 'claim'>;
   relay: Pick<RequestRelay, 'entries' | 'read' | 'requestCancel'>;
   /** Admission uses the Redis relay only while Redis answers. */
   redis: Pick<Redis, 'status'>;
@@ -92,6 +100,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     /** The request id of a request from `origin` (known before anything else, so every answer can carry it). */
     requestId(origin: BilledRequestOrigin): string {
       if (origin.idempotencyKey !== undefined && !IDEMPOTENCY_KEY_PATTERN.test(origin.idempotencyKey)) throw new InvalidIdempotencyKeyError();
+      if (origin.conversationId !== undefined && !CONVERSATION_ID_PATTERN.test(origin.conversationId)) throw new InvalidConversationIdError();
       return requestIdFor(origin.tenantId, origin.idempotencyKey);
     },
 
@@ -102,6 +111,15 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     async prepare(origin: BilledRequestOrigin, requestId: string, body: ChatCompletionRequest, requestHash: string): Promise<BilledRequestInput> {
       const price = await deps.prices.find(body.model);
       if (!price) throw new ModelNotPricedError(body.model);
+      if (origin.conversationId !== undefined && deps.conversations) {
+        // Before the edge and the workflow: another tenant's conversation id changes nothing (409).
+        try {
+          await deps.conversations.claim(origin.conversationId, origin.tenantId);
+        } catch (err) {
+          if (err instanceof ConversationOwnedError) throw new ConversationConflictError();
+          throw err;
+        }
+      }
       const promptTokens = countPromptTokens(body.messages, body.model, { imageWorstCaseTokens: deps.imageWorstCaseTokens });
       const requestedMax = requestedMaxTokens(body);
       const maxOutputTokens = reservedCompletionTokens(price, requestedMax);

@@ -12,6 +12,22 @@ export class InvalidIdempotencyKeyError extends Error {
   }
 }
 
+/** X-Conversation-Id is not a valid conversation id (400, nothing runs). */
+export class InvalidConversationIdError extends Error {
+  override name = 'InvalidConversationIdError';
+  constructor() {
+    super('X-Conversation-Id must be 1-128 characters of A-Z, a-z, 0-9, _ . : or -.');
+  }
+}
+
+/** X-Conversation-Id names a conversation of another tenant (409, nothing runs, nothing changes). */
+export class ConversationConflictError extends Error {
+  override name = 'ConversationConflictError';
+  constructor() {
+    super('X-Conversation-Id names a conversation that belongs to another tenant: choose another id.');
+  }
+}
+
 /** Thrown when the requested model has no price: a model that cannot be billed is not served. */
 export class ModelNotPricedError extends Error {
   override name = 'ModelNotPricedError';

@@ -21,6 +21,7 @@ import { hasOutput } from '../activities/relay-recovery';
 import type { BillingRepository } from '../db/billing-repository';
 import type { LedgerEntry } from '../db/ledger-types';
 import type { ModelPriceRepository } from '../db/model-price-repository';
+import type { ConversationRepository } from '../db/conversation-repository';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
@@ -46,6 +47,8 @@ export interface SweepSummary {
   errors: number;
   /** Expired rows removed from the body store (request bodies and outputs a crash left behind). */
   expiredBodiesDeleted: number;
+  /** Conversation messages past CONVERSATION_RETENTION_DAYS removed (only when the sweeper has the conversation store). */
+  expiredMessagesDeleted?: number;
   /** The run stopped at SWEEP_MAX_PER_RUN or was cancelled: older rows may be left for the next run. */
   truncated: boolean;
 }
@@ -76,6 +79,8 @@ export interface SweeperSettings {
   batchSize?: number;
   /** Rows examined at once (each is a describe, maybe a history fetch, and a settlement). @default 4 */
   concurrency?: number;
+  /** Conversation messages older than this many days are deleted at the end of a run (CONVERSATION_RETENTION_DAYS). */
+  conversationRetentionDays?: number;
 }
 
 export interface ReservationSweeperDeps {
@@ -87,6 +92,8 @@ export interface ReservationSweeperDeps {
   prices: Pick<ModelPriceRepository, 'find'>;
   relay: Pick<RequestRelay, 'entries'>;
   bodies: Pick<RequestBodyRepository, 'deleteExpired'>;
+  /** The conversation store: its messages past the retention are deleted by each run. */
+  conversations?: Pick<ConversationRepository, 'deleteOlderThan'>;
   metrics: BillingMetrics;
   log: Logger;
   settings: SweeperSettings;
@@ -190,6 +197,14 @@ export function createReservationSweeper(deps: ReservationSweeperDeps) {
       } catch (err) {
         summary.errors++;
         deps.log.error({ err: (err as Error).message }, 'expired request bodies could not be deleted');
+      }
+      if (deps.conversations && deps.settings.conversationRetentionDays !== undefined) {
+        try {
+          summary.expiredMessagesDeleted = await deps.conversations.deleteOlderThan(deps.settings.conversationRetentionDays);
+        } catch (err) {
+          summary.errors++;
+          deps.log.error({ err: (err as Error).message }, 'conversation messages past their retention could not be deleted');
+        }
       }
       deps.log.info({ ...summary }, 'sweep finished');
       return summary;

@@ -1,8 +1,10 @@
 /**
  * One durable workflow per billed request (the lifecycle's steps as activities, docs/architecture.md):
  * QuotaCheckStep -> RoutingStep -> UpstreamCallStep (+ StreamTokenAccumulator)
- * -> BillingStep. Every step is idempotent per request id, so retries, crashes
- * and replays bill exactly once.
+ * -> BillingStep -> ConversationAppendStep (a request with X-Conversation-Id, committed).
+ * Every step is idempotent per request id, so retries, crashes and replays bill exactly once.
+ * What the steps and the update handlers share is a typed context (M9, ./billed-request-context.ts):
+ * in memory only, rebuilt from the same step results on replay, so it adds no command to history.
  */
 import {
   ActivityFailure,
@@ -15,11 +17,14 @@ import {
   setHandler,
   upsertSearchAttributes,
   log,
+  patched,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { FailureType } from './failure-types';
 import { SearchKeys } from './search-attributes';
+import { BilledRequestFields as F, billedRequestContext } from './billed-request-context';
 import {
+  appendsToConversation,
   admissionUpdate,
   upstreamOutputUpdate,
   RequestStatus,
@@ -66,17 +71,31 @@ const UPSTREAM_OPTIONS = {
 } as const satisfies ActivityOptions;
 
 /**
+ * ConversationAppendStep waits for the conversation lock (bounded, CONVERSATION_LOCK_WAIT_MS) and
+ * writes one transaction: a regular activity, so a long wait never holds the workflow task. A few
+ * attempts: each takes the lock anew (a larger fence); the request is billed already either way.
+ */
+const CONVERSATION_OPTIONS = {
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [FailureType.conversationRefused] },
+} as const satisfies ActivityOptions;
+
+/** The patch that added ConversationAppendStep: histories recorded before it replay without the step. */
+const CONVERSATION_APPEND_PATCH = 'conversation-append-step';
+
+/**
  * Task-queue fairness: the regular activities of a request are dispatched round-robin
  * over tenants while the queue is backlogged, like its workflow tasks (the client starts
  * the workflow with the same key, src/workflows/client.ts). Local activities run on the
  * worker that holds the workflow task and take no priority. Priority is not part of the
  * determinism check: histories recorded without it replay unchanged.
  */
-function tenantActivities(tenantId: string): { upstream: Activities; durableBilling: Activities } {
+function tenantActivities(tenantId: string): { upstream: Activities; durableBilling: Activities; conversation: Activities } {
   const priority = { fairnessKey: tenantId };
   return {
     upstream: proxyActivities<Activities>({ ...UPSTREAM_OPTIONS, priority }),
     durableBilling: proxyActivities<Activities>({ ...DURABLE_BILLING_OPTIONS, priority }),
+    conversation: proxyActivities<Activities>({ ...CONVERSATION_OPTIONS, priority }),
   };
 }
 
@@ -85,16 +104,17 @@ function setStatus(status: RequestStatus): void {
 }
 
 export async function billedRequest(input: BilledRequestInput): Promise<BilledRequestResult> {
-  const { upstream, durableBilling } = tenantActivities(input.tenantId);
+  const { upstream, durableBilling, conversation } = tenantActivities(input.tenantId);
   // Read by the update handlers, which may run before the steps have produced anything.
-  const state: { admission?: AdmissionDecision; outcome?: UpstreamOutcome; upstreamDone: boolean } = { upstreamDone: false };
+  const ctx = billedRequestContext.create();
+  ctx.set(F.upstreamDone, false);
   setHandler(admissionUpdate, async () => {
-    await condition(() => state.admission !== undefined);
-    return { ...state.admission!, requestHash: input.requestHash };
+    await condition(() => ctx.has(F.admission));
+    return { ...ctx.require(F.admission), requestHash: input.requestHash };
   });
   setHandler(upstreamOutputUpdate, async () => {
-    await condition(() => state.upstreamDone || state.admission?.admitted === false);
-    return state.outcome ?? null;
+    await condition(() => ctx.get(F.upstreamDone) === true || ctx.get(F.admission)?.admitted === false);
+    return ctx.get(F.outcome) ?? null;
   });
 
   let admission: AdmissionDecision;
@@ -105,7 +125,7 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
     log.error('admission failed', { requestId: input.requestId, error: err instanceof ActivityFailure ? err.cause?.message : String(err) });
     admission = { admitted: false, reason: 'unavailable', path: 'postgres' };
   }
-  state.admission = admission;
+  ctx.set(F.admission, admission);
   if (!admission.admitted) {
     setStatus(admission.reason === 'unavailable' ? RequestStatus.failed : RequestStatus.denied);
     await condition(allHandlersFinished);
@@ -124,8 +144,8 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
     // Settlement reads the relay to learn whether any output was delivered.
     log.warn('upstream call failed', { requestId: input.requestId, error: err instanceof ActivityFailure ? err.cause?.message : String(err) });
   }
-  state.outcome = outcome;
-  state.upstreamDone = true;
+  if (outcome) ctx.set(F.outcome, outcome);
+  ctx.set(F.upstreamDone, true);
 
   let settlement: SettlementResult;
   try {
@@ -133,7 +153,18 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
   } catch {
     settlement = await durableBilling.billingStep(input, outcome ?? null);
   }
+  ctx.set(F.settlement, settlement);
   setStatus(settlement.status === 'voided' ? RequestStatus.voided : RequestStatus.settled);
+
+  // The exchange goes to its conversation only after a committed settlement; a failed append never
+  // changes what was billed (the client has its answer already).
+  if (appendsToConversation(input, ctx.get(F.outcome), settlement) && patched(CONVERSATION_APPEND_PATCH)) {
+    try {
+      await conversation.conversationAppendStep(input);
+    } catch (err) {
+      log.error('conversation append failed', { requestId: input.requestId, conversationId: input.conversationId, error: err instanceof ActivityFailure ? err.cause?.message : String(err) });
+    }
+  }
   await condition(allHandlersFinished);
   return {
     requestId: input.requestId,

@@ -114,6 +114,16 @@ export const ADMISSION_UPDATE_ID = 'admission';
  */
 export const upstreamOutputUpdate = defineUpdate<UpstreamOutcome | null>('upstreamOutputUpdate');
 
+/**
+ * Whether a settled request's exchange goes to its conversation (ConversationAppendStep): it named
+ * one, its upstream call completed and the settlement committed. In relay mode 'result' (Redis was
+ * down at admission) the reply is not in a relay stream and the conversation lock lives in Redis:
+ * such an exchange is not appended. BillingStep keeps the request body for the step exactly then.
+ */
+export function appendsToConversation(input: BilledRequestInput, outcome: Pick<UpstreamOutcome, 'status'> | null | undefined, settlement: Pick<SettlementResult, 'status'>): boolean {
+  return input.conversationId !== undefined && input.relayMode === 'redis' && outcome?.status === 'completed' && settlement.status === 'committed';
+}
+
 export function billedRequestWorkflowId(requestId: string): string {
   return `billed-request:${requestId}`;
 }

@@ -19,5 +19,7 @@ export const FailureType = {
   alertWebhookUnreachable: 'AlertWebhookUnreachable',
   /** A budget alert cannot be delivered at all (no webhook URL or no signing secret any more, or the alert row is gone). */
   alertUndeliverable: 'AlertUndeliverable',
+  /** The conversation cannot take this exchange (it belongs to another tenant, or the request names none): retrying cannot help. */
+  conversationRefused: 'ConversationRefused',
 } as const;
 export type FailureType = (typeof FailureType)[keyof typeof FailureType];

@@ -98,6 +98,7 @@ function fakeSteps(overrides: Partial<Activities> = {}): Activities {
     routingStep: () => Promise.resolve('mock'),
     upstreamCallStep: () => Promise.resolve(COMPLETED),
     billingStep: () => Promise.resolve({ status: 'committed', costMicros: 50, deltaMicros: -160 }),
+    conversationAppendStep: () => Promise.resolve({ appended: true, firstSeq: 0, count: 2, fence: 1 }),
     ...overrides,
   };
 }

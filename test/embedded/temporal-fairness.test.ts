@@ -85,6 +85,7 @@ async function upstreamDispatchOrder(env: TestWorkflowEnvironment): Promise<stri
       return Promise.resolve(COMPLETED);
     },
     billingStep: () => Promise.resolve(COMMITTED),
+    conversationAppendStep: () => Promise.resolve({ appended: false, reason: 'already_appended' }),
   };
   // Workflow tasks and local activities only: regular activity tasks wait in the backlog.
   const workflowWorker = await Worker.create({

@@ -28,6 +28,8 @@ import { createCounterSync } from '../../src/sync/counter-sync';
 import { createRepositories } from '../../src/db/repositories';
 import type { Redis } from '../../src/redis/client';
 import { buildActivities } from '../../src/roles/worker';
+import { createConversationRepository } from '../../src/db/conversation-repository';
+import { keyringOf } from '../../src/codec/keyring';
 import { createReservationSweeper, SweepOutcome, type SweepSummary, type SweptRow } from '../../src/sweeper';
 import { createOpenAICompatibleProvider } from '../../src/upstream/openai-compatible';
 import { billedRequest } from '../../src/workflows/billed-request';
@@ -352,6 +354,25 @@ describe('the reservation sweeper (issue 9 item 4)', () => {
     expect(run.summary.expiredBodiesDeleted).toBeGreaterThanOrEqual(1);
     expect(await db('request_body').whereIn('request_id', [expired, live]).pluck('request_id')).toEqual([live]);
     await deps.bodies.delete(live, 'request');
+  });
+
+  it('deletes conversation messages past CONVERSATION_RETENTION_DAYS in the same run and keeps newer ones', async () => {
+    const conversations = createConversationRepository(db, keyringOf({ a: Buffer.alloc(32, 0x55).toString('base64') }, 'a'));
+    const tenantId = uniqueId('tenant-retention');
+    await db('tenant_quota').insert({ tenant_id: tenantId, name: tenantId, quota_limit_micros: 1 });
+    const conversationId = uniqueId('conv');
+    const messages = [{ role: 'user' as const, content: 'q' }, { role: 'assistant' as const, content: 'a' }];
+    await conversations.append({ conversationId, tenantId, requestId: uniqueId('old'), fence: 1, messages });
+    await db('conversation_message').where({ conversation_id: conversationId }).update({ created_at: db.raw(`now() - interval '8 days'`) });
+    await conversations.append({ conversationId, tenantId, requestId: uniqueId('new'), fence: 2, messages });
+
+    const summary = await createReservationSweeper({
+      ledger: deps.ledger, client: env.client, billingStep: createBillingStep(deps), prices: createModelPriceRepository(db),
+      relay: deps.relay, bodies: deps.bodies, conversations, metrics: deps.metrics, log: deps.log,
+      settings: { pendingAfterSeconds: AGE_SECONDS, maxPerRun: 1000, conversationRetentionDays: 7 },
+    }).sweep();
+    expect(summary.expiredMessagesDeleted).toBeGreaterThanOrEqual(2);
+    expect((await conversations.messages(conversationId, tenantId)).map((m) => m.seq)).toEqual([2, 3]);
   });
 });
 

@@ -63,6 +63,7 @@ function fakeSteps(overrides: Partial<Activities> = {}): { [K in keyof Activitie
     routingStep: jest.fn(overrides.routingStep ?? (() => Promise.resolve('mock'))),
     upstreamCallStep: jest.fn(overrides.upstreamCallStep ?? (() => Promise.resolve(COMPLETED))),
     billingStep: jest.fn(overrides.billingStep ?? (() => Promise.resolve(COMMITTED))),
+    conversationAppendStep: jest.fn(overrides.conversationAppendStep ?? (() => Promise.resolve({ appended: true as const, firstSeq: 0, count: 2, fence: 1 }))),
   };
 }
 
@@ -273,6 +274,47 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
     expect(steps.billingStep).toHaveBeenCalledTimes(3);
     expect(steps.billingStep.mock.calls).toEqual([[input, COMPLETED], [input, COMPLETED], [input, COMPLETED]]);
     expect(settlements).toBe(1);
+  });
+
+  it('M7: a committed conversation request appends its exchange after settlement, once; voided, no conversation, or relay mode result: never', async () => {
+    const order: string[] = [];
+    const steps = fakeSteps({
+      billingStep: (i) => {
+        order.push(`bill:${i.requestId}`);
+        return Promise.resolve(i.requestId.includes('void') ? VOIDED : COMMITTED);
+      },
+      conversationAppendStep: (i) => {
+        order.push(`append:${i.requestId}`);
+        return Promise.resolve({ appended: true, firstSeq: 0, count: 2, fence: 1 });
+      },
+    });
+    const committed = billedInput({ conversationId: 'conv-wf' });
+    const voided = billedInput({ requestId: uniqueId('req-void'), conversationId: 'conv-wf' });
+    const plain = billedInput();
+    const resultMode = billedInput({ conversationId: 'conv-wf', relayMode: 'result' });
+    await withWorker(env, { workflowsPath, activities: steps }, async (taskQueue) => {
+      for (const input of [committed, voided, plain]) {
+        await admit(env.client, taskQueue, input);
+        await env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(input.requestId)).result();
+      }
+      await admit(env.client, taskQueue, resultMode);
+      const handle = env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(resultMode.requestId));
+      await handle.startUpdate(upstreamOutputUpdate, { updateId: 'output', waitForStage: WorkflowUpdateStage.ACCEPTED });
+      await handle.result();
+    });
+    expect(order).toEqual([`bill:${committed.requestId}`, `append:${committed.requestId}`, `bill:${voided.requestId}`, `bill:${plain.requestId}`, `bill:${resultMode.requestId}`]);
+    expect(steps.conversationAppendStep).toHaveBeenCalledTimes(1);
+  });
+
+  it('M7: an append that fails for good leaves the request settled as billed (the client has its answer)', async () => {
+    const steps = fakeSteps({ conversationAppendStep: () => Promise.reject(ApplicationFailure.nonRetryable('belongs to another tenant', FailureType.conversationRefused)) });
+    const input = billedInput({ conversationId: 'conv-wf-fail' });
+    await withWorker(env, { workflowsPath, activities: steps }, async (taskQueue) => {
+      await admit(env.client, taskQueue, input);
+      const result = await env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(input.requestId)).result();
+      expect(result).toEqual({ requestId: input.requestId, status: 'settled', admission: ADMITTED, upstream: COMPLETED, settlement: COMMITTED });
+    });
+    expect(steps.conversationAppendStep).toHaveBeenCalledTimes(1); // non-retryable: one attempt
   });
 
   it('issue 7: the workflow and its regular activities carry the tenant as task-queue fairness key', async () => {

@@ -19,9 +19,10 @@ import { testDataConverter, workflowBundle } from '../helpers/temporal';
 const HISTORIES_DIR = path.resolve(__dirname, '..', 'fixtures', 'histories');
 const workflowsPath = require.resolve('../../src/workflows');
 const reorderedWorkflowsPath = require.resolve('../fixtures/reordered-workflows');
+const unpatchedWorkflowsPath = require.resolve('../fixtures/unpatched-workflows');
 
 /** The paths scripts/record-histories.ts records; a lost fixture must fail the suite too. */
-const EXPECTED_FIXTURES = ['client-cancelled', 'denied', 'settled-result-relay', 'settled-stream', 'upstream-failed-voided'];
+const EXPECTED_FIXTURES = ['client-cancelled', 'denied', 'settled-conversation-before-append', 'settled-result-relay', 'settled-stream', 'upstream-failed-voided'];
 
 function loadFixtures(): HistoryAndWorkflowId[] {
   return fs
@@ -66,5 +67,19 @@ describe('billedRequest replay of recorded histories (issue 3)', () => {
     const error = results[0]!.error;
     expect(error).toBeInstanceOf(DeterminismViolationError);
     expect(error?.message).toMatch(/nondetermin/i);
+  });
+
+  it('M7/M12: a committed conversation request recorded before ConversationAppendStep replays only because the step is behind patched()', async () => {
+    const before = fixtures.filter((f) => f.workflowId === 'settled-conversation-before-append');
+    expect(before).toHaveLength(1);
+    // The history really is a conversation request from before the step: no patch marker, no append activity.
+    const text = JSON.stringify(before[0]!.history);
+    expect(text).not.toContain('conversation-append-step');
+    expect(text).not.toContain('conversationAppendStep');
+    const results = await replayAll(unpatchedWorkflowsPath, before, 'billed-request-replay-unpatched');
+    expect(results).toHaveLength(1);
+    expect(results[0]!.error).toBeInstanceOf(DeterminismViolationError);
+    // The new activity meets the old history's completion: exactly the mismatch patched() prevents.
+    expect(results[0]!.error?.message).toMatch(/Activity machine does not handle this event: HistoryEvent\(id: \d+, WorkflowExecutionCompleted\)/);
   });
 });
