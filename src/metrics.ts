@@ -93,6 +93,12 @@ export function createBillingMetrics(registry: Registry, opts: { pending?: Pendi
     upstreamTtfb: once(registry, 'billing_upstream_ttfb_seconds', () => new Histogram({
       name: 'billing_upstream_ttfb_seconds', help: 'Upstream time to first byte', buckets: LATENCY_BUCKETS, registers,
     })),
+    channelFailures: once(registry, 'billing_channel_failures_total', () => new Counter({
+      name: 'billing_channel_failures_total', help: 'Upstream channel failures before the first byte (the request moved on to another channel), by channel', labelNames: ['channel'], registers,
+    })),
+    channelCooldowns: once(registry, 'billing_channel_cooldowns_total', () => new Counter({
+      name: 'billing_channel_cooldowns_total', help: 'Cool-downs started: a channel that failed too often before the first byte is skipped for a while, by channel', labelNames: ['channel'], registers,
+    })),
     upstreamTokens: once(registry, 'billing_upstream_tokens_total', () => new Counter({
       name: 'billing_upstream_tokens_total', help: 'Tokens billed by kind', labelNames: ['model', 'kind'], registers,
     })),

@@ -14,6 +14,7 @@
  * Providers are cached by base URL and key, so a channel keeps its HTTP connections.
  */
 import { createHash } from 'node:crypto';
+import type { BillingMetrics } from '../metrics';
 import type { ChannelRepository, RoutableChannel } from './channel-repository';
 import type { ChannelHealth } from './channel-health';
 import type { AffinityStore } from '../routing/affinity-store';
@@ -37,6 +38,8 @@ export interface ChannelRouterDeps {
   affinity: Pick<AffinityStore, 'get' | 'apply'>;
   /** The built-in default channel's provider (UPSTREAM_BASE_URL). */
   defaultProvider: UpstreamProvider;
+  /** Failures and cool-downs per channel; without it nothing is counted. */
+  metrics?: Pick<BillingMetrics, 'channelFailures' | 'channelCooldowns'>;
   /** @default Math.random */
   random?: () => number;
   /** @default Date.now */
@@ -116,7 +119,8 @@ export function createChannelRouter(deps: ChannelRouterDeps) {
 
     /** A channel failed before its first byte (counts towards its cool-down). */
     async reportFailure(channelId: string): Promise<void> {
-      await deps.health.recordFailure(channelId);
+      deps.metrics?.channelFailures.inc({ channel: channelId });
+      if (await deps.health.recordFailure(channelId)) deps.metrics?.channelCooldowns.inc({ channel: channelId });
     },
 
     /** M8.3: after a successful call, the conversation's affinity learns which channels failed before it and which served. */

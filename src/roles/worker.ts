@@ -68,6 +68,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     health: createChannelHealth(opts.redis),
     affinity: createAffinityStore(opts.redis),
     defaultProvider,
+    metrics: opts.metrics,
   });
   const { dispatcher, budgetAlerts } = createFollowUps({ ...opts, taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE });
   const billedRequest = createActivities({

@@ -23,7 +23,9 @@ import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/se
 import { createOpenAICompatibleProvider } from '../../src/upstream/openai-compatible';
 import type { BilledRequestInput, RouteDecision, UpstreamOutcome } from '../../src/workflows/definitions';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
-import { billedInput, stepDeps, type StepDeps } from '../helpers/activity-deps';
+import { billedInput, metricValue, stepDeps, type StepDeps } from '../helpers/activity-deps';
+import { Registry } from 'prom-client';
+import { createBillingMetrics } from '../../src/metrics';
 
 let redis: Redis;
 let db: Knex;
@@ -62,8 +64,9 @@ async function twoChannels(opts: { weightA?: number; weightB?: number } = {}): P
   return { model, a, b };
 }
 
-function router(opts: { random?: () => number; threshold?: number } = {}): ChannelRouter {
+function router(opts: { random?: () => number; threshold?: number; registry?: Registry } = {}): ChannelRouter {
   return createChannelRouter({
+    ...(opts.registry ? { metrics: createBillingMetrics(opts.registry) } : {}),
     channels: repo(),
     health: createChannelHealth(redis, { threshold: opts.threshold ?? 3, windowMs: 30_000, cooldownMs: 30_000 }),
     affinity: createAffinityStore(redis),
@@ -238,12 +241,15 @@ describe('failover before the first byte, never after output', () => {
 describe('cool-down (shared in Redis)', () => {
   it('3 failures before the first byte cool a channel down: routes skip it while a healthy channel serves', async () => {
     const { model, a, b } = await twoChannels({ weightA: 1000, weightB: 1 });
-    const r = router({ threshold: 3 });
+    const registry = new Registry();
+    const r = router({ threshold: 3, registry });
     mockA.setDefaults({ failBeforeFirstChunk: true });
     for (let i = 0; i < 3; i++) {
       expect(await call(r, input(model), { channel: a, fallbacks: [b], affinity: false })).toMatchObject({ channel: b });
     }
     expect(await redis.exists(CacheKeys.channelCooldown(a))).toBe(1);
+    expect(await metricValue(registry, 'billing_channel_failures_total', { channel: a })).toBe(3);
+    expect(await metricValue(registry, 'billing_channel_cooldowns_total', { channel: a })).toBe(1);
     for (let i = 0; i < 20; i++) expect(await r.route({ model })).toEqual({ channel: b, fallbacks: [], affinity: false });
     // Another worker's router sees the same cool-down.
     expect(await router().route({ model })).toEqual({ channel: b, fallbacks: [], affinity: false });

@@ -65,6 +65,8 @@ export const METRICS: Record<string, MetricSpec> = {
   billing_pending_reservations: { type: 'gauge', labels: {} },
   billing_pending_oldest_age_seconds: { type: 'gauge', labels: {} },
   billing_swept_reservations_total: { type: 'counter', labels: { outcome: ['committed', 'voided', 'still_running', 'error'] } },
+  billing_channel_failures_total: { type: 'counter', labels: { channel: null } },
+  billing_channel_cooldowns_total: { type: 'counter', labels: { channel: null } },
   billing_lock_wait_seconds: { type: 'histogram', labels: { outcome: ['acquired', 'timeout'] } },
   billing_lock_held: { type: 'gauge', labels: {} },
   billing_lock_lost_total: { type: 'counter', labels: {} },
