@@ -198,14 +198,20 @@ async function settledAlerts(tenantId: string, count: number) {
 }
 
 /** The alert ids the receiver accepted on `path`, each checked: a valid signature within 60 s, and the body it announces. */
+/**
+ * The ids the receiver accepted, each signature checked, sorted: every alert is its own
+ * workflow, so two alerts may arrive in either order (receivers order by threshold_percent).
+ */
 function checkedDeliveries(path: string, secret: string): string[] {
   return accepted(path).map((r) => {
     expect(verifyAlertSignature(secret, r.signature, r.body, { toleranceSeconds: 60 })).toMatchObject({ valid: true });
     const body = JSON.parse(r.body) as { id: string };
     expect(body.id).toBe(r.alertId);
     return r.alertId;
-  });
+  }).sort();
 }
+
+const sorted = (ids: string[]): string[] => [...ids].sort();
 
 describe('tenant quota thresholds', () => {
   it('crossing 80 % then 100 % gives two alerts; settlements above 100 % give no more; a top-up re-arms and the next crossing alerts again', async () => {
@@ -226,8 +232,8 @@ describe('tenant quota thresholds', () => {
       [`budget-alert:tenant:${t}:80:1`, 80, 80_000, 100_000, 'delivered'],
       [`budget-alert:tenant:${t}:100:1`, 100, 100_000, 100_000, 'delivered'],
     ]);
-    expect(checkedDeliveries(path, secret)).toEqual([`budget-alert:tenant:${t}:80:1`, `budget-alert:tenant:${t}:100:1`]);
-    expect(JSON.parse(accepted(path)[0]!.body)).toEqual({
+    expect(checkedDeliveries(path, secret)).toEqual(sorted([`budget-alert:tenant:${t}:80:1`, `budget-alert:tenant:${t}:100:1`]));
+    expect(JSON.parse(accepted(path).find((r) => r.alertId === `budget-alert:tenant:${t}:80:1`)!.body)).toEqual({
       id: `budget-alert:tenant:${t}:80:1`,
       type: 'budget.threshold_crossed',
       tenant_id: t,
@@ -248,7 +254,7 @@ describe('tenant quota thresholds', () => {
     const all = await settledAlerts(t, 3);
 
     expect(all[2]).toMatchObject({ alertId: `budget-alert:tenant:${t}:80:2`, thresholdPercent: 80, sequence: 2, usedMicros: 120_100, limitMicros: 150_000, status: 'delivered' });
-    expect(checkedDeliveries(path, secret)).toEqual([`budget-alert:tenant:${t}:80:1`, `budget-alert:tenant:${t}:100:1`, `budget-alert:tenant:${t}:80:2`]);
+    expect(checkedDeliveries(path, secret)).toEqual(sorted([`budget-alert:tenant:${t}:80:1`, `budget-alert:tenant:${t}:100:1`, `budget-alert:tenant:${t}:80:2`]));
     expect(posts(path)).toHaveLength(3);
   });
 
@@ -272,7 +278,7 @@ describe('tenant quota thresholds', () => {
     await settle(seed, 60_050, budgetAlerts());
     const list = await settledAlerts(seed.tenantId, 2);
     expect(list.map((a) => a.thresholdPercent)).toEqual([25, 50]);
-    expect(checkedDeliveries(path, secret).sort()).toEqual(list.map((a) => a.alertId).sort());
+    expect(checkedDeliveries(path, secret)).toEqual(sorted(list.map((a) => a.alertId)));
   });
 
   it('a tenant without a webhook URL raises nothing and its settlements read no alert state', async () => {
@@ -314,7 +320,7 @@ describe('tenant quota thresholds', () => {
 
     expect(raised.flat()).toEqual([`budget-alert:tenant:${seed.tenantId}:80:1`]);
     await settledAlerts(seed.tenantId, 1);
-    expect(checkedDeliveries(path, secret)).toEqual([`budget-alert:tenant:${seed.tenantId}:80:1`]);
+    expect(checkedDeliveries(path, secret)).toEqual(sorted([`budget-alert:tenant:${seed.tenantId}:80:1`]));
   });
 
   it('a failed threshold check never fails the settlement; its replay (a duplicate settlement) reads the counters and raises the alert', async () => {
@@ -350,7 +356,7 @@ describe('key budget thresholds', () => {
       [`budget-alert:api_key:${k}:80:1`, k, 8_050, 10_000],
       [`budget-alert:api_key:${k}:100:1`, k, 10_000, 10_000],
     ]);
-    expect(checkedDeliveries(keyPath, secret)).toEqual(list.map((a) => a.alertId));
+    expect(checkedDeliveries(keyPath, secret)).toEqual(sorted(list.map((a) => a.alertId)));
     expect(JSON.parse(accepted(keyPath)[0]!.body)).toMatchObject({ subject: 'api_key', api_key_id: k, tenant_id: seed.tenantId });
     expect(posts(tenantPath)).toEqual([]);
     const described = await env.client.workflow.getHandle(list[0]!.alertId).describe();
@@ -365,7 +371,7 @@ describe('key budget thresholds', () => {
     await settle(seed, 16_050, budgetAlerts());
     const list = await settledAlerts(seed.tenantId, 1);
     expect(list.map((a) => a.alertId)).toEqual([`budget-alert:api_key:${seed.apiKeyIds[0]!}:80:1`]);
-    expect(checkedDeliveries(path, secret)).toEqual([list[0]!.alertId]);
+    expect(checkedDeliveries(path, secret)).toEqual(sorted([list[0]!.alertId]));
 
     const unlimited = await tenantWithKey(100_000, { path: `/t-${uniqueId('p')}`, budget: null });
     await settle(unlimited.seed, 50_050, budgetAlerts());
@@ -385,7 +391,7 @@ describe('delivery', () => {
     expect(posts(path).map((r) => r.status)).toEqual([500, 500, 204]);
     expect(new Set(posts(path).map((r) => r.body)).size).toBe(1); // the same body on every attempt
     for (const r of posts(path)) expect(verifyAlertSignature(secret, r.signature, r.body, { toleranceSeconds: 60 })).toMatchObject({ valid: true });
-    expect(checkedDeliveries(path, secret)).toEqual([alert!.alertId]);
+    expect(checkedDeliveries(path, secret)).toEqual(sorted([alert!.alertId]));
   });
 
   it('a 4xx is not retried: one POST, recorded as failed', async () => {
@@ -444,7 +450,7 @@ describe('delivery', () => {
     await real.drainOutbox({ taskQueue });
     await real.drainOutbox({ taskQueue });
     await settledAlerts(seed.tenantId, 1);
-    expect(checkedDeliveries(path, secret)).toEqual([pending!.alertId]);
+    expect(checkedDeliveries(path, secret)).toEqual(sorted([pending!.alertId]));
     expect(posts(path)).toHaveLength(1);
   });
 
