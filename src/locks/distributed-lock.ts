@@ -68,6 +68,8 @@ export interface DistributedLockOptions {
   ttlMs?: number;
   /** Default bounded wait of acquire(). @default 10_000 */
   waitMs?: number;
+  /** Longest sleep between a waiter's polls (they grow from 5 ms). @default 100 */
+  maxPollMs?: number;
   /** @default Date.now */
   now?: () => number;
 }
@@ -82,7 +84,6 @@ export interface DistributedLockDeps {
 }
 
 const MIN_POLL_MS = 5;
-const MAX_POLL_MS = 100;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -121,6 +122,7 @@ function createReleaseWakeups(subscriber: Pick<Redis, 'subscribe' | 'unsubscribe
 export function createDistributedLock(deps: DistributedLockDeps, opts: DistributedLockOptions = {}) {
   const ttlMs = opts.ttlMs ?? 30_000;
   const defaultWaitMs = opts.waitMs ?? 10_000;
+  const maxPollMs = opts.maxPollMs ?? 100;
   const now = opts.now ?? Date.now;
   const wakeups = deps.subscriber ? createReleaseWakeups(deps.subscriber, deps.log) : undefined;
 
@@ -201,7 +203,7 @@ export function createDistributedLock(deps: DistributedLockDeps, opts: Distribut
         throw new LockTimeoutError(conversationId, waited, await inspect(conversationId).catch(() => null));
       }
       // Growing and jittered, so waiters do not poll in step; never past the deadline or the holder's expiry.
-      const delay = Math.min(MAX_POLL_MS, MIN_POLL_MS * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2);
+      const delay = Math.min(maxPollMs, MIN_POLL_MS * 2 ** Math.min(attempt, 12)) * (0.5 + Math.random() / 2);
       const pause = Math.max(1, Math.min(delay, waitMs - waited, value > 0 ? value : delay));
       await (wakeups ? wakeups.sleep(CacheKeys.conversationLockReleased(conversationId), pause) : sleep(pause));
     }
