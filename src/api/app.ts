@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
-import { createLockMetrics, type BillingMetrics } from '../metrics';
+import type { BillingMetrics } from '../metrics';
 import { createEdgeGate } from '../edge/edge-gate';
 import { InflightBound } from '../edge/inflight-bound';
 import type { EdgeScripts } from '../redis/edge-scripts';
@@ -27,8 +27,7 @@ import { chatBodyParser } from './chat-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
 import { dashboardBillingRouter } from './routes/dashboard-billing';
-import { createDistributedLock } from '../locks/distributed-lock';
-import { createScriptRunner } from '../redis/script-runner';
+import type { DistributedLock } from '../locks/distributed-lock';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
 import { createCodecSessionRevocations, createCodecSessions } from './codec-session';
@@ -55,6 +54,8 @@ export interface ApiDeps {
   payloadCodec: PayloadCodec;
   /** Starts maintenance jobs (POST /admin/sync/:job, the sync after a top-up). */
   maintenance?: MaintenanceClient;
+  /** Conversation locks for GET|DELETE /admin/locks/:conversation_id (built once per process in src/roles). */
+  locks?: Pick<DistributedLock, 'inspect' | 'forceRelease'>;
 }
 
 export function createApiApp(deps: ApiDeps): Express {
@@ -123,7 +124,7 @@ export function createApiApp(deps: ApiDeps): Express {
     adminToken: deps.config.ADMIN_TOKEN,
     describeWorkflow: (workflowId) => deps.workflows.status(workflowId),
     maintenance: deps.maintenance,
-    locks: createDistributedLock({ redis: deps.redis, run: createScriptRunner(deps.redis, deps.registry), metrics: createLockMetrics(deps.registry), log: deps.log }),
+    locks: deps.locks,
     config: deps.config,
   }));
   app.use(codecRouter({

@@ -116,11 +116,17 @@ export async function startRoles(
     const warmup = createQuotaWarmup({ scripts, tenants, apiKeys, ledger });
     const maintenanceMetrics = createMaintenanceMetrics(registry, { lastRuns: () => repositories.syncRuns.lastSuccessByJob() });
     const taskQueue = opts.taskQueue ?? config.TEMPORAL_TASK_QUEUE;
+    // The conversation lock, one per process: the worker's appends wait on it (woken on release through
+    // the subscriber), the API's /admin/locks inspects and releases it.
+    const locks = createDistributedLock({
+      redis, run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log,
+      ...(opts.worker ? { subscriber: lockSubscriber() } : {}),
+    });
 
     if (opts.worker) {
       const { worker, connection, client: workerClient } = await createBillingWorker({
         config, temporalAddress: endpoints.temporalAddress, db, redis, repositories, scripts, warmup, relay, metrics, log,
-        locks: createDistributedLock({ redis, subscriber: lockSubscriber(), run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log }),
+        locks,
         maintenanceMetrics, counterSync: createCounterSync(db, redis),
         consistencyCheck: createConsistencyCheck({
           ledger: repositories.consistencyLedger, reports: repositories.consistencyReports, redis, scripts, metrics, log,
@@ -173,6 +179,7 @@ export async function startRoles(
       const client = new Client({ connection: temporal, namespace: config.TEMPORAL_NAMESPACE, dataConverter: billingDataConverter(config.payloadCodecKeys) });
       const workflows = createBilledRequestClient(client, taskQueue);
       const app = createApiApp({
+        locks,
         config, db, redis, temporal, workflows, relay, repositories, scripts, edgeScripts: createEdgeScripts(redis, { registry }), warmup, registry, metrics, log,
         payloadCodec: new AesGcmPayloadCodec(config.payloadCodecKeys),
         maintenance: createMaintenanceClient(client, taskQueue),
