@@ -17,6 +17,7 @@ import { developmentKeyring } from '../src/codec/keyring';
 import { AesGcmPayloadCodec } from '../src/codec/payload-codec';
 import { createRequestBodyRepository } from '../src/db/request-body-repository';
 import { withDatastores } from './lib/datastores';
+import { percentile } from './gateway/statistics';
 import { printTable } from './lib/table';
 
 const SIZES: ReadonlyArray<{ label: string; bytes: number; iterations: number }> = [
@@ -40,10 +41,8 @@ async function measure(iterations: number, op: () => Promise<void>): Promise<Sam
   return { wallMs, cpuMs: (used.user + used.system) / 1000 / iterations };
 }
 
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
+/** Nearest-rank percentile of unsorted samples (the gateway benchmark's rule). */
+const percentileOf = (values: number[], p: number): number => percentile([...values].sort((a, b) => a - b), p);
 
 /** A chat request body of about `bytes` bytes (one user message of base64 text). */
 function bodyOf(bytes: number): Buffer {
@@ -74,7 +73,7 @@ async function main(): Promise<void> {
         if (decoded?.data?.length !== payload.data?.length) throw new Error('codec returned another payload');
       });
       for (const [what, s] of [['store put+get+delete', storeSample], ['codec encode+decode', codecSample]] as const) {
-        rows.push([size.label, what, percentile(s.wallMs, 50).toFixed(2), percentile(s.wallMs, 99).toFixed(2), s.cpuMs.toFixed(2), String(size.iterations)]);
+        rows.push([size.label, what, percentileOf(s.wallMs, 50).toFixed(2), percentileOf(s.wallMs, 99).toFixed(2), s.cpuMs.toFixed(2), String(size.iterations)]);
       }
     }
     printTable(['body', 'operation', 'P50 ms', 'P99 ms', 'CPU ms/op', 'n'], rows);

@@ -17,9 +17,9 @@ import { createLogger } from '../src/log';
 import { createLockMetrics } from '../src/metrics';
 import { createRedis } from '../src/redis/client';
 import { createScriptRunner } from '../src/redis/script-runner';
+import { percentile } from './gateway/statistics';
 import { printTable } from './lib/table';
 
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-lock-'));

@@ -16,9 +16,9 @@ import { developmentKeyring } from '../src/codec/keyring';
 import { createAffinityStore } from '../src/routing/affinity-store';
 import { createOpenAICompatibleProvider } from '../src/upstream/openai-compatible';
 import { withDatastores } from './lib/datastores';
+import { percentile } from './gateway/statistics';
 import { printTable } from './lib/table';
 
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 const ROUTES = 3000;
 
 async function main(): Promise<void> {
