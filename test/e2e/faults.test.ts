@@ -6,7 +6,7 @@
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
-import { settled } from '../helpers/ledger';
+import { bodyRowsAfterSettlement, settled } from '../helpers/ledger';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { startRole, type RoleProcess } from '../helpers/role-process';
 import { readTenantQuota } from '../../src/redis/quota-cache';
@@ -171,7 +171,7 @@ describe('fault recovery (M10.2)', () => {
       const row = await onlyRow(t.tenantId);
       expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
       // The body outlived the crash in the body store (the retry found it) and left it at settlement.
-      expect(await db('request_body').where({ request_id: requestId })).toEqual([]);
+      expect(await bodyRowsAfterSettlement(db, requestId)).toBe(0);
       // The restarted worker's own /metrics saw the settlement it made.
       const metrics = await (await fetch(worker.metricsUrl)).text();
       expect(metrics).toMatch(/^billing_settlement_total\{outcome="committed",token_source="tiktoken"\} 1$/m);

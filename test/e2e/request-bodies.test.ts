@@ -10,7 +10,7 @@ import { createLogger } from '../../src/log';
 import { startRoles, type RunningRoles } from '../../src/roles';
 import { startMockUpstream } from '../../src/upstream/mock/server';
 import { ADMIN_TOKEN, chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
-import { settled } from '../helpers/ledger';
+import { bodyRowsAfterSettlement, settled } from '../helpers/ledger';
 import { temporalAddress, testConfig, testDb, uniqueId } from '../helpers/services';
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
@@ -22,17 +22,6 @@ beforeAll(() => {
 afterAll(async () => {
   await db.destroy();
 });
-
-/** Rows left in the body store for a request, once settlement has had up to 10 s to delete them. */
-async function bodyRowsAfterSettlement(requestId: string): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const rows = await db('request_body').where({ request_id: requestId }).count<{ count: string }[]>({ count: '*' });
-    const count = Number(rows[0]?.count ?? 0);
-    if (count === 0 || Date.now() > deadline) return count;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function usageRows(tenantId: string): Promise<Array<Record<string, unknown>>> {
   return db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' });
@@ -63,9 +52,7 @@ describe('request bodies live in the body store', () => {
     const rows = await usageRows(t.tenantId);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ status: 'committed', completion_tokens: 3 });
-    // Settlement deletes the body after the ledger commit and the Redis settlement: wait for that last step.
-    // Counted, never compared row by row: a 10 MB ciphertext in a failure diff would swamp the report.
-    expect(await bodyRowsAfterSettlement(res.headers.get('x-request-id')!)).toBe(0);
+    expect(await bodyRowsAfterSettlement(db, res.headers.get('x-request-id')!)).toBe(0);
   }, 60_000);
 });
 

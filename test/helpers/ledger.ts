@@ -23,3 +23,18 @@ export async function ledgerUsage(db: Knex, tenantId: string): Promise<number> {
     .first<{ micros: string }>();
   return Number(row?.micros ?? 0);
 }
+
+/**
+ * Rows left in the body store for a request once settlement has had up to 10 s to delete them
+ * (it deletes the body after the ledger commit and the Redis settlement). Counted, never compared
+ * row by row: a large ciphertext in a failure diff would swamp the report.
+ */
+export async function bodyRowsAfterSettlement(db: Knex, requestId: string, timeoutMs = 10_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const rows = await db('request_body').where({ request_id: requestId }).count<{ count: string }[]>({ count: '*' });
+    const count = Number(rows[0]?.count ?? 0);
+    if (count === 0 || Date.now() > deadline) return count;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
