@@ -298,9 +298,9 @@ describe('billedRequest workflow on the dev server (issue 3)', () => {
         await env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(input.requestId)).result();
       }
       await admit(env.client, taskQueue, resultMode);
-      const handle = env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(resultMode.requestId));
-      await handle.startUpdate(upstreamOutputUpdate, { updateId: 'output', waitForStage: WorkflowUpdateStage.ACCEPTED });
-      await handle.result();
+      // No output update here: one sent to a workflow already closing is aborted by the server (a race
+      // awaitOutputWhileRunning avoids with a gate); what is under test is only that nothing is appended.
+      await env.client.workflow.getHandle<typeof billedRequest>(billedRequestWorkflowId(resultMode.requestId)).result();
     });
     expect(order).toEqual([`bill:${committed.requestId}`, `append:${committed.requestId}`, `bill:${voided.requestId}`, `bill:${plain.requestId}`, `bill:${resultMode.requestId}`]);
     expect(steps.conversationAppendStep).toHaveBeenCalledTimes(1);
