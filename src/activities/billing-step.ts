@@ -58,6 +58,16 @@ export class SettlementCounterMissingError extends Error {
 }
 
 
+/** The token classes of an outcome, 0 where it reports none (outcomes recorded before classes existed). */
+function ledgerTokenClasses(outcome: UpstreamOutcome): { cachedPromptTokens: number; reasoningTokens: number; audioPromptTokens: number; audioCompletionTokens: number } {
+  return {
+    cachedPromptTokens: Math.min(outcome.cachedPromptTokens ?? 0, outcome.promptTokens),
+    reasoningTokens: outcome.reasoningTokens ?? 0,
+    audioPromptTokens: outcome.audioPromptTokens ?? 0,
+    audioCompletionTokens: outcome.audioCompletionTokens ?? 0,
+  };
+}
+
 export function createBillingStep(deps: BillingStepDeps) {
   /** The upstream step gave up: bill what the relay shows was delivered, else nothing, and end the client's stream. */
   async function outcomeAfterFailure(input: BilledRequestInput): Promise<UpstreamOutcome> {
@@ -159,13 +169,16 @@ export function createBillingStep(deps: BillingStepDeps) {
           return { changed: voided.voided, entry: voided.entry };
         })
       : await settleOnce(requestId, async () => {
-          const cost = costMicros(input.price, { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens });
+          // Cached prompt tokens at the model's cached-input price (issue 11); the other classes are recorded.
+          const classes = ledgerTokenClasses(outcome);
+          const cost = costMicros(input.price, { promptTokens: outcome.promptTokens, completionTokens: outcome.completionTokens, cachedPromptTokens: classes.cachedPromptTokens });
           const committed = await deps.ledger.commitPendingTransaction({
             requestId,
             amountMicros: cost,
             promptTokens: outcome.promptTokens,
             completionTokens: outcome.completionTokens,
             tokenSource: outcome.tokenSource,
+            ...classes,
           });
           return { changed: committed.committed, entry: committed.entry };
         });

@@ -4,8 +4,9 @@
  * it to bill exactly what reached the client, and to end the client's stream.
  */
 import { StreamTokenAccumulator, type FinalTokenUsage } from '../billing/stream-token-accumulator';
+import type { ChatUsageLike } from '../billing/token-classes';
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
-import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
+import { worstCaseCompletionTokens, type BilledRequestInput, type UpstreamOutcome } from '../workflows/definitions';
 
 /** Every relayed upstream failure is a 502 `upstream_error`; only the message tells which. */
 export function upstreamFailure(message: string): { status: 502; message: string; type: 'upstream_error'; code: 'upstream_error' } {
@@ -39,9 +40,22 @@ export function terminalOf(entries: readonly RelayEntry[]): RelayEntry | undefin
   return entries.find((e) => e.type === 'done' || e.type === 'error');
 }
 
-/** Worst case for the estimate level: the whole output cap. */
+/** Worst case for the estimate level: the whole output cap of every choice. */
 export function usageEstimate(input: BilledRequestInput): { promptTokens: number; completionTokens: number } {
-  return { promptTokens: input.promptTokens, completionTokens: input.maxOutputTokens };
+  return { promptTokens: input.promptTokens, completionTokens: worstCaseCompletionTokens(input) };
+}
+
+/** The outcome fields of a billed usage: its two counts, its token classes and their source. */
+export function outcomeUsage(usage: FinalTokenUsage): Pick<UpstreamOutcome, 'promptTokens' | 'completionTokens' | 'cachedPromptTokens' | 'reasoningTokens' | 'audioPromptTokens' | 'audioCompletionTokens' | 'tokenSource'> {
+  return {
+    promptTokens: usage.promptTokens,
+    completionTokens: usage.completionTokens,
+    cachedPromptTokens: usage.cachedPromptTokens,
+    reasoningTokens: usage.reasoningTokens,
+    audioPromptTokens: usage.audioPromptTokens,
+    audioCompletionTokens: usage.audioCompletionTokens,
+    tokenSource: usage.source,
+  };
 }
 
 interface RelayedCompletion {
@@ -58,7 +72,7 @@ export function usageFromRelay(input: BilledRequestInput, entries: readonly Rela
     else if (entry.type === 'response') {
       const completion = entry.data as RelayedCompletion;
       for (const choice of completion.choices ?? []) acc.addText(choice.message?.content ?? '');
-      acc.add({ choices: [], usage: completion.usage as { prompt_tokens?: unknown; completion_tokens?: unknown } | null });
+      acc.add({ choices: [], usage: completion.usage as ChatUsageLike | null });
     }
   }
   return acc.finalize(usageEstimate(input));
@@ -68,7 +82,7 @@ export function usageFromRelay(input: BilledRequestInput, entries: readonly Rela
 export function outcomeFromRelay(input: BilledRequestInput, channel: string, entries: readonly RelayEntry[]): UpstreamOutcome {
   const usage = usageFromRelay(input, entries);
   const terminal = terminalOf(entries);
-  const base = { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source, channel };
+  const base = { ...outcomeUsage(usage), channel };
   // An error before any output (the client left first, the upstream refused): the attempt that wrote it
   // returned failed_before_output (a void); a retry reading the relay must decide the same.
   if (terminal?.type === 'error' && !hasOutput(entries)) return { ...base, status: 'failed_before_output', error: terminal.data };

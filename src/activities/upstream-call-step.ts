@@ -34,7 +34,8 @@ import type { UpstreamChatRequest, UpstreamProvider } from '../upstream/provider
 import type { BilledRequestInput, RouteDecision, UpstreamOutcome } from '../workflows/definitions';
 import type { ChannelRouter } from '../channels/channel-router';
 import { FailureType } from '../workflows/failure-types';
-import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, upstreamFailure, usageEstimate } from './relay-recovery';
+import { toChatUsage } from '../billing/token-classes';
+import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, outcomeUsage, terminalOf, upstreamFailure, usageEstimate } from './relay-recovery';
 
 export interface UpstreamCallDeps {
   /** Providers by channel name, when there is no `router` (or it does not know the channel). */
@@ -140,8 +141,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       ttfbRecorded = true;
     };
     const usageOf = (): UpstreamOutcome => {
-      const usage = acc.finalize(usageEstimate(input));
-      return { status: 'completed', promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source, channel };
+      return { status: 'completed', ...outcomeUsage(acc.finalize(usageEstimate(input))), channel };
     };
     const finish = async (outcome: UpstreamOutcome, metricOutcome: string): Promise<UpstreamOutcome> => {
       await writer?.flush();
@@ -180,7 +180,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
           delivered++;
         }
         const outcome = await learn(usageOf());
-        emit({ type: 'usage', data: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens } });
+        emit({ type: 'usage', data: toChatUsage(outcome) });
         emit({ type: 'done' });
         return await finish(outcome, 'ok');
       }
@@ -189,7 +189,7 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       for (const choice of completion.choices) acc.addText(choice.message?.content ?? '');
       if (completion.usage) acc.add({ choices: [], usage: completion.usage });
       const outcome = await learn(usageOf());
-      emit({ type: 'response', data: { ...completion, usage: { prompt_tokens: outcome.promptTokens, completion_tokens: outcome.completionTokens, total_tokens: outcome.promptTokens + outcome.completionTokens } } });
+      emit({ type: 'response', data: { ...completion, usage: toChatUsage(outcome) } });
       emit({ type: 'done' });
       delivered++;
       return await finish(outcome, 'ok');

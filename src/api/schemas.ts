@@ -160,6 +160,8 @@ export type CreateApiKeyBody = z.infer<typeof createApiKeyBodySchema>;
 export const modelPriceBodySchema = z
   .object({
     input_price_micros_per_mtok: nonNegativeSafeInt,
+    /** Issue 11: the price of a cached prompt token; absent = the input price. */
+    cached_input_price_micros_per_mtok: nonNegativeSafeInt.optional(),
     output_price_micros_per_mtok: nonNegativeSafeInt,
     max_output_tokens: positiveSafeInt,
   })

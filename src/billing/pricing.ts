@@ -23,6 +23,12 @@ export interface ModelPrice {
   model: string;
   /** Price of one million prompt tokens, in micros. */
   inputPriceMicrosPerMtok: number;
+  /**
+   * Price of one million prompt tokens the upstream served from its prompt cache
+   * (`prompt_tokens_details.cached_tokens`), in micros. Absent: the input price (a cached
+   * token is billed like any other). Inputs recorded before token classes carry none.
+   */
+  cachedInputPriceMicrosPerMtok?: number;
   /** Price of one million completion tokens, in micros. */
   outputPriceMicrosPerMtok: number;
   /** Hard cap on completion tokens; bounds the worst-case reservation. */
@@ -31,8 +37,12 @@ export interface ModelPrice {
 
 /** Token usage of one request, whatever its source (upstream, tiktoken, estimate). */
 export interface TokenUsage {
+  /** Every prompt token, cached ones included (OpenAI's `prompt_tokens`). */
   promptTokens: number;
+  /** Every completion token, reasoning ones included (OpenAI's `completion_tokens`). */
   completionTokens: number;
+  /** Of `promptTokens`, those served from the prompt cache (priced at the cached-input price). @default 0 */
+  cachedPromptTokens?: number;
 }
 
 /** Thrown when a token count or price is not a non-negative safe integer. */
@@ -61,16 +71,30 @@ function ceilDiv(numerator: bigint, divisor: bigint): bigint {
   return (numerator + divisor - 1n) / divisor;
 }
 
+/** The cached-input price of a model: its own when set, else the input price. */
+export function cachedInputPrice(price: ModelPrice): number {
+  return price.cachedInputPriceMicrosPerMtok ?? price.inputPriceMicrosPerMtok;
+}
+
 /**
  * Cost of a request in micros:
- * `ceil((promptTokens * inputPrice + completionTokens * outputPrice) / 1_000_000)`,
- * computed exactly and rounded up once per request (see the module comment).
+ * `ceil((uncachedPromptTokens * inputPrice + cachedPromptTokens * cachedInputPrice
+ *        + completionTokens * outputPrice) / 1_000_000)`,
+ * where `uncachedPromptTokens = promptTokens - cachedPromptTokens`; computed exactly and
+ * rounded up once per request (see the module comment). Reasoning and audio tokens are
+ * part of the completion and prompt counts and priced with them, as providers bill them.
  *
- * @throws InvalidBillingQuantityError if a count or price is negative, fractional or unsafe.
+ * @throws InvalidBillingQuantityError if a count or price is negative, fractional or unsafe,
+ *   or more prompt tokens are cached than the prompt has.
  * @throws CostOverflowError if the cost exceeds Number.MAX_SAFE_INTEGER micros.
  */
 export function costMicros(price: ModelPrice, usage: TokenUsage): number {
-  const promptCost = quantity('promptTokens', usage.promptTokens) * quantity('inputPriceMicrosPerMtok', price.inputPriceMicrosPerMtok);
+  const prompt = quantity('promptTokens', usage.promptTokens);
+  const cached = quantity('cachedPromptTokens', usage.cachedPromptTokens ?? 0);
+  if (cached > prompt) throw new InvalidBillingQuantityError('cachedPromptTokens', usage.cachedPromptTokens);
+  const promptCost =
+    (prompt - cached) * quantity('inputPriceMicrosPerMtok', price.inputPriceMicrosPerMtok)
+    + cached * quantity('cachedInputPriceMicrosPerMtok', cachedInputPrice(price));
   const completionCost =
     quantity('completionTokens', usage.completionTokens) * quantity('outputPriceMicrosPerMtok', price.outputPriceMicrosPerMtok);
   const cost = ceilDiv(promptCost + completionCost, MICROS_PER_MTOK_DIVISOR);
@@ -79,9 +103,9 @@ export function costMicros(price: ModelPrice, usage: TokenUsage): number {
 }
 
 /**
- * The completion tokens admission must assume: the caller's `max_tokens` (or
- * `max_completion_tokens`) when given, capped at the model's `maxOutputTokens`;
- * the model's cap otherwise. The upstream cannot bill more than this.
+ * The completion tokens admission must assume for ONE choice: the caller's `max_tokens`
+ * (or `max_completion_tokens`) when given, capped at the model's `maxOutputTokens`;
+ * the model's cap otherwise. It is what the upstream receives as its cap, per choice.
  */
 export function reservedCompletionTokens(price: ModelPrice, requestedMaxTokens?: number): number {
   const cap = Number(quantity('maxOutputTokens', price.maxOutputTokens));
@@ -90,11 +114,17 @@ export function reservedCompletionTokens(price: ModelPrice, requestedMaxTokens?:
 }
 
 /**
- * Worst-case cost of a request before it runs: its prompt plus the most
- * completion tokens it may produce ({@link reservedCompletionTokens}), priced by
- * {@link costMicros}. Admission reserves this; settlement refunds the difference
- * to the real cost (M3.2).
+ * Worst-case cost of a request before it runs: its prompt plus the most completion
+ * tokens it may produce, `choices` (OpenAI's `n`) times the per-choice cap
+ * ({@link reservedCompletionTokens}), since every choice may run to the cap. The prompt is
+ * priced as if nothing were cached (at the higher of the input and cached-input prices,
+ * should an operator set the cached one higher), so no cache report can exceed it. Priced
+ * by {@link costMicros}. Admission reserves this; settlement refunds the difference to the
+ * real cost (M3.2).
  */
-export function worstCaseReservationMicros(price: ModelPrice, promptTokens: number, requestedMaxTokens?: number): number {
-  return costMicros(price, { promptTokens, completionTokens: reservedCompletionTokens(price, requestedMaxTokens) });
+export function worstCaseReservationMicros(price: ModelPrice, promptTokens: number, requestedMaxTokens?: number, choices = 1): number {
+  const perChoice = reservedCompletionTokens(price, requestedMaxTokens);
+  const completionTokens = perChoice * Number(quantity('choices', choices));
+  const inputPriceMicrosPerMtok = Math.max(price.inputPriceMicrosPerMtok, cachedInputPrice(price));
+  return costMicros({ ...price, inputPriceMicrosPerMtok, cachedInputPriceMicrosPerMtok: undefined }, { promptTokens, completionTokens });
 }

@@ -3,8 +3,10 @@
  * produced and decides the usage it is billed for, with three priority levels
  * (M6.3), the level used being part of the result:
  *
- * 1. `upstream`: the upstream reported a usage object (the last valid one wins;
- *    with `stream_options.include_usage` it arrives in the final chunk).
+ * 1. `upstream`: the upstream reported a usage object (the last valid one wins,
+ *    with its token classes, ./token-classes.ts: with `stream_options.include_usage` it
+ *    arrives in the final chunk, and an upstream that also sends running usage on earlier
+ *    chunks never has those earlier, detail-less figures billed).
  * 2. `tiktoken`: no usage was reported, but the accumulator saw the whole
  *    stream. Completion tokens are tiktoken's count of the accumulated text
  *    (content, refusal, tool-call names and arguments, of every choice); prompt
@@ -21,6 +23,7 @@
  * token count is kept. Nothing here logs text.
  */
 import { InvalidBillingQuantityError, type TokenUsage } from './pricing';
+import { plainTokenClasses, usageTokenClasses, type ChatUsageLike, type TokenClasses } from './token-classes';
 import { countPromptTokens, countTextTokens, type ChatMessageForCount } from './token-count';
 
 /** Where a request's final usage came from, in priority order. */
@@ -31,8 +34,8 @@ export const TokenSource = {
 } as const;
 export type TokenSource = (typeof TokenSource)[keyof typeof TokenSource];
 
-/** The usage a request is billed for, and how it was obtained. */
-export interface FinalTokenUsage extends TokenUsage {
+/** The usage a request is billed for, its token classes, and how it was obtained. */
+export interface FinalTokenUsage extends TokenClasses {
   source: TokenSource;
 }
 
@@ -50,7 +53,7 @@ export interface ChatCompletionChunkLike {
       }> | null;
     } | null;
   }> | null;
-  usage?: { prompt_tokens?: unknown; completion_tokens?: unknown } | null;
+  usage?: ChatUsageLike | null;
 }
 
 /** How the request's prompt tokens are known: counted here, or counted before. */
@@ -74,7 +77,7 @@ export class StreamTokenAccumulator {
   /** Prompt tokens by tiktoken, or null when counting them failed. */
   private readonly promptTokens: number | null;
   private textUnavailable: boolean;
-  private usage: TokenUsage | null = null;
+  private usage: TokenClasses | null = null;
   private readonly choices = new Map<number, ChoiceText>();
 
   constructor(options: StreamTokenAccumulatorOptions) {
@@ -120,11 +123,10 @@ export class StreamTokenAccumulator {
         choice.toolCalls.set(callIndex, entry);
       }
     }
-    const usage = chunk.usage;
-    // A malformed usage object is treated as "not reported" rather than trusted.
-    if (usage && isSafeCount(usage.prompt_tokens) && isSafeCount(usage.completion_tokens)) {
-      this.usage = { promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens };
-    }
+    // A malformed usage object is treated as "not reported" rather than trusted; a valid one
+    // replaces any earlier one whole, details included (the final chunk's figures are billed).
+    const usage = usageTokenClasses(chunk.usage);
+    if (usage) this.usage = usage;
   }
 
   /** Adds raw completion text to choice 0 (for upstreams that do not speak the chunk format). */
@@ -170,11 +172,11 @@ export class StreamTokenAccumulator {
     if (this.usage !== null) return { ...this.usage, source: TokenSource.upstream };
     if (!this.textUnavailable && this.promptTokens !== null) {
       try {
-        return { promptTokens: this.promptTokens, completionTokens: this.countCompletionTokens(), source: TokenSource.tiktoken };
+        return { ...plainTokenClasses({ promptTokens: this.promptTokens, completionTokens: this.countCompletionTokens() }), source: TokenSource.tiktoken };
       } catch {
         // tiktoken failed: fall through to the estimate (level 3).
       }
     }
-    return { promptTokens: estimate.promptTokens, completionTokens: estimate.completionTokens, source: TokenSource.estimate };
+    return { ...plainTokenClasses(estimate), source: TokenSource.estimate };
   }
 }

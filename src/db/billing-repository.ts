@@ -183,6 +183,13 @@ export const createBillingRepository = (db: Knex) => {
       assertNonNegativeInteger('amountMicros', input.amountMicros);
       assertNonNegativeInteger('promptTokens', input.promptTokens);
       assertNonNegativeInteger('completionTokens', input.completionTokens);
+      const classes = {
+        cachedPromptTokens: input.cachedPromptTokens ?? 0,
+        reasoningTokens: input.reasoningTokens ?? 0,
+        audioPromptTokens: input.audioPromptTokens ?? 0,
+        audioCompletionTokens: input.audioCompletionTokens ?? 0,
+      };
+      for (const [field, value] of Object.entries(classes)) assertNonNegativeInteger(field, value);
       // The export outbox row is written by the commit's own statement (docs/usage-export.md):
       // a data-modifying CTE is one statement, so the row exists exactly when the commit does,
       // inside the caller's transaction or alone, and the hot settlement path keeps one round trip.
@@ -190,6 +197,7 @@ export const createBillingRepository = (db: Knex) => {
       const result = await q.raw<{ rows: BillingTransactionRow[] }>(
         `WITH committed AS (
            UPDATE ${LEDGER} SET status = ?, amount_micros = ?, prompt_tokens = ?, completion_tokens = ?, token_source = ?,
+                  cached_prompt_tokens = ?, reasoning_tokens = ?, audio_prompt_tokens = ?, audio_completion_tokens = ?,
                   committed_at = now(), updated_at = now()
            WHERE request_id = ? AND status = ? RETURNING *
          ), exported AS (
@@ -200,6 +208,7 @@ export const createBillingRepository = (db: Knex) => {
          )
          SELECT * FROM committed`,
         [TransactionStatus.committed, input.amountMicros, input.promptTokens, input.completionTokens, input.tokenSource,
+          classes.cachedPromptTokens, classes.reasoningTokens, classes.audioPromptTokens, classes.audioCompletionTokens,
           input.requestId, TransactionStatus.pending, TransactionKind.usage],
       );
       const row = result.rows[0];

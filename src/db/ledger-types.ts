@@ -49,6 +49,16 @@ export interface LedgerEntry {
   amountMicros: number | null;
   promptTokens: number | null;
   completionTokens: number | null;
+  /**
+   * Token classes (issue 11), parts of the two counts above: cached prompt tokens (priced at the
+   * cached-input price), reasoning tokens (billed as output), audio prompt and completion tokens.
+   * null while pending, on voided rows and on rows settled before the classes were kept
+   * (absent on entries built outside the repository).
+   */
+  cachedPromptTokens?: number | null;
+  reasoningTokens?: number | null;
+  audioPromptTokens?: number | null;
+  audioCompletionTokens?: number | null;
   tokenSource: LedgerTokenSource | null;
   failureReason: string | null;
   createdAt: Date;
@@ -85,6 +95,11 @@ export interface CommitTransactionInput {
   promptTokens: number;
   completionTokens: number;
   tokenSource: LedgerTokenSource;
+  /** Token classes (issue 11); each at most its count. @default 0 */
+  cachedPromptTokens?: number;
+  reasoningTokens?: number;
+  audioPromptTokens?: number;
+  audioCompletionTokens?: number;
 }
 
 export interface RecordTransactionInput {
@@ -141,6 +156,10 @@ export interface BillingTransactionRow {
   amount_micros: string | null;
   prompt_tokens: number | null;
   completion_tokens: number | null;
+  cached_prompt_tokens?: number | null;
+  reasoning_tokens?: number | null;
+  audio_prompt_tokens?: number | null;
+  audio_completion_tokens?: number | null;
   token_source: string | null;
   failure_reason: string | null;
   created_at: Date;
@@ -286,6 +305,10 @@ export function toLedgerEntry(row: BillingTransactionRow): LedgerEntry {
     amountMicros: nullableInteger('amount_micros', row.amount_micros),
     promptTokens: nullableInteger('prompt_tokens', row.prompt_tokens),
     completionTokens: nullableInteger('completion_tokens', row.completion_tokens),
+    cachedPromptTokens: nullableInteger('cached_prompt_tokens', row.cached_prompt_tokens),
+    reasoningTokens: nullableInteger('reasoning_tokens', row.reasoning_tokens),
+    audioPromptTokens: nullableInteger('audio_prompt_tokens', row.audio_prompt_tokens),
+    audioCompletionTokens: nullableInteger('audio_completion_tokens', row.audio_completion_tokens),
     tokenSource: nullableMember('token_source', LedgerTokenSource, row.token_source),
     failureReason: row.failure_reason,
     createdAt: row.created_at,

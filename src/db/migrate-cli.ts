@@ -2,6 +2,8 @@
 import { loadConfig } from '../config';
 import { createDb } from './knex';
 import { migrateLatest } from './migrate';
+import { createModelPriceRepository } from './model-price-repository';
+import { applyPriceCatalogue } from '../billing/catalogue/price-catalogue';
 
 async function run(): Promise<void> {
   const config = loadConfig();
@@ -10,6 +12,8 @@ async function run(): Promise<void> {
   try {
     const applied = await migrateLatest(db);
     process.stdout.write(applied.length ? `applied: ${applied.join(', ')}\n` : 'already up to date\n');
+    const catalogue = await applyPriceCatalogue(createModelPriceRepository(db));
+    process.stdout.write(`price catalogue v${catalogue.version}: ${catalogue.written.length} written, ${catalogue.kept.length} kept\n`);
   } finally {
     await db.destroy();
   }

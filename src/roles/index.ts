@@ -12,6 +12,8 @@ import type { StackEndpoints } from '../embedded';
 import { createApiApp } from '../api/app';
 import { createDb } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
+import { createModelPriceRepository } from '../db/model-price-repository';
+import { applyPriceCatalogue } from '../billing/catalogue/price-catalogue';
 import { createRepositories } from '../db/repositories';
 import { createBillingMetrics, createLockMetrics, createMaintenanceMetrics } from '../metrics';
 import { createDistributedLock } from '../locks/distributed-lock';
@@ -82,6 +84,9 @@ export async function startRoles(
     stops.push(() => db.destroy());
     const applied = await migrateLatest(db);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
+    // The price catalogue (issue 11): well-known models priced from the first start; never over an operator's price.
+    const catalogue = await applyPriceCatalogue(createModelPriceRepository(db));
+    if (catalogue.written.length > 0) log.info({ version: catalogue.version, written: catalogue.written.length }, 'price catalogue applied');
 
     const redis = createRedis(endpoints.redisUrl);
     redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis connection error'));

@@ -139,7 +139,13 @@ export function inputFromLedger(entry: LedgerEntry, price: ModelPrice | null, de
     tenantId: entry.tenantId,
     apiKeyId: entry.apiKeyId,
     model: entry.model,
-    price: { model: entry.model, inputPriceMicrosPerMtok: used.inputPriceMicrosPerMtok, outputPriceMicrosPerMtok: used.outputPriceMicrosPerMtok, maxOutputTokens: used.maxOutputTokens },
+    price: {
+      model: entry.model,
+      inputPriceMicrosPerMtok: used.inputPriceMicrosPerMtok,
+      ...(used.cachedInputPriceMicrosPerMtok !== undefined ? { cachedInputPriceMicrosPerMtok: used.cachedInputPriceMicrosPerMtok } : {}),
+      outputPriceMicrosPerMtok: used.outputPriceMicrosPerMtok,
+      maxOutputTokens: used.maxOutputTokens,
+    },
     // The tiktoken estimate admission stored: what BillingStep bills for the prompt when the relay holds no upstream usage.
     promptTokens: entry.promptTokens ?? 0,
     maxOutputTokens: used.maxOutputTokens,

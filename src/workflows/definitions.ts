@@ -19,8 +19,14 @@ export interface BilledRequestInput {
   price: ModelPrice;
   /** tiktoken count of the prompt (the estimate's input side). */
   promptTokens: number;
-  /** Output cap sent upstream; the reservation covers it. */
+  /** Output cap sent upstream, per choice; the reservation covers it for every choice. */
   maxOutputTokens: number;
+  /**
+   * How many choices the request asks for (OpenAI's `n`): each may run to `maxOutputTokens`,
+   * so the reservation covers `choices * maxOutputTokens` (issue 11). Absent (inputs recorded
+   * before): 1.
+   */
+  choices?: number;
   /** Worst-case cost reserved at admission. */
   reservedMicros: number;
   stream: boolean;
@@ -66,6 +72,15 @@ export interface UpstreamOutcome {
   status: UpstreamStatus;
   promptTokens: number;
   completionTokens: number;
+  /**
+   * Token classes (issue 11, src/billing/token-classes.ts), parts of the two counts above:
+   * cached prompt tokens are priced at the cached-input price; reasoning and audio tokens are
+   * recorded only. Absent (outcomes recorded before, or nothing reported): 0.
+   */
+  cachedPromptTokens?: number;
+  reasoningTokens?: number;
+  audioPromptTokens?: number;
+  audioCompletionTokens?: number;
   tokenSource: TokenSource;
   channel: string;
   /** Only in relay mode 'result': where the output the API sends to the client is (the body store, kind 'output'). */
@@ -122,6 +137,11 @@ export const upstreamOutputUpdate = defineUpdate<UpstreamOutcome | null>('upstre
  */
 export function appendsToConversation(input: BilledRequestInput, outcome: Pick<UpstreamOutcome, 'status'> | null | undefined, settlement: Pick<SettlementResult, 'status'>): boolean {
   return input.conversationId !== undefined && input.relayMode === 'redis' && outcome?.status === 'completed' && settlement.status === 'committed';
+}
+
+/** The most completion tokens a request may be billed for: every choice at the cap. */
+export function worstCaseCompletionTokens(input: Pick<BilledRequestInput, 'maxOutputTokens' | 'choices'>): number {
+  return input.maxOutputTokens * (input.choices ?? 1);
 }
 
 export function billedRequestWorkflowId(requestId: string): string {

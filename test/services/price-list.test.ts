@@ -6,7 +6,7 @@ import { createPriceList } from '../../src/services/price-list';
 import type { StoredModelPrice } from '../../src/db/model-price-repository';
 
 const price = (model: string, input: number): StoredModelPrice => ({
-  model, inputPriceMicrosPerMtok: input, outputPriceMicrosPerMtok: 2, maxOutputTokens: 10, createdAt: new Date(0), updatedAt: new Date(0),
+  model, inputPriceMicrosPerMtok: input, cachedInputPriceMicrosPerMtok: input, outputPriceMicrosPerMtok: 2, maxOutputTokens: 10, source: 'operator', catalogue: null, createdAt: new Date(0), updatedAt: new Date(0),
 });
 
 describe('createPriceList', () => {

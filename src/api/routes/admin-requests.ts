@@ -18,6 +18,15 @@ export interface RequestView extends TransactionView {
   workflow_status: string | null;
   voided_at: string | null;
   failure_reason: string | null;
+  /**
+   * Token classes (issue 11), parts of prompt_tokens / completion_tokens: cached prompt tokens
+   * (priced at the model's cached-input price), reasoning tokens (billed as output), audio
+   * tokens. null while pending, when voided, or settled before the ledger kept them.
+   */
+  cached_prompt_tokens: number | null;
+  reasoning_tokens: number | null;
+  audio_prompt_tokens: number | null;
+  audio_completion_tokens: number | null;
 }
 
 /** Asks Temporal for a workflow's status; injected so the admin router needs no client of its own. */
@@ -56,6 +65,10 @@ export function adminRequestRoutes(ctx: AdminRequestDeps): Router {
       workflow_status: workflowStatus,
       voided_at: entry.voidedAt === null ? null : entry.voidedAt.toISOString(),
       failure_reason: entry.failureReason,
+      cached_prompt_tokens: entry.cachedPromptTokens ?? null,
+      reasoning_tokens: entry.reasoningTokens ?? null,
+      audio_prompt_tokens: entry.audioPromptTokens ?? null,
+      audio_completion_tokens: entry.audioCompletionTokens ?? null,
     };
     res.json(view);
   });

@@ -38,7 +38,7 @@ export interface AdminRouterDeps {
   budgetWindows: BudgetWindowAdmin;
   /** The price list the gateway reads (PUT /admin/models writes through it). */
   prices: Pick<PriceList, 'upsert'>;
-  repositories: Pick<Repositories, 'billing' | 'consistencyReports' | 'channels'> & Partial<Pick<Repositories, 'usageExport' | 'usageExportSettings'>>;
+  repositories: Pick<Repositories, 'billing' | 'consistencyReports' | 'channels'> & Partial<Pick<Repositories, 'usageExport' | 'usageExportSettings' | 'modelPrices'>>;
   /** The settings, for the usage export's environment-configured destinations (GET /admin/exports/:destination). */
   config?: Readonly<Config>;
   logger: Pick<Logger, 'warn' | 'info'>;
@@ -57,7 +57,7 @@ export function adminRouter(deps: AdminRouterDeps): Router {
   admin.use(
     adminTenantRoutes(deps.tenants, deps.budgetWindows),
     adminApiKeyRoutes(deps.apiKeys, deps.budgetWindows),
-    adminModelRoutes(deps.prices),
+    adminModelRoutes(deps.prices, deps.repositories.modelPrices),
     adminUsageRoutes(deps.usage),
     adminRequestRoutes({ ledger: deps.repositories.billing, logger: deps.logger, describeWorkflow: deps.describeWorkflow }),
     adminConsistencyRoutes({ reports: deps.repositories.consistencyReports }),

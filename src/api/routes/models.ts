@@ -1,6 +1,7 @@
 /**
  * `GET /v1/models` in OpenAI's list shape: every model of the price list, since only
- * a priced model can be billed. Needs an API key like every gateway route.
+ * a priced model can be billed, each with its prices (issue 11: a tenant can see what a
+ * cached prompt token costs). Needs an API key like every gateway route.
  */
 import { Router, type RequestHandler } from 'express';
 import type { ModelPriceRepository } from '../../db/model-price-repository';
@@ -15,6 +16,13 @@ export interface ModelView {
   /** Unix seconds: when the model was first priced. */
   created: number;
   owned_by: typeof MODEL_OWNER;
+  /** What the gateway bills for the model, integer micros per million tokens (beyond OpenAI's shape; clients ignore it). */
+  pricing: {
+    input_price_micros_per_mtok: number;
+    cached_input_price_micros_per_mtok: number;
+    output_price_micros_per_mtok: number;
+    max_output_tokens: number;
+  };
 }
 
 export interface ModelListView {
@@ -45,6 +53,12 @@ export function modelsRouter(deps: ModelsRouterDeps): Router {
         object: 'model',
         created: Math.floor(price.createdAt.getTime() / 1000),
         owned_by: MODEL_OWNER,
+        pricing: {
+          input_price_micros_per_mtok: price.inputPriceMicrosPerMtok,
+          cached_input_price_micros_per_mtok: price.cachedInputPriceMicrosPerMtok,
+          output_price_micros_per_mtok: price.outputPriceMicrosPerMtok,
+          max_output_tokens: price.maxOutputTokens,
+        },
       })),
     };
     res.json(body);
