@@ -22,7 +22,7 @@ import { createAccountServices } from '../services';
 import type { BilledRequestClient } from '../workflows/client';
 import type { MaintenanceClient } from '../schedules/maintenance-client';
 import { createApiKeyAuthenticator } from './auth';
-import { errorMiddleware } from './errors';
+import { errorMiddleware, unknownRouteHandler } from './errors';
 import { chatBodyParser } from './chat-body';
 import { healthRouter } from './health';
 import { adminRouter } from './routes/admin';
@@ -135,6 +135,7 @@ export function createApiApp(deps: ApiDeps): Express {
     revocations: createCodecSessionRevocations(deps.redis),
     log: deps.log,
   }));
+  app.use(unknownRouteHandler());
   app.use(errorMiddleware(deps.log));
   return app;
 }

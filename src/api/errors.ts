@@ -6,7 +6,7 @@
  * writes error responses, so every error carries the request id and no
  * database or upstream text ever reaches a client.
  */
-import type { ErrorRequestHandler, Response } from 'express';
+import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { ZodError } from 'zod';
 import type { Logger } from '../log';
 import { fromDomainError } from './domain-errors';
@@ -126,6 +126,17 @@ export class NotFoundError extends AppError {
   }
 }
 
+/**
+ * Thrown when no route answers a method and path (404), e.g. a typo in the URL or GET on a
+ * POST-only endpoint: the OpenAI shape, as every other answer, not Express's HTML page.
+ */
+export class UnknownRouteError extends AppError {
+  override readonly name = 'UnknownRouteError';
+  constructor(method: string, path: string) {
+    super({ status: 404, type: ErrorType.invalidRequest, code: ErrorCode.notFound, message: `Invalid URL (${method} ${path})` });
+  }
+}
+
 /** Thrown when a create or update clashes with existing state (409). */
 export class ConflictError extends AppError {
   override readonly name = 'ConflictError';
@@ -226,6 +237,17 @@ export function toAppError(err: unknown): AppError {
 function requestIdOf(res: Response): string | undefined {
   const requestId: unknown = res.locals['requestId'];
   return typeof requestId === 'string' && requestId.length > 0 ? requestId : undefined;
+}
+
+/**
+ * Mounted after every router (issue 11): a method and path no route matched, under /v1,
+ * /admin or anywhere, answers a JSON 404 in the OpenAI shape. The path is echoed without its
+ * query string (a query may carry what does not belong in an answer) and cut to 200 characters.
+ */
+export function unknownRouteHandler(): RequestHandler {
+  return (req, _res, next) => {
+    next(new UnknownRouteError(req.method, req.path.slice(0, 200)));
+  };
 }
 
 /**

@@ -211,3 +211,46 @@ export function countPromptTokens(messages: readonly ChatMessageForCount[], mode
   }
   return tokens;
 }
+
+/**
+ * Tokens the estimate adds once when a request defines any tool or function: providers wrap
+ * the definitions in a block of their own (OpenAI: a `# Tools` / `namespace functions {...}`
+ * header and footer, about 20 tokens); 32 covers it with room.
+ */
+export const TOOLS_BLOCK_TOKENS = 32;
+/** Tokens the estimate adds per tool or function on top of its JSON (the provider's per-definition framing). */
+export const TOKENS_PER_TOOL = 8;
+/** Tokens the estimate adds for a `json_schema` response format on top of its JSON (the provider's framing of the schema). */
+export const RESPONSE_FORMAT_BLOCK_TOKENS = 16;
+
+/** The slice of a chat request, beyond its messages, that costs prompt tokens. */
+export interface RequestDefinitionsForCount {
+  tools?: readonly unknown[] | null;
+  functions?: readonly unknown[] | null;
+  tool_choice?: unknown;
+  response_format?: { type?: unknown; json_schema?: unknown } | null;
+}
+
+/**
+ * Prompt tokens of what a request defines besides its messages (issue 11): tool and function
+ * definitions and a `json_schema` response format, which providers put into the prompt and
+ * bill as prompt tokens. Their exact rendering is not public (OpenAI writes functions as a
+ * TypeScript namespace, the schema as text), so the estimate counts each definition's compact
+ * JSON, which spells out every key, quote and brace the renderings leave out, plus the
+ * framing allowances above: an upper bound of what the upstream counts, not its figure. A
+ * `tool_choice` that names a function counts its JSON too. docs/pricing.md states the rule.
+ */
+export function countDefinitionTokens(request: RequestDefinitionsForCount, model: string): number {
+  const definitions = [...(request.tools ?? []), ...(request.functions ?? [])];
+  let tokens = 0;
+  if (definitions.length > 0) {
+    tokens += TOOLS_BLOCK_TOKENS;
+    for (const definition of definitions) tokens += TOKENS_PER_TOOL + countTextTokens(JSON.stringify(definition), model);
+  }
+  if (typeof request.tool_choice === 'object' && request.tool_choice !== null) tokens += countTextTokens(JSON.stringify(request.tool_choice), model);
+  const format = request.response_format;
+  if (format && format.type === 'json_schema' && format.json_schema !== undefined) {
+    tokens += RESPONSE_FORMAT_BLOCK_TOKENS + countTextTokens(JSON.stringify(format.json_schema), model);
+  }
+  return tokens;
+}

@@ -20,6 +20,7 @@ import { EdgeStatus, type EdgeDecision, type EdgeScripts } from '../redis/edge-s
 import type { QuotaWarmup } from '../redis/quota-warmup';
 import { AdmissionDeniedError } from '../services/request-errors';
 import type { InflightBound } from './inflight-bound';
+import { worstCaseCompletionTokens } from '../workflows/definitions';
 import type { RequestLimits } from './limits';
 
 /** Thrown when a rate limit or a parallel-request cap refuses a request at the edge. */
@@ -50,6 +51,8 @@ export interface EdgeRequestInput {
   reservedMicros: number;
   promptTokens: number;
   maxOutputTokens: number;
+  /** `n` (issue 11): tokens per minute take every choice at the cap. @default 1 */
+  choices?: number;
 }
 
 /** A request the edge let through: leave() once its response has ended. */
@@ -81,7 +84,7 @@ const REFUSALS: Partial<Record<EdgeStatus, (d: EdgeDecision, limits: RequestLimi
 export function createEdgeGate(deps: EdgeGateDeps) {
   /** The script's decision, warming a counter that is not cached (at most the tenant, then the key). */
   async function decide(input: EdgeRequestInput, limits: RequestLimits): Promise<EdgeDecision> {
-    const request = { ...input, estimateMicros: input.reservedMicros, estimateTokens: input.promptTokens + input.maxOutputTokens, limits };
+    const request = { ...input, estimateMicros: input.reservedMicros, estimateTokens: input.promptTokens + worstCaseCompletionTokens(input), limits };
     for (let attempt = 0; ; attempt++) {
       const decision = await deps.scripts.admit(request, deps.leaseMs);
       const missing = decision.status === EdgeStatus.tenantMissing || decision.status === EdgeStatus.keyMissing;
@@ -130,7 +133,7 @@ export function createEdgeGate(deps: EdgeGateDeps) {
           clearInterval(renew);
           deps.inflight.release();
           if (!holdsLeases) return;
-          const estimateTokens = input.promptTokens + input.maxOutputTokens;
+          const estimateTokens = input.promptTokens + worstCaseCompletionTokens(input);
           deps.scripts
             .release({ tenantId: input.tenantId, apiKeyId: input.apiKeyId, requestId: input.requestId, estimateTokens, limits }, realTokens ?? estimateTokens)
             .catch((err: unknown) => deps.log.warn({ requestId: input.requestId, err: (err as Error).message }, 'edge release failed: leases expire on their own'));

@@ -5,8 +5,10 @@
  * Only the fields billing depends on are validated, strictly enough that
  * admission can count and price them (text parts carry string text, every turn
  * but an assistant's carries content, output caps are positive safe integers);
- * every other OpenAI field (temperature, tools, n, ...) passes through untouched,
- * because the upstream must receive what the client sent. A parse failure is a
+ * `n`, `tools`, `functions`, `tool_choice` and `response_format` are checked for their
+ * shape (they change the worst case the reservation covers, issue 11); every other OpenAI
+ * field (temperature, ...) passes through untouched, because the upstream must receive
+ * what the client sent. A parse failure is a
  * ZodError naming the first bad field: the gateway renders it as a 400, the mock
  * as its own 400.
  */
@@ -55,6 +57,47 @@ export const chatMessageSchema = z
   });
 export type ChatMessage = z.infer<typeof chatMessageSchema>;
 
+/** OpenAI's limit on `n`; each choice may run to the output cap, so the reservation multiplies by it. */
+export const MAX_CHOICES = 128;
+/** OpenAI's limit on the number of tools (and of deprecated `functions`) of one request. */
+export const MAX_TOOLS = 128;
+
+/** A function definition, in `tools[].function` or the deprecated `functions[]`. */
+const functionDefinitionSchema = z
+  .object({
+    name: z.string().min(1).max(64),
+    description: z.string().optional(),
+    parameters: z.record(z.unknown()).optional(),
+    strict: z.boolean().nullable().optional(),
+  })
+  .passthrough();
+
+/** A tool: a `function` tool needs its definition; other kinds (custom, built-in) pass through. */
+const toolSchema = z
+  .object({ type: z.string().min(1), function: functionDefinitionSchema.optional() })
+  .passthrough()
+  .superRefine((tool, ctx) => {
+    if (tool.type === 'function' && tool.function === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['function'], message: 'a function tool needs its function definition' });
+    }
+  });
+
+/** `response_format`: text, a JSON object, or a JSON schema (whose schema counts in the prompt). */
+const responseFormatSchema = z
+  .object({
+    type: z.enum(['text', 'json_object', 'json_schema']),
+    json_schema: z
+      .object({ name: z.string().min(1).max(64), description: z.string().optional(), schema: z.record(z.unknown()).optional(), strict: z.boolean().nullable().optional() })
+      .passthrough()
+      .optional(),
+  })
+  .passthrough()
+  .superRefine((format, ctx) => {
+    if (format.type === 'json_schema' && format.json_schema === undefined) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['json_schema'], message: 'a json_schema response format needs its json_schema' });
+    }
+  });
+
 /** `POST /v1/chat/completions`. */
 export const chatCompletionRequestSchema = z
   .object({
@@ -65,6 +108,12 @@ export const chatCompletionRequestSchema = z
     // Both caps exist in the wild: `max_tokens` (deprecated) and `max_completion_tokens`.
     max_tokens: positiveSafeInt.nullable().optional(),
     max_completion_tokens: positiveSafeInt.nullable().optional(),
+    // Issue 11: what changes the worst case is validated, so the estimate can count it.
+    n: z.number().int().min(1).max(MAX_CHOICES).nullable().optional(),
+    tools: z.array(toolSchema).max(MAX_TOOLS).nullable().optional(),
+    functions: z.array(functionDefinitionSchema).max(MAX_TOOLS).nullable().optional(),
+    tool_choice: z.union([z.enum(['none', 'auto', 'required']), z.object({ type: z.string().min(1) }).passthrough()]).nullable().optional(),
+    response_format: responseFormatSchema.nullable().optional(),
   })
   .passthrough();
 export type ChatCompletionRequest = z.infer<typeof chatCompletionRequestSchema>;
@@ -75,6 +124,11 @@ export type ChatCompletionRequest = z.infer<typeof chatCompletionRequestSchema>;
  */
 export function requestedMaxTokens(request: Pick<ChatCompletionRequest, 'max_tokens' | 'max_completion_tokens'>): number | undefined {
   return request.max_completion_tokens ?? request.max_tokens ?? undefined;
+}
+
+/** How many choices the request asks for (`n`, default 1). */
+export function requestedChoices(request: Pick<ChatCompletionRequest, 'n'>): number {
+  return request.n ?? 1;
 }
 
 /**

@@ -9,12 +9,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
-import { countPromptTokens } from '../billing/token-count';
+import { countDefinitionTokens, countPromptTokens } from '../billing/token-count';
 import type { ModelPriceRepository } from '../db/model-price-repository';
 import type { FramedPlaintext } from '../codec/body-cipher';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
-import { requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
+import { requestedChoices, requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
 import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
 import type { BilledRequestClient } from '../workflows/client';
 import type { AdmissionDecision, BilledRequestInput } from '../workflows/definitions';
@@ -120,18 +120,29 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
           throw err;
         }
       }
-      const promptTokens = countPromptTokens(body.messages, body.model, { imageWorstCaseTokens: deps.imageWorstCaseTokens });
+      // The worst case (issue 11, docs/pricing.md): messages (images by the tile rule), tool and
+      // response-format definitions, and every one of the n choices at the output cap.
+      const promptTokens = countPromptTokens(body.messages, body.model, { imageWorstCaseTokens: deps.imageWorstCaseTokens })
+        + countDefinitionTokens(body, body.model);
       const requestedMax = requestedMaxTokens(body);
       const maxOutputTokens = reservedCompletionTokens(price, requestedMax);
+      const choices = requestedChoices(body);
       return {
         requestId,
         tenantId: origin.tenantId,
         apiKeyId: origin.apiKeyId,
         model: body.model,
-        price: { model: price.model, inputPriceMicrosPerMtok: price.inputPriceMicrosPerMtok, outputPriceMicrosPerMtok: price.outputPriceMicrosPerMtok, maxOutputTokens: price.maxOutputTokens },
+        price: {
+          model: price.model,
+          inputPriceMicrosPerMtok: price.inputPriceMicrosPerMtok,
+          cachedInputPriceMicrosPerMtok: price.cachedInputPriceMicrosPerMtok,
+          outputPriceMicrosPerMtok: price.outputPriceMicrosPerMtok,
+          maxOutputTokens: price.maxOutputTokens,
+        },
         promptTokens,
         maxOutputTokens,
-        reservedMicros: worstCaseReservationMicros(price, promptTokens, requestedMax),
+        ...(choices > 1 ? { choices } : {}),
+        reservedMicros: worstCaseReservationMicros(price, promptTokens, requestedMax, choices),
         stream: body.stream === true,
         includeUsage: body.stream === true && body.stream_options?.include_usage === true,
         relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',

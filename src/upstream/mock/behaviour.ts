@@ -18,6 +18,9 @@
  * | `[mock:hang]`              | `x-mock-hang: 1`         | never answer (until the client aborts)   |
  * | `[mock:tokens=40]`         | `x-mock-tokens: 40`      | reply length in completion tokens        |
  * | `[mock:status=429]`        | `x-mock-status: 429`     | answer with that error status            |
+ * | `[mock:cached=100]`        | `x-mock-cached: 100`     | report 100 prompt tokens as cached       |
+ * | `[mock:reasoning=30]`      | `x-mock-reasoning: 30`   | 30 reasoning tokens per choice           |
+ * | `[mock:interim_usage]`     | `x-mock-interim-usage: 1`| streams: running usage on every chunk    |
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { z } from 'zod';
@@ -42,6 +45,21 @@ export interface MockBehaviour {
   hang: boolean;
   /** Answer every request with this error status (e.g. 429) and an OpenAI error body. @default null */
   status: number | null;
+  /**
+   * Prompt tokens the prompt cache served (`prompt_tokens_details.cached_tokens`, at most the
+   * prompt); 0 reports no details. @default 0
+   */
+  cachedTokens: number;
+  /**
+   * Reasoning tokens per choice, inside `completion_tokens` and within the output cap
+   * (`completion_tokens_details.reasoning_tokens`); 0 reports no details. @default 0
+   */
+  reasoningTokens: number;
+  /**
+   * Streams with usage: every chunk also carries the running usage, without details; only the
+   * final usage chunk has the real figures (a billing that keeps the first usage is wrong). @default false
+   */
+  interimUsage: boolean;
 }
 
 export const DEFAULT_MOCK_BEHAVIOUR: Readonly<MockBehaviour> = Object.freeze({
@@ -53,6 +71,9 @@ export const DEFAULT_MOCK_BEHAVIOUR: Readonly<MockBehaviour> = Object.freeze({
   failAfterChunks: null,
   hang: false,
   status: null,
+  cachedTokens: 0,
+  reasoningTokens: 0,
+  interimUsage: false,
 });
 
 const MAX_TOKENS = 100_000;
@@ -73,6 +94,9 @@ export const mockBehaviourPatchSchema = z
     failAfterChunks: tokens.nullable(),
     hang: z.boolean(),
     status: errorStatus.nullable(),
+    cachedTokens: tokens,
+    reasoningTokens: tokens,
+    interimUsage: z.boolean(),
   })
   .partial()
   .strict();
@@ -92,6 +116,9 @@ const HEADER_SETTINGS = {
   'x-mock-hang': 'hang',
   'x-mock-tokens': 'tokens',
   'x-mock-status': 'status',
+  'x-mock-cached': 'cached',
+  'x-mock-reasoning': 'reasoning',
+  'x-mock-interim-usage': 'interim_usage',
 } as const;
 type Setting = (typeof HEADER_SETTINGS)[keyof typeof HEADER_SETTINGS];
 
@@ -132,6 +159,15 @@ function applySetting(patch: Partial<MockBehaviour>, name: string, value: string
       return;
     case 'status':
       patch.status = integer(name, value, errorStatus);
+      return;
+    case 'cached':
+      patch.cachedTokens = integer(name, value, tokens);
+      return;
+    case 'reasoning':
+      patch.reasoningTokens = integer(name, value, tokens);
+      return;
+    case 'interim_usage':
+      patch.interimUsage = flag(name, value);
       return;
     case 'fail': {
       if (value === 'before') Object.assign(patch, { failBeforeFirstChunk: true, failAfterChunks: null });

@@ -13,9 +13,11 @@
  * (they are part of what the client sent). The mock is an upstream like any
  * other; one reporting exactly our estimate keeps the figures of billing tests
  * predictable, and there is no second prompt formula to keep in step. Images
- * are the exception that makes reservations testable: the mock counts an
- * http(s) image at its real size (it fetches it: ./image-sizes.ts), where the
- * gateway reserves the tile rule's worst case.
+ * and definitions are the exceptions that make reservations testable: the mock
+ * counts an http(s) image at its real size (it fetches it: ./image-sizes.ts),
+ * where the gateway reserves the tile rule's worst case, and tool and
+ * response-format definitions as a provider renders them (./definition-prompt.ts),
+ * where the gateway reserves an upper bound.
  */
 import { get_encoding } from 'tiktoken';
 import type { ImageSize } from '../../billing/image-dimensions';
@@ -24,6 +26,7 @@ import type { ChatCompletionRequest } from '../../openai/chat-request';
 import { FinishReason, type ChatCompletion, type ChatCompletionChunk, type ChatCompletionUsage } from '../../openai/chat-response';
 import { lastUserMessageText } from '../../openai/message-text';
 import { stripMockDirectives, type MockBehaviour } from './behaviour';
+import { definitionPromptTokens } from './definition-prompt';
 
 export const MOCK_MODELS = ['gpt-4o-mini', 'gpt-4o', 'mock-small'] as const;
 
@@ -82,35 +85,55 @@ export function replyPieces(seedText: string, count: number): string[] {
   return pieces;
 }
 
+/** One choice of the reply. */
+export interface MockChoice {
+  pieces: string[];
+  finishReason: FinishReason;
+}
+
 /** Everything the mock needs to answer one request, streamed or not. */
 export interface MockReply {
   id: string;
   created: number;
   model: string;
-  pieces: string[];
-  finishReason: FinishReason;
+  /** `n` choices (issue 11), each of the same length; choice 0 is what a request without `n` gets. */
+  choices: MockChoice[];
   usage: ChatCompletionUsage;
 }
 
 /**
- * Plans the reply: min(behaviour.completionTokens, the request's cap) tokens,
- * where the cap is the smaller of max_completion_tokens and max_tokens if set.
+ * Plans the reply: `n` choices (default 1) of min(behaviour.completionTokens, the request's
+ * cap) tokens each, where the cap is the smaller of max_completion_tokens and max_tokens if
+ * set. Like a provider, the usage counts every choice's completion, reasoning tokens (billed
+ * inside completion_tokens, within the cap) and the tool and response-format definitions in
+ * the prompt (./definition-prompt.ts); the prompt cache serves `behaviour.cachedTokens` of it.
  */
 export function planMockReply(req: ChatCompletionRequest, behaviour: MockBehaviour, id: string, imageSizes: ReadonlyMap<string, ImageSize> = new Map()): MockReply {
   const caps = [req.max_completion_tokens, req.max_tokens].filter((c): c is number => typeof c === 'number');
   const cap = caps.length > 0 ? Math.min(...caps) : Number.POSITIVE_INFINITY;
-  const completionTokens = Math.min(behaviour.completionTokens, cap);
-  const promptTokens = countPromptTokens(req.messages, req.model, { imageSize: (url) => imageSizes.get(url) });
+  const reasoningTokens = Math.min(behaviour.reasoningTokens, cap);
+  const visibleTokens = Math.min(behaviour.completionTokens, cap - reasoningTokens);
+  const promptTokens = countPromptTokens(req.messages, req.model, { imageSize: (url) => imageSizes.get(url) }) + definitionPromptTokens(req);
+  const n = req.n ?? 1;
+  const seed = stripMockDirectives(lastUserMessageText(req.messages));
+  const finishReason = visibleTokens < behaviour.completionTokens ? FinishReason.length : FinishReason.stop;
+  const choices: MockChoice[] = Array.from({ length: n }, (_, index) => ({
+    pieces: replyPieces(index === 0 ? seed : `${seed}#${index}`, visibleTokens),
+    finishReason,
+  }));
+  const completionTokens = n * (visibleTokens + reasoningTokens);
+  const cachedTokens = Math.min(behaviour.cachedTokens, promptTokens);
   return {
     id,
     created: Math.floor(Date.now() / 1000),
     model: req.model,
-    pieces: replyPieces(stripMockDirectives(lastUserMessageText(req.messages)), completionTokens),
-    finishReason: completionTokens < behaviour.completionTokens ? FinishReason.length : FinishReason.stop,
+    choices,
     usage: {
       prompt_tokens: promptTokens,
       completion_tokens: completionTokens,
       total_tokens: promptTokens + completionTokens,
+      ...(behaviour.cachedTokens > 0 ? { prompt_tokens_details: { cached_tokens: cachedTokens, audio_tokens: 0 } } : {}),
+      ...(behaviour.reasoningTokens > 0 ? { completion_tokens_details: { reasoning_tokens: n * reasoningTokens, audio_tokens: 0 } } : {}),
     },
   };
 }
@@ -122,42 +145,55 @@ export function mockCompletion(reply: MockReply, withUsage: boolean): ChatComple
     object: 'chat.completion',
     created: reply.created,
     model: reply.model,
-    choices: [
-      {
-        index: 0,
-        message: { role: 'assistant', content: reply.pieces.join(''), refusal: null },
-        logprobs: null,
-        finish_reason: reply.finishReason,
-      },
-    ],
+    choices: reply.choices.map((choice, index) => ({
+      index,
+      message: { role: 'assistant', content: choice.pieces.join(''), refusal: null },
+      logprobs: null,
+      finish_reason: choice.finishReason,
+    })),
     ...(withUsage ? { usage: reply.usage } : {}),
     system_fingerprint: 'fp_mock',
   };
 }
 
+/** How many token-carrying chunks the stream of `reply` starts with (the ones the token latency delays). */
+export function tokenChunkCount(reply: MockReply): number {
+  return Math.max(1, ...reply.choices.map((c) => c.pieces.length));
+}
+
 /**
- * The stream's events in order, as OpenAI sends them: one chunk per token (the
- * first also carries the role; an empty reply still gets one role chunk), a
- * chunk with the finish reason, then, when usage was asked for, a usage chunk
- * with `choices: []` (the earlier chunks then carry `usage: null`).
+ * The stream's events in order, as OpenAI sends them: one chunk per token position carrying
+ * every choice's delta at it (the first also carries the role; an empty reply still gets one
+ * role chunk), a chunk with the finish reasons, then, when usage was asked for, a usage chunk
+ * with `choices: []` (the earlier chunks then carry `usage: null`; with `interimUsage`, a
+ * running usage without details instead, as some providers send: only the last one is final).
  */
-export function mockChunks(reply: MockReply, withUsage: boolean): ChatCompletionChunk[] {
+export function mockChunks(reply: MockReply, withUsage: boolean, interimUsage = false): ChatCompletionChunk[] {
   const base = { id: reply.id, object: 'chat.completion.chunk' as const, created: reply.created, model: reply.model };
-  const usageNull = withUsage ? { usage: null } : {};
-  const pieces = reply.pieces.length > 0 ? reply.pieces : [''];
-  const chunks: ChatCompletionChunk[] = pieces.map((content, i) => ({
-    ...base,
-    system_fingerprint: 'fp_mock',
-    choices: [
-      { index: 0, delta: i === 0 ? { role: 'assistant', content } : { content }, logprobs: null, finish_reason: null },
-    ],
-    ...usageNull,
-  }));
+  const positions = tokenChunkCount(reply);
+  const usageAt = (position: number): { usage?: ChatCompletionUsage | null } => {
+    if (!withUsage) return {};
+    if (!interimUsage) return { usage: null };
+    const completion = Math.min(position, positions) * reply.choices.length;
+    return { usage: { prompt_tokens: reply.usage.prompt_tokens, completion_tokens: completion, total_tokens: reply.usage.prompt_tokens + completion } };
+  };
+  const chunks: ChatCompletionChunk[] = [];
+  for (let i = 0; i < positions; i += 1) {
+    chunks.push({
+      ...base,
+      system_fingerprint: 'fp_mock',
+      choices: reply.choices.map((choice, index) => {
+        const content = choice.pieces[i] ?? '';
+        return { index, delta: i === 0 ? { role: 'assistant' as const, content } : { content }, logprobs: null, finish_reason: null };
+      }),
+      ...usageAt(i + 1),
+    });
+  }
   chunks.push({
     ...base,
     system_fingerprint: 'fp_mock',
-    choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: reply.finishReason }],
-    ...usageNull,
+    choices: reply.choices.map((choice, index) => ({ index, delta: {}, logprobs: null, finish_reason: choice.finishReason })),
+    ...usageAt(positions),
   });
   if (withUsage) chunks.push({ ...base, system_fingerprint: 'fp_mock', choices: [], usage: reply.usage });
   return chunks;

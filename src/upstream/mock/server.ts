@@ -28,7 +28,7 @@ import {
   type MockBehaviour,
 } from './behaviour';
 import { fetchImageSizes } from './image-sizes';
-import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './reply';
+import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply, tokenChunkCount } from './reply';
 import { openAIErrorBody } from '../../openai/wire';
 import { formatSseEvent, SSE_DONE } from '../../openai/sse';
 
@@ -192,17 +192,18 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     sequence += 1;
     const reply = planMockReply(request, behaviour, `chatcmpl-mock-${sequence}`, await fetchImageSizes(request));
     if (request.stream !== true) {
-      if (!(await exchange.pause(behaviour.tokenLatencyMs * reply.pieces.length))) return;
+      if (!(await exchange.pause(behaviour.tokenLatencyMs * (reply.choices[0]?.pieces.length ?? 0)))) return;
       return sendJson(res, 200, mockCompletion(reply, !behaviour.omitUsage));
     }
 
     const withUsage = request.stream_options?.include_usage === true && !behaviour.omitUsage;
-    const chunks = mockChunks(reply, withUsage);
+    const chunks = mockChunks(reply, withUsage, behaviour.interimUsage);
+    const tokenChunks = tokenChunkCount(reply);
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
     res.flushHeaders();
     for (const [index, chunk] of chunks.entries()) {
       if (behaviour.failAfterChunks === index) return exchange.destroy();
-      if (index < reply.pieces.length && !(await exchange.pause(behaviour.tokenLatencyMs))) return;
+      if (index < tokenChunks && !(await exchange.pause(behaviour.tokenLatencyMs))) return;
       if (!(await exchange.write(formatSseEvent(chunk)))) return;
     }
     if (behaviour.failAfterChunks !== null) return exchange.destroy(); // N >= events: die before [DONE]
