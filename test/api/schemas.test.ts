@@ -49,6 +49,38 @@ describe('chatCompletionRequestSchema (bad input gets a 400)', () => {
   });
 
   it.each([
+    ['n = 0', { model: 'm', messages: [user], n: 0 }, 'n'],
+    ['n past 128', { model: 'm', messages: [user], n: 129 }, 'n'],
+    ['a string n', { model: 'm', messages: [user], n: '2' }, 'n'],
+    ['a fractional n', { model: 'm', messages: [user], n: 1.5 }, 'n'],
+    ['tools as an object', { model: 'm', messages: [user], tools: { type: 'function' } }, 'tools'],
+    ['a function tool without its function', { model: 'm', messages: [user], tools: [{ type: 'function' }] }, 'tools.0.function'],
+    ['a function without a name', { model: 'm', messages: [user], tools: [{ type: 'function', function: { parameters: {} } }] }, 'tools.0.function.name'],
+    ['parameters that are no object', { model: 'm', messages: [user], tools: [{ type: 'function', function: { name: 'f', parameters: 'x' } }] }, 'tools.0.function.parameters'],
+    ['functions as a string', { model: 'm', messages: [user], functions: 'f' }, 'functions'],
+    ['an unknown response format', { model: 'm', messages: [user], response_format: { type: 'xml' } }, 'response_format.type'],
+    ['a json_schema format without its schema', { model: 'm', messages: [user], response_format: { type: 'json_schema' } }, 'response_format.json_schema'],
+    ['a response format as a string', { model: 'm', messages: [user], response_format: 'json' }, 'response_format'],
+    ['an unknown tool_choice', { model: 'm', messages: [user], tool_choice: 'always' }, 'tool_choice'],
+  ])('issue 11: refuses %s', (_label, body, path) => {
+    expect(firstIssuePath(chatCompletionRequestSchema.safeParse(body))).toBe(path);
+  });
+
+  it('issue 11: accepts n, tools, functions, tool_choice and response formats as OpenAI documents them', () => {
+    const request = {
+      model: 'm',
+      messages: [user],
+      n: 3,
+      tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object', properties: {} }, strict: true } }, { type: 'custom', custom: { name: 'c' } }],
+      functions: [{ name: 'g' }],
+      tool_choice: { type: 'function', function: { name: 'f' } },
+      response_format: { type: 'json_schema', json_schema: { name: 'out', schema: { type: 'object' }, strict: true } },
+    };
+    expect(chatCompletionRequestSchema.parse(request)).toEqual(request);
+    expect(firstIssuePath(chatCompletionRequestSchema.safeParse({ model: 'm', messages: [user], n: null, tools: null, response_format: { type: 'json_object' }, tool_choice: 'required' }))).toBe('ok');
+  });
+
+  it.each([
     ['a missing model', { messages: [user] }, 'model'],
     ['an empty model', { model: '', messages: [user] }, 'model'],
     ['a numeric model', { model: 4, messages: [user] }, 'model'],

@@ -119,3 +119,37 @@ describe('worstCaseReservationMicros (admission reserves prompt + output cap)', 
     expect(() => worstCaseReservationMicros(huge, 0)).toThrow(CostOverflowError);
   });
 });
+
+describe('token classes and n choices (issue 11)', () => {
+  // gpt-4o-mini's catalogue price: $0.075 / Mtok for a cached prompt token.
+  const cachedMini: ModelPrice = { ...mini, cachedInputPriceMicrosPerMtok: 75_000 };
+
+  it('prices cached prompt tokens at the cached-input price, rounding the total up once', () => {
+    // (234 * 150,000 + 1,000 * 75,000 + 567 * 600,000) / 1e6 = (35,100,000 + 75,000,000 + 340,200,000) / 1e6 = 450.3 -> 451
+    expect(costMicros(cachedMini, { promptTokens: 1_234, completionTokens: 567, cachedPromptTokens: 1_000 })).toBe(451);
+    // Without a cached price a cached token costs the input price: the uncached figure, 526.
+    expect(costMicros(mini, { promptTokens: 1_234, completionTokens: 567, cachedPromptTokens: 1_000 })).toBe(526);
+    expect(costMicros(cachedMini, { promptTokens: 1_234, completionTokens: 567, cachedPromptTokens: 0 })).toBe(526);
+  });
+
+  it('refuses more cached tokens than the prompt has, and a bad count', () => {
+    expect(() => costMicros(cachedMini, { promptTokens: 10, completionTokens: 0, cachedPromptTokens: 11 })).toThrow(InvalidBillingQuantityError);
+    expect(() => costMicros(cachedMini, { promptTokens: 10, completionTokens: 0, cachedPromptTokens: 1.5 })).toThrow(InvalidBillingQuantityError);
+    expect(() => costMicros({ ...mini, cachedInputPriceMicrosPerMtok: -1 }, { promptTokens: 10, completionTokens: 0, cachedPromptTokens: 1 })).toThrow(InvalidBillingQuantityError);
+  });
+
+  it('reserves every choice at the cap: n multiplies the output side only', () => {
+    // ceil((1,234 * 150,000 + 3 * 1,000 * 600,000) / 1e6) = ceil(185.1 + 1,800) = 1,986
+    expect(worstCaseReservationMicros(mini, 1_234, 1_000, 3)).toBe(1_986);
+    expect(worstCaseReservationMicros(mini, 1_234, 1_000, 1)).toBe(worstCaseReservationMicros(mini, 1_234, 1_000));
+    expect(() => worstCaseReservationMicros(mini, 1_234, 1_000, 0.5)).toThrow(InvalidBillingQuantityError);
+  });
+
+  it('reserves the prompt as if nothing were cached, at the higher of the two input prices', () => {
+    expect(worstCaseReservationMicros(cachedMini, 1_234, 1_000)).toBe(worstCaseReservationMicros(mini, 1_234, 1_000));
+    const odd: ModelPrice = { ...mini, cachedInputPriceMicrosPerMtok: 300_000 };
+    // An operator's cached price above the input price: the prompt is reserved at 300,000.
+    expect(worstCaseReservationMicros(odd, 1_000, 1)).toBe(Math.ceil((1_000 * 300_000 + 600_000) / 1e6));
+    expect(worstCaseReservationMicros(odd, 1_000, 1)).toBeGreaterThanOrEqual(costMicros(odd, { promptTokens: 1_000, completionTokens: 1, cachedPromptTokens: 1_000 }));
+  });
+});

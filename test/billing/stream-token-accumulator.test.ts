@@ -8,6 +8,11 @@ const messages = [{ role: 'user', content: 'hello world' }];
 const PROMPT_TOKENS = 9;
 const estimate = { promptTokens: 1_000, completionTokens: 4_000 };
 
+/** A finalized usage without any token class reported (issue 11: the classes are all 0). */
+function noClasses<T extends object>(usage: T): T & { cachedPromptTokens: 0; reasoningTokens: 0; audioPromptTokens: 0; audioCompletionTokens: 0 } {
+  return { ...usage, cachedPromptTokens: 0, reasoningTokens: 0, audioPromptTokens: 0, audioCompletionTokens: 0 };
+}
+
 function contentChunk(content: string, index = 0): ChatCompletionChunkLike {
   return { choices: [{ index, delta: { content } }] };
 }
@@ -19,14 +24,40 @@ describe('StreamTokenAccumulator (M6)', () => {
     acc.add(contentChunk(' world'));
     acc.add({ choices: [], usage: { prompt_tokens: 12, completion_tokens: 34 } });
     expect(acc.hasUpstreamUsage).toBe(true);
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: 12, completionTokens: 34, source: TokenSource.upstream });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 12, completionTokens: 34, source: TokenSource.upstream }));
+  });
+
+  it('issue 11: the final usage chunk\'s token classes are billed, not an earlier running usage\'s', () => {
+    const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages });
+    // A provider sending running usage (no details) on early chunks, the real figures last (LiteLLM #36168).
+    acc.add({ ...contentChunk('hello'), usage: { prompt_tokens: 120, completion_tokens: 1 } });
+    acc.add({ ...contentChunk(' world'), usage: { prompt_tokens: 120, completion_tokens: 2 } });
+    acc.add({
+      choices: [],
+      usage: {
+        prompt_tokens: 120,
+        completion_tokens: 30,
+        prompt_tokens_details: { cached_tokens: 100, audio_tokens: 4 },
+        completion_tokens_details: { reasoning_tokens: 28, audio_tokens: 0 },
+      },
+    });
+    expect(acc.finalize(estimate)).toEqual({
+      promptTokens: 120, completionTokens: 30, cachedPromptTokens: 100, audioPromptTokens: 4, reasoningTokens: 28, audioCompletionTokens: 0, source: 'upstream',
+    });
+  });
+
+  it('issue 11: a later usage without details replaces an earlier one with details whole', () => {
+    const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages });
+    acc.add({ choices: [], usage: { prompt_tokens: 50, completion_tokens: 1, prompt_tokens_details: { cached_tokens: 50 } } });
+    acc.add({ choices: [], usage: { prompt_tokens: 60, completion_tokens: 5 } });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 60, completionTokens: 5, source: 'upstream' }));
   });
 
   it('M6.3 level 1: the last valid usage wins when several arrive', () => {
     const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages });
     acc.add({ choices: [], usage: { prompt_tokens: 12, completion_tokens: 1 } });
     acc.add({ choices: [], usage: { prompt_tokens: 12, completion_tokens: 40 } });
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: 12, completionTokens: 40, source: 'upstream' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 12, completionTokens: 40, source: 'upstream' }));
   });
 
   it('M6.1/M6.2 level 2: counts accumulated content deltas with tiktoken when no usage arrives', () => {
@@ -37,12 +68,12 @@ describe('StreamTokenAccumulator (M6)', () => {
     acc.add({ choices: [{ index: 0, delta: {} }] });
     expect(acc.contentText()).toBe('hello world');
     expect(acc.hasUpstreamUsage).toBe(false);
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: PROMPT_TOKENS, completionTokens: 2, source: TokenSource.tiktoken });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: PROMPT_TOKENS, completionTokens: 2, source: TokenSource.tiktoken }));
   });
 
   it('level 2 with an empty stream: 0 completion tokens, still tiktoken (the client received nothing)', () => {
     const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages });
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: PROMPT_TOKENS, completionTokens: 0, source: 'tiktoken' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: PROMPT_TOKENS, completionTokens: 0, source: 'tiktoken' }));
   });
 
   it('level 2 counts tool-call names and arguments streamed in pieces', () => {
@@ -51,7 +82,7 @@ describe('StreamTokenAccumulator (M6)', () => {
     acc.add({ choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] } }] });
     acc.add({ choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: '"Paris"}' } }] } }] });
     // "get_weather" = 2 tokens, '{"city":"Paris"}' = 5 tokens in cl100k_base
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: PROMPT_TOKENS, completionTokens: 7, source: 'tiktoken' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: PROMPT_TOKENS, completionTokens: 7, source: 'tiktoken' }));
   });
 
   it('level 2 mixes content, refusal and addText, and sums every choice', () => {
@@ -63,7 +94,7 @@ describe('StreamTokenAccumulator (M6)', () => {
     expect(acc.contentText(0)).toBe('hello world');
     expect(acc.contentText(1)).toBe('hello world');
     expect(acc.contentText(2)).toBe('hello');
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: PROMPT_TOKENS, completionTokens: 5, source: 'tiktoken' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: PROMPT_TOKENS, completionTokens: 5, source: 'tiktoken' }));
   });
 
   it('accepts the openai SDK chunk type as is (the wire format of the upstream)', () => {
@@ -76,7 +107,7 @@ describe('StreamTokenAccumulator (M6)', () => {
     const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages });
     for (const chunk of chunks) acc.add(chunk);
     expect(acc.contentText()).toBe('hello world');
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: 9, completionTokens: 2, source: 'upstream' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 9, completionTokens: 2, source: 'upstream' }));
   });
 
   it('ignores a malformed usage object and falls back to tiktoken', () => {
@@ -93,16 +124,16 @@ describe('StreamTokenAccumulator (M6)', () => {
   it('M6.3 level 3: the estimate when constructed with textUnavailable', () => {
     const acc = new StreamTokenAccumulator({ model: 'gpt-4', promptTokens: 9, textUnavailable: true });
     acc.add(contentChunk('hello world'));
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: 1_000, completionTokens: 4_000, source: TokenSource.estimate });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 1_000, completionTokens: 4_000, source: TokenSource.estimate }));
   });
 
   it('level 3 after markTextUnavailable(), but upstream usage still beats it', () => {
     const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages });
     acc.add(contentChunk('hello world'));
     acc.markTextUnavailable();
-    expect(acc.finalize(estimate)).toEqual({ ...estimate, source: 'estimate' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ ...estimate, source: 'estimate' }));
     acc.add({ choices: [], usage: { prompt_tokens: 9, completion_tokens: 2 } });
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: 9, completionTokens: 2, source: 'upstream' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 9, completionTokens: 2, source: 'upstream' }));
   });
 
   it('level 3 when tiktoken throws while counting the prompt', () => {
@@ -110,13 +141,13 @@ describe('StreamTokenAccumulator (M6)', () => {
     const broken = [{ role: 42 as unknown as string, content: 'hello' }];
     const acc = new StreamTokenAccumulator({ model: 'gpt-4', messages: broken });
     acc.add(contentChunk('hello world'));
-    expect(acc.finalize(estimate)).toEqual({ ...estimate, source: 'estimate' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ ...estimate, source: 'estimate' }));
   });
 
   it('accepts prompt tokens counted earlier instead of messages', () => {
     const acc = new StreamTokenAccumulator({ model: 'gpt-4o', promptTokens: 321 });
     acc.addText('hello world');
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: 321, completionTokens: 2, source: 'tiktoken' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: 321, completionTokens: 2, source: 'tiktoken' }));
     expect(() => new StreamTokenAccumulator({ model: 'gpt-4o', promptTokens: -1 })).toThrow(InvalidBillingQuantityError);
   });
 
@@ -139,9 +170,9 @@ describe('StreamTokenAccumulator when tiktoken fails at finalize (M6.3 level 3)'
     const spy = jest.spyOn(Tiktoken.prototype, 'encode_ordinary').mockImplementation(() => {
       throw new Error('wasm trap');
     });
-    expect(acc.finalize(estimate)).toEqual({ ...estimate, source: 'estimate' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ ...estimate, source: 'estimate' }));
     expect(spy).toHaveBeenCalledTimes(1);
     spy.mockRestore();
-    expect(acc.finalize(estimate)).toEqual({ promptTokens: PROMPT_TOKENS, completionTokens: 2, source: 'tiktoken' });
+    expect(acc.finalize(estimate)).toEqual(noClasses({ promptTokens: PROMPT_TOKENS, completionTokens: 2, source: 'tiktoken' }));
   });
 });

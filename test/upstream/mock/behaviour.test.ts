@@ -113,7 +113,17 @@ describe('resolveMockBehaviour', () => {
       failAfterChunks: null,
       hang: false,
       status: null,
+      cachedTokens: 0,
+      reasoningTokens: 0,
+      interimUsage: false,
     });
+  });
+
+  it('issue 11: cached and reasoning tokens and running usage, by directive or header', () => {
+    expect(parseMockDirectives('hi [mock:cached=100] [mock:reasoning=30] [mock:interim_usage]')).toEqual({ cachedTokens: 100, reasoningTokens: 30, interimUsage: true });
+    expect(parseMockHeaders({ 'x-mock-cached': '7', 'x-mock-reasoning': '0', 'x-mock-interim-usage': 'false' })).toEqual({ cachedTokens: 7, reasoningTokens: 0, interimUsage: false });
+    expect(() => parseMockDirectives('[mock:cached=-1]')).toThrow(MockDirectiveError);
+    expect(() => parseMockDirectives('[mock:reasoning=lots]')).toThrow(MockDirectiveError);
   });
 });
 

@@ -4,7 +4,7 @@
  * faults, cancellation and the directive/header precedence.
  */
 import { createHash } from 'node:crypto';
-import { countPromptTokens } from '../../../src/billing/token-count';
+import { countPromptTokens, countTextTokens } from '../../../src/billing/token-count';
 import type { ChatCompletion, ChatCompletionChunk } from '../../../src/openai/chat-response';
 import { parseSseEvents } from '../../../src/openai/sse';
 import { DEFAULT_MOCK_BEHAVIOUR } from '../../../src/upstream/mock/behaviour';
@@ -320,5 +320,81 @@ describe('mock upstream: precedence and control endpoints', () => {
     expect(await health.json()).toEqual({ status: 'ok' });
     const missing = await fetch(`${mock.url}/embeddings`, { method: 'POST' });
     expect(missing.status).toBe(404);
+  });
+});
+
+describe('mock upstream: what providers bill beyond text (issue 11)', () => {
+  const weatherTool = {
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      description: 'Gets the weather.',
+      parameters: { type: 'object', properties: { city: { type: 'string', description: 'The city.' }, unit: { type: 'string', enum: ['c', 'f'] } }, required: ['city'] },
+    },
+  };
+
+  it('answers n choices, each of the reply length, and bills every one of them', async () => {
+    const messages = [userMessage('three ways [mock:tokens=5]')];
+    const body = await completion({ model: 'gpt-4o-mini', messages, n: 3 });
+    expect(body.choices.map((c) => c.index)).toEqual([0, 1, 2]);
+    for (const choice of body.choices) expect(cl100k(choice.message.content!)).toBe(5);
+    expect(new Set(body.choices.map((c) => c.message.content)).size).toBe(3);
+    expect(body.usage!.completion_tokens).toBe(15);
+    // Choice 0 is what the same request without n gets.
+    expect((await completion({ model: 'gpt-4o-mini', messages })).choices[0]!.message.content).toBe(body.choices[0]!.message.content);
+  });
+
+  it('streams n choices with their indices; the usage counts all of them', async () => {
+    const { chunks } = await streamChunks({ model: 'gpt-4o-mini', messages: [userMessage('two [mock:tokens=4]')], n: 2, stream_options: { include_usage: true } });
+    const text = (index: number): string => chunks.map((c) => c.choices.find((ch) => ch.index === index)?.delta.content ?? '').join('');
+    expect(cl100k(text(0))).toBe(4);
+    expect(cl100k(text(1))).toBe(4);
+    expect(chunks.at(-1)!.usage!.completion_tokens).toBe(8);
+  });
+
+  it('counts tool and response-format definitions in the prompt, as the provider renders them', async () => {
+    const messages = [userMessage('weather? [mock:tokens=1]')];
+    const plain = (await completion({ model: 'gpt-4o-mini', messages })).usage!.prompt_tokens;
+    const withTool = (await completion({ model: 'gpt-4o-mini', messages, tools: [weatherTool] })).usage!.prompt_tokens;
+    const rendered = '# Tools\n\n## functions\n\nnamespace functions {\n\n// Gets the weather.\ntype get_weather = (_: {\n// The city.\ncity: string,\nunit?: "c" | "f",\n}) => any;\n\n} // namespace functions';
+    expect(withTool - plain).toBe(countTextTokens(rendered, 'gpt-4o-mini'));
+    const schema = { type: 'object', properties: { answer: { type: 'string' } } };
+    const withFormat = (await completion({ model: 'gpt-4o-mini', messages, response_format: { type: 'json_schema', json_schema: { name: 'answer', schema } } })).usage!.prompt_tokens;
+    expect(withFormat - plain).toBe(countTextTokens(`# Response Formats\n\n## answer\n\n${JSON.stringify(schema)}`, 'gpt-4o-mini'));
+    // A plain JSON object format adds nothing.
+    expect((await completion({ model: 'gpt-4o-mini', messages, response_format: { type: 'json_object' } })).usage!.prompt_tokens).toBe(plain);
+  });
+
+  it('reports cached prompt tokens (at most the prompt) and reasoning tokens inside the completion and its cap', async () => {
+    const messages = [userMessage('think [mock:tokens=6] [mock:cached=10] [mock:reasoning=4]')];
+    const body = await completion({ model: 'gpt-4o-mini', messages });
+    const prompt = countPromptTokens(messages, 'gpt-4o-mini');
+    expect(body.usage).toEqual({
+      prompt_tokens: prompt,
+      completion_tokens: 10,
+      total_tokens: prompt + 10,
+      prompt_tokens_details: { cached_tokens: 10, audio_tokens: 0 },
+      completion_tokens_details: { reasoning_tokens: 4, audio_tokens: 0 },
+    });
+    expect(cl100k(body.choices[0]!.message.content!)).toBe(6);
+    const capped = await completion({ model: 'gpt-4o-mini', messages: [userMessage('think [mock:tokens=6] [mock:cached=100000] [mock:reasoning=4]')], max_tokens: 5 });
+    expect(capped.usage!.completion_tokens).toBe(5);
+    expect(capped.usage!.completion_tokens_details!.reasoning_tokens).toBe(4);
+    expect(capped.usage!.prompt_tokens_details!.cached_tokens).toBe(capped.usage!.prompt_tokens);
+  });
+
+  it('[mock:interim_usage]: running usage without details on every chunk, the real figures only in the last', async () => {
+    const { chunks } = await streamChunks({ model: 'gpt-4o-mini', messages: [userMessage('run [mock:tokens=3] [mock:cached=5] [mock:interim_usage]')], stream_options: { include_usage: true } });
+    const usages = chunks.map((c) => c.usage);
+    expect(usages.slice(0, 3).map((u) => u!.completion_tokens)).toEqual([1, 2, 3]);
+    for (const usage of usages.slice(0, -1)) expect(usage!.prompt_tokens_details).toBeUndefined();
+    expect(usages.at(-1)!.prompt_tokens_details).toEqual({ cached_tokens: 5, audio_tokens: 0 });
+  });
+
+  it('refuses wrong types for n, tools and response_format with a 400', async () => {
+    for (const bad of [{ n: 0 }, { n: '2' }, { tools: [{ type: 'function' }] }, { tools: {} }, { response_format: { type: 'xml' } }]) {
+      const res = await postChat(mock.url, { model: 'gpt-4o-mini', messages: [userMessage('x')], ...bad });
+      expect(res.status).toBe(400);
+    }
   });
 });
