@@ -45,17 +45,18 @@ export function usageEstimate(input: BilledRequestInput): { promptTokens: number
   return { promptTokens: input.promptTokens, completionTokens: worstCaseCompletionTokens(input) };
 }
 
-/** The outcome fields of a billed usage: its two counts, its token classes and their source. */
+/**
+ * The outcome fields of a billed usage: its two counts, its source, and each token class the
+ * upstream reported (a class that is 0 is left out: the outcome in history stays as before for
+ * the many requests without any, and BillingStep reads an absent class as 0).
+ */
 export function outcomeUsage(usage: FinalTokenUsage): Pick<UpstreamOutcome, 'promptTokens' | 'completionTokens' | 'cachedPromptTokens' | 'reasoningTokens' | 'audioPromptTokens' | 'audioCompletionTokens' | 'tokenSource'> {
-  return {
-    promptTokens: usage.promptTokens,
-    completionTokens: usage.completionTokens,
-    cachedPromptTokens: usage.cachedPromptTokens,
-    reasoningTokens: usage.reasoningTokens,
-    audioPromptTokens: usage.audioPromptTokens,
-    audioCompletionTokens: usage.audioCompletionTokens,
-    tokenSource: usage.source,
-  };
+  const outcome: ReturnType<typeof outcomeUsage> = { promptTokens: usage.promptTokens, completionTokens: usage.completionTokens, tokenSource: usage.source };
+  if (usage.cachedPromptTokens > 0) outcome.cachedPromptTokens = usage.cachedPromptTokens;
+  if (usage.reasoningTokens > 0) outcome.reasoningTokens = usage.reasoningTokens;
+  if (usage.audioPromptTokens > 0) outcome.audioPromptTokens = usage.audioPromptTokens;
+  if (usage.audioCompletionTokens > 0) outcome.audioCompletionTokens = usage.audioCompletionTokens;
+  return outcome;
 }
 
 interface RelayedCompletion {

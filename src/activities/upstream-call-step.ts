@@ -148,6 +148,9 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       deps.metrics.upstreamDuration.observe({ model: input.model, outcome: metricOutcome }, seconds());
       deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'prompt' }, outcome.promptTokens);
       deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'completion' }, outcome.completionTokens);
+      // Token classes (issue 11), parts of the two counts above.
+      if (outcome.cachedPromptTokens) deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'cached_prompt' }, outcome.cachedPromptTokens);
+      if (outcome.reasoningTokens) deps.metrics.upstreamTokens.inc({ model: input.model, kind: 'reasoning' }, outcome.reasoningTokens);
       return handOver(outcome);
     };
     /** Relay mode 'result': the output goes to the body store, the outcome (in history) carries its reference. */

@@ -41,7 +41,7 @@ describe('migrations (M1.1)', () => {
       .where({ table_schema: 'public' })
       .andWhere('column_name', 'like', '%_micros%')
       .select('column_name', 'data_type');
-    expect(cols.length).toBe(17); // 8 of the account and ledger tables, 5 of consistency_report, 2 of budget_alert (used, limit), 1 of budget_window (limit), 1 of usage_export_outbox (cost)
+    expect(cols.length).toBe(18); // 9 of the account, price and ledger tables (issue 11 added model_price's cached-input price), 5 of consistency_report, 2 of budget_alert (used, limit), 1 of budget_window (limit), 1 of usage_export_outbox (cost)
     for (const c of cols) expect([c.column_name, c.data_type]).toEqual([c.column_name, 'bigint']);
 
     await db('tenant_quota').insert({ tenant_id: 't1', name: 'T1', quota_limit_micros: '9007199254740993' });
