@@ -38,6 +38,9 @@ const rawUsageSchema = z
     output_tokens: tokenCount.optional(),
     prompt_tokens_details: detailsSchema,
     completion_tokens_details: detailsSchema,
+    // The Responses API's names for the same details (issue 11: cached and reasoning tokens).
+    input_tokens_details: detailsSchema,
+    output_tokens_details: detailsSchema,
   })
   .passthrough();
 
@@ -52,12 +55,14 @@ export function normaliseUsage(raw: unknown): ChatCompletionUsage | undefined {
   const prompt = u.prompt_tokens ?? u.input_tokens;
   const completion = u.completion_tokens ?? u.output_tokens;
   if (prompt === undefined || completion === undefined) return undefined;
+  const promptDetails = u.prompt_tokens_details ?? u.input_tokens_details;
+  const completionDetails = u.completion_tokens_details ?? u.output_tokens_details;
   return {
     prompt_tokens: prompt,
     completion_tokens: completion,
     total_tokens: u.total_tokens ?? prompt + completion,
-    ...(u.prompt_tokens_details ? { prompt_tokens_details: u.prompt_tokens_details } : {}),
-    ...(u.completion_tokens_details ? { completion_tokens_details: u.completion_tokens_details } : {}),
+    ...(promptDetails ? { prompt_tokens_details: promptDetails } : {}),
+    ...(completionDetails ? { completion_tokens_details: completionDetails } : {}),
   };
 }
 

@@ -25,6 +25,16 @@ describe('normaliseUsage', () => {
     });
   });
 
+  it('issue 11: maps the Responses API\'s input/output token details to the chat-completions details', () => {
+    expect(normaliseUsage({ input_tokens: 70, output_tokens: 20, input_tokens_details: { cached_tokens: 64 }, output_tokens_details: { reasoning_tokens: 12 } })).toEqual({
+      prompt_tokens: 70,
+      completion_tokens: 20,
+      total_tokens: 90,
+      prompt_tokens_details: { cached_tokens: 64 },
+      completion_tokens_details: { reasoning_tokens: 12 },
+    });
+  });
+
   it('refuses usage it cannot trust, so billing falls back to counting', () => {
     expect(normaliseUsage(null)).toBeUndefined();
     expect(normaliseUsage({ prompt_tokens: 3 })).toBeUndefined();
