@@ -12,6 +12,7 @@ import { EXPORT_OUTBOX, writeExportOutbox } from '../export/export-outbox';
 import { createFallbackAdmission } from './fallback-admission';
 import {
   InvalidCursorError,
+  InvalidLedgerAmountError,
   InvalidPageSizeError,
   LedgerEntryNotFoundError,
   LedgerStateError,
@@ -190,6 +191,11 @@ export const createBillingRepository = (db: Knex) => {
         audioCompletionTokens: input.audioCompletionTokens ?? 0,
       };
       for (const [field, value] of Object.entries(classes)) assertNonNegativeInteger(field, value);
+      // Each class is a part of its count (the table's CHECK says the same): refused here with a clear error.
+      if (classes.cachedPromptTokens > input.promptTokens) throw new InvalidLedgerAmountError('cachedPromptTokens', classes.cachedPromptTokens);
+      if (classes.audioPromptTokens > input.promptTokens) throw new InvalidLedgerAmountError('audioPromptTokens', classes.audioPromptTokens);
+      if (classes.reasoningTokens > input.completionTokens) throw new InvalidLedgerAmountError('reasoningTokens', classes.reasoningTokens);
+      if (classes.audioCompletionTokens > input.completionTokens) throw new InvalidLedgerAmountError('audioCompletionTokens', classes.audioCompletionTokens);
       // The export outbox row is written by the commit's own statement (docs/usage-export.md):
       // a data-modifying CTE is one statement, so the row exists exactly when the commit does,
       // inside the caller's transaction or alone, and the hot settlement path keeps one round trip.

@@ -99,6 +99,24 @@ describe('BillingRepository two-phase ledger (M3.4, M3.5)', () => {
     expect(await repo.tenantLedgerUsage(tenantId)).toBe(123_456);
   });
 
+  it('issue 11: keeps each token class of a commit; a class larger than its count is refused and nothing changes', async () => {
+    const { tenantId, keyIds } = await seedTenant(10_000_000);
+    const input = pending(tenantId, keyIds[0]!, 300_000);
+    await repo.createPendingTransaction(input);
+    expect(await repo.findByRequestId(input.requestId)).toMatchObject({ cachedPromptTokens: null, reasoningTokens: null });
+
+    const commit = { requestId: input.requestId, amountMicros: 1_000, promptTokens: 100, completionTokens: 50, tokenSource: 'upstream' as const };
+    await expect(repo.commitPendingTransaction({ ...commit, cachedPromptTokens: 101 })).rejects.toBeInstanceOf(InvalidLedgerAmountError);
+    await expect(repo.commitPendingTransaction({ ...commit, reasoningTokens: 51 })).rejects.toBeInstanceOf(InvalidLedgerAmountError);
+    await expect(repo.commitPendingTransaction({ ...commit, audioPromptTokens: -1 })).rejects.toBeInstanceOf(InvalidLedgerAmountError);
+    expect((await repo.findByRequestId(input.requestId))!.status).toBe('pending');
+
+    const { entry } = await repo.commitPendingTransaction({ ...commit, cachedPromptTokens: 80, reasoningTokens: 40, audioPromptTokens: 3, audioCompletionTokens: 2 });
+    expect(entry).toMatchObject({ status: 'committed', promptTokens: 100, completionTokens: 50, cachedPromptTokens: 80, reasoningTokens: 40, audioPromptTokens: 3, audioCompletionTokens: 2 });
+    // The table refuses a class above its count even past the repository.
+    await expect(db('billing_transaction').where({ request_id: input.requestId }).update({ cached_prompt_tokens: 101 })).rejects.toThrow(/billing_transaction_token_classes/);
+  });
+
   it('voids a pending reservation idempotently; committing a voided row throws LedgerStateError (M3.4)', async () => {
     const { tenantId, keyIds } = await seedTenant(10_000_000);
     const input = pending(tenantId, keyIds[0]!, 500_000);
