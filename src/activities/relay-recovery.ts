@@ -60,7 +60,7 @@ export function outcomeUsage(usage: FinalTokenUsage): Pick<UpstreamOutcome, 'pro
 }
 
 interface RelayedCompletion {
-  choices?: Array<{ message?: { content?: string | null } | null }>;
+  choices?: Array<{ index?: number; message?: { content?: string | null } | null }>;
   usage?: unknown;
 }
 
@@ -72,7 +72,7 @@ export function usageFromRelay(input: BilledRequestInput, entries: readonly Rela
     else if (entry.type === 'usage') acc.add({ choices: [], usage: entry.data });
     else if (entry.type === 'response') {
       const completion = entry.data as RelayedCompletion;
-      for (const choice of completion.choices ?? []) acc.addText(choice.message?.content ?? '');
+      (completion.choices ?? []).forEach((choice, i) => acc.add({ choices: [{ index: choice.index ?? i, delta: { content: choice.message?.content ?? '' } }] }));
       acc.add({ choices: [], usage: completion.usage as ChatUsageLike | null });
     }
   }

@@ -189,7 +189,8 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
       }
       const completion: ChatCompletion = await provider.complete(body, { signal: abort.signal });
       firstByte();
-      for (const choice of completion.choices) acc.addText(choice.message?.content ?? '');
+      // Each choice counted as its own text (n > 1: joined texts could merge tokens at the seams).
+      completion.choices.forEach((choice, i) => acc.add({ choices: [{ index: choice.index ?? i, delta: { content: choice.message?.content ?? '' } }] }));
       if (completion.usage) acc.add({ choices: [], usage: completion.usage });
       const outcome = await learn(usageOf());
       emit({ type: 'response', data: { ...completion, usage: toChatUsage(outcome) } });

@@ -165,6 +165,7 @@ describe('the reservation covers the real worst case (issue 11, item 2)', () => 
       messages: [{ role: 'user', content: [{ type: 'text', text: text() }, { type: 'image_url', image_url: { url: inlineJpeg } }, { type: 'image_url', image_url: { url: 'http://127.0.0.1:9/unreachable.png' } }] }],
       n: 2,
     }],
+    ['n = 3 without upstream usage (counted by tiktoken, choice by choice)', { messages: user(' [mock:omit_usage]'), n: 3 }],
     ['reasoning and cached tokens with n = 2', { messages: user(' [mock:reasoning=30] [mock:cached=10]'), n: 2, max_completion_tokens: 40 }],
     ['everything at once', { messages: user(' [mock:reasoning=8]'), n: 3, tools: [weather, booking], response_format: schema, max_tokens: 50 }],
   ];
