@@ -14,7 +14,7 @@ import OpenAI from 'openai';
 import { countDefinitionTokens, countPromptTokens } from '../../src/billing/token-count';
 import { chatCompletionRequestSchema } from '../../src/openai/chat-request';
 import { IMAGE_FIXTURES_DIR } from '../helpers/image-server';
-import { chat, startTestApp, TEST_MODEL, TEST_PRICE, type TestApp } from '../helpers/app';
+import { ADMIN_TOKEN, chat, startTestApp, TEST_MODEL, TEST_PRICE, type TestApp } from '../helpers/app';
 import { settled } from '../helpers/ledger';
 import { testDb, uniqueId } from '../helpers/services';
 
@@ -282,7 +282,7 @@ describe('every answer in the OpenAI shape (issue 11, item 5)', () => {
     const t = asAdmin ? undefined : await app.tenant();
     const res = await fetch(`${app.url}${route}`, {
       method,
-      headers: { authorization: `Bearer ${asAdmin ? 'test-admin-token-0123456789' : t!.key}`, 'content-type': 'application/json' },
+      headers: { authorization: `Bearer ${asAdmin ? ADMIN_TOKEN : t!.key}`, 'content-type': 'application/json' },
       body: method === 'POST' ? '{}' : undefined,
     });
     expect(res.status).toBe(404);
