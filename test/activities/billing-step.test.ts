@@ -23,6 +23,7 @@ import {
   metricValue,
   seedTenant,
   stepDeps,
+  TEST_PRICE,
   unreachableRedis,
   type StepDeps,
   type TenantSeed,
@@ -98,6 +99,31 @@ describe('BillingStep: settlement of a Redis admission (M3.1-M3.4)', () => {
     expect(await redis.hgetall(CacheKeys.request(seed.tenantId, input.requestId))).toMatchObject({ tenant_adjusted: String(213 - RESERVED), key_adjusted: String(213 - RESERVED) });
     expect(await metricValue(deps.registry, 'billing_cost_micros_total', { model: 'mock-small' })).toBe(213);
     expect(await metricValue(deps.registry, 'billing_settlement_total', { outcome: 'committed', token_source: 'upstream' })).toBe(1);
+  });
+
+  it('issue 11: prices cached prompt tokens at the model\'s cached-input price and keeps every token class in the ledger row', async () => {
+    const seed = await tenant();
+    const deps = stepDeps(redis, db);
+    // 0.25 micros per cached prompt token (a tenth of the input price).
+    const { input } = await admitted(deps, seed, { price: { ...TEST_PRICE, cachedInputPriceMicrosPerMtok: 250_000 } });
+    const classes = { cachedPromptTokens: 20, reasoningTokens: 10, audioPromptTokens: 1, audioCompletionTokens: 2 };
+
+    const result = await steps(deps).billing(input, { ...outcome('completed', 21, 16), ...classes });
+
+    // (1 * 2,500,000 + 20 * 250,000 + 16 * 10,000,000) / 1e6 = 2.5 + 5 + 160 = 167.5 -> 168 (213 without the cached price).
+    expect(result).toEqual({ status: 'committed', costMicros: 168, deltaMicros: 168 - RESERVED });
+    expect(await row(input.requestId)).toMatchObject({
+      amount_micros: '168', prompt_tokens: 21, completion_tokens: 16, cached_prompt_tokens: 20, reasoning_tokens: 10, audio_prompt_tokens: 1, audio_completion_tokens: 2,
+    });
+    expect(await cachedCounters(redis, seed.tenantId, seed.apiKeyIds[0]!)).toMatchObject({ used: 168 });
+  });
+
+  it('issue 11: an outcome recorded before token classes (none reported) is billed at the input price and keeps 0 classes', async () => {
+    const seed = await tenant();
+    const deps = stepDeps(redis, db);
+    const { input } = await admitted(deps, seed, { price: { ...TEST_PRICE, cachedInputPriceMicrosPerMtok: 250_000 } });
+    expect((await steps(deps).billing(input, outcome('completed', 21, 16))).costMicros).toBe(213);
+    expect(await row(input.requestId)).toMatchObject({ cached_prompt_tokens: 0, reasoning_tokens: 0 });
   });
 
   it('deletes the request body from the body store once settled (idempotent: a replayed settlement finds none)', async () => {
