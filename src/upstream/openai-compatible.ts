@@ -273,7 +273,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
         if (sse.data === SSE_DONE) break; // not sent by OpenAI's Responses API, but harmless from a compatible server
         const event = parseResponsesEvent(sse.data);
         if (event.type === 'error') {
-          throw new UpstreamStreamError(String(event.code ?? 'error'), typeof event.message === 'string' ? event.message : 'error event');
+          throw new UpstreamStreamError(typeof event.code === 'string' ? event.code : 'error', typeof event.message === 'string' ? event.message : 'error event');
         }
         call.pauseTimer(); // the consumer's time is not upstream silence
         yield event;
