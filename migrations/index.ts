@@ -21,6 +21,7 @@ import * as usageExportSettings from './20261202000051_usage_export_settings';
 import * as upstreamChannel from './20261202000060_upstream_channel';
 import * as conversation from './20261202000070_conversation';
 import * as tokenClasses from './20261201130000_token_classes';
+import * as ledgerOperation from './20261201140000_ledger_operation';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -42,6 +43,8 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000070_conversation', conversation],
   // Issue 11; listed last (the list order is the run order) though its timestamp is older.
   ['20261201130000_token_classes', tokenClasses],
+  // Listed in the order applied, after the migrations that existed when it was written.
+  ['20261201140000_ledger_operation', ledgerOperation],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

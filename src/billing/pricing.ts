@@ -124,7 +124,26 @@ export function reservedCompletionTokens(price: ModelPrice, requestedMaxTokens?:
  */
 export function worstCaseReservationMicros(price: ModelPrice, promptTokens: number, requestedMaxTokens?: number, choices = 1): number {
   const perChoice = reservedCompletionTokens(price, requestedMaxTokens);
-  const completionTokens = perChoice * Number(quantity('choices', choices));
+  return worstCaseCostMicros(price, promptTokens, perChoice * Number(quantity('choices', choices)));
+}
+
+/**
+ * The cost of exactly these counts with the prompt priced as if nothing were cached, at the
+ * higher of the input and cached-input prices: no cache report can make the bill exceed it.
+ * Operations whose output cap is known otherwise (embeddings: none) reserve this.
+ */
+export function worstCaseCostMicros(price: ModelPrice, promptTokens: number, completionTokens: number): number {
   const inputPriceMicrosPerMtok = Math.max(price.inputPriceMicrosPerMtok, cachedInputPrice(price));
   return costMicros({ ...price, inputPriceMicrosPerMtok, cachedInputPriceMicrosPerMtok: undefined }, { promptTokens, completionTokens });
+}
+
+/** The price a workflow input carries: the fields billing reads, the cached-input price resolved. */
+export function inputPriceOf(price: ModelPrice): ModelPrice {
+  return {
+    model: price.model,
+    inputPriceMicrosPerMtok: price.inputPriceMicrosPerMtok,
+    cachedInputPriceMicrosPerMtok: cachedInputPrice(price),
+    outputPriceMicrosPerMtok: price.outputPriceMicrosPerMtok,
+    maxOutputTokens: price.maxOutputTokens,
+  };
 }

@@ -8,8 +8,10 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
+import { inputPriceOf, reservedCompletionTokens, worstCaseCostMicros, worstCaseReservationMicros, type ModelPrice } from '../billing/pricing';
 import { countDefinitionTokens, countPromptTokens } from '../billing/token-count';
+import { countEmbeddingInputTokens, type EmbeddingsRequest } from '../openai/embeddings';
+import { countResponsesInputTokens, type ResponsesRequest } from '../openai/responses';
 import type { ModelPriceRepository } from '../db/model-price-repository';
 import type { FramedPlaintext } from '../codec/body-cipher';
 import type { RequestBodyRepository } from '../db/request-body-repository';
@@ -17,7 +19,7 @@ import type { Logger } from '../log';
 import { requestedChoices, requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
 import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
 import type { BilledRequestClient } from '../workflows/client';
-import type { AdmissionDecision, BilledRequestInput } from '../workflows/definitions';
+import { BilledOperation, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 import { ConversationOwnedError, type ConversationRepository } from '../db/conversation-repository';
 import {
   AdmissionDeniedError,
@@ -96,6 +98,41 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     }
   }
 
+  /** The price of `model`; an unpriced model is a ModelNotPricedError (never billed at 0). */
+  async function priceOf(model: string): Promise<ModelPrice> {
+    const price = await deps.prices.find(model);
+    if (!price) throw new ModelNotPricedError(model);
+    return price;
+  }
+
+  /** The workflow input of an embeddings or responses request: what chat's has, with the operation named. */
+  function operationInput(
+    operation: Exclude<BilledOperation, 'chat'>,
+    origin: BilledRequestOrigin,
+    requestId: string,
+    price: ModelPrice,
+    fields: { promptTokens: number; maxOutputTokens: number; stream: boolean; requestHash: string },
+  ): BilledRequestInput {
+    const { promptTokens, maxOutputTokens, stream, requestHash } = fields;
+    return {
+      requestId,
+      tenantId: origin.tenantId,
+      apiKeyId: origin.apiKeyId,
+      model: price.model,
+      operation,
+      price: inputPriceOf(price),
+      promptTokens,
+      maxOutputTokens,
+      reservedMicros: worstCaseCostMicros(price, promptTokens, maxOutputTokens),
+      stream,
+      // The Responses stream carries its usage in response.completed: nothing of the gateway's is added.
+      includeUsage: false,
+      relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',
+      bodyRef: { requestId },
+      requestHash,
+    };
+  }
+
   return {
     /** The request id of a request from `origin` (known before anything else, so every answer can carry it). */
     requestId(origin: BilledRequestOrigin): string {
@@ -132,13 +169,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         tenantId: origin.tenantId,
         apiKeyId: origin.apiKeyId,
         model: body.model,
-        price: {
-          model: price.model,
-          inputPriceMicrosPerMtok: price.inputPriceMicrosPerMtok,
-          cachedInputPriceMicrosPerMtok: price.cachedInputPriceMicrosPerMtok,
-          outputPriceMicrosPerMtok: price.outputPriceMicrosPerMtok,
-          maxOutputTokens: price.maxOutputTokens,
-        },
+        price: inputPriceOf(price),
         promptTokens,
         maxOutputTokens,
         ...(choices > 1 ? { choices } : {}),
@@ -150,6 +181,29 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         bodyRef: { requestId },
         requestHash,
       };
+    },
+
+    /**
+     * The workflow input of an embeddings request (issue 11): billed by input tokens only, so the
+     * reservation is the price of the input's tokens (tiktoken's count, a token array's length) and
+     * no output is reserved. JSON only: it never streams.
+     */
+    async prepareEmbeddings(origin: BilledRequestOrigin, requestId: string, body: EmbeddingsRequest, requestHash: string): Promise<BilledRequestInput> {
+      const price = await priceOf(body.model);
+      const promptTokens = countEmbeddingInputTokens(body.input, body.model);
+      return operationInput(BilledOperation.embeddings, origin, requestId, price, { promptTokens, maxOutputTokens: 0, stream: false, requestHash });
+    },
+
+    /**
+     * The workflow input of a Responses API request (issue 11): the prompt estimate of its
+     * instructions, input items and tool definitions, the output cap `min(max_output_tokens,
+     * the model's max_output_tokens)` (what the upstream receives as `max_output_tokens`).
+     */
+    async prepareResponses(origin: BilledRequestOrigin, requestId: string, body: ResponsesRequest, requestHash: string): Promise<BilledRequestInput> {
+      const price = await priceOf(body.model);
+      const promptTokens = countResponsesInputTokens(body, { imageWorstCaseTokens: deps.imageWorstCaseTokens });
+      const maxOutputTokens = reservedCompletionTokens(price, body.max_output_tokens ?? undefined);
+      return operationInput(BilledOperation.responses, origin, requestId, price, { promptTokens, maxOutputTokens, stream: body.stream === true, requestHash });
     },
 
     cancel,

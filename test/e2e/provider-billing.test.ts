@@ -125,6 +125,32 @@ describe('token classes (issue 11, item 3)', () => {
     expect(Number(entry.amount_micros)).toBe(cost(prompt, 6, 4));
   });
 
+  it('the Responses API: input_tokens_details.cached_tokens at the cached-input price, reasoning recorded, JSON and stream alike', async () => {
+    const { model, cost } = await cachedModel();
+    for (const stream of [false, true]) {
+      const t = await app.tenant();
+      const input = `a cached context, then a question [mock:tokens=7] [mock:cached=9] [mock:reasoning=4] ${stream ? 'streamed' : 'json'}`;
+      const request = { model, input, max_output_tokens: 64 };
+      let requestId: string;
+      let usage: OpenAI.Responses.ResponseUsage | undefined;
+      if (stream) {
+        const { data: events, response } = await client(t.key).responses.create({ ...request, stream: true }).withResponse();
+        requestId = response.headers.get('x-request-id')!;
+        for await (const event of events) if (event.type === 'response.completed') usage = event.response.usage;
+      } else {
+        const { data: answer, response } = await client(t.key).responses.create(request).withResponse();
+        requestId = response.headers.get('x-request-id')!;
+        usage = answer.usage;
+      }
+      // Reasoning tokens are part of output_tokens and of its cap, as OpenAI reports them.
+      expect(usage).toMatchObject({ output_tokens: 11, input_tokens_details: { cached_tokens: 9 }, output_tokens_details: { reasoning_tokens: 4 } });
+      const entry = await row(t.tenantId, requestId);
+      expect(entry).toMatchObject({ status: 'committed', prompt_tokens: usage!.input_tokens, completion_tokens: 11, cached_prompt_tokens: 9, reasoning_tokens: 4, token_source: 'upstream' });
+      expect(Number(entry.amount_micros)).toBe(cost(usage!.input_tokens, 9, 11));
+      expect(Number(entry.amount_micros)).toBeLessThan(cost(usage!.input_tokens, 0, 11));
+    }
+  });
+
   it('a model priced without a cached price bills cached tokens at the input price', async () => {
     const t = await app.tenant();
     const messages = [{ role: 'user' as const, content: 'no discount [mock:tokens=3] [mock:cached=5]' }];
