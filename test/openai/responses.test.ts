@@ -11,6 +11,11 @@ import { countPromptTokens } from '../../src/billing/token-count';
 import { WORST_CASE_IMAGE_TOKENS } from '../../src/billing/image-tokens';
 import { countEmbeddingInputTokens, embeddingsRequestSchema } from '../../src/openai/embeddings';
 import { countResponsesInputTokens, responseOutputTexts, responsesEventAsChunk, responsesRequestSchema } from '../../src/openai/responses';
+
+/** The token classes a finalized usage carries (issue 11): every one 0 unless named. */
+const classes = (named: { cachedPromptTokens?: number; reasoningTokens?: number } = {}) => ({
+  cachedPromptTokens: 0, reasoningTokens: 0, audioPromptTokens: 0, audioCompletionTokens: 0, ...named,
+});
 import { responsesUsageAsChatUsage } from '../../src/openai/responses-usage';
 
 const o200k = get_encoding('o200k_base');
@@ -56,7 +61,7 @@ describe('what the accumulator sees', () => {
     const a = acc();
     addResponsesEvent(a, { type: 'response.output_text.delta', delta: 'hello there' });
     addResponsesEvent(a, { type: 'response.completed', response: { usage: { input_tokens: 40, output_tokens: 9, output_tokens_details: { reasoning_tokens: 7 } } } });
-    expect(a.finalize({ promptTokens: 11, completionTokens: 64 })).toEqual({ promptTokens: 40, completionTokens: 9, source: 'upstream' });
+    expect(a.finalize({ promptTokens: 11, completionTokens: 64 })).toEqual({ promptTokens: 40, completionTokens: 9, ...classes({ reasoningTokens: 7 }), source: 'upstream' });
     expect(responsesEventAsChunk({ type: 'response.completed', response: { usage: { input_tokens: 40, output_tokens: 9, output_tokens_details: { reasoning_tokens: 7 } } } }))
       .toEqual({ choices: [], usage: { prompt_tokens: 40, completion_tokens: 9, total_tokens: 49, completion_tokens_details: { reasoning_tokens: 7 } } });
   });
@@ -75,7 +80,7 @@ describe('what the accumulator sees', () => {
     ];
     for (const event of deltas) addResponsesEvent(a, event);
     const expected = o200k.encode('The ledger balances. No.Thinking about money').length + o200k.encode('lookup_balance').length + o200k.encode('{"tenant":"t1"}').length;
-    expect(a.finalize({ promptTokens: 11, completionTokens: 64 })).toEqual({ promptTokens: 11, completionTokens: expected, source: 'tiktoken' });
+    expect(a.finalize({ promptTokens: 11, completionTokens: 64 })).toEqual({ promptTokens: 11, completionTokens: expected, ...classes(), source: 'tiktoken' });
   });
 
   it('reads a JSON Response: its output texts, and its usage', () => {
@@ -91,7 +96,7 @@ describe('what the accumulator sees', () => {
     expect(responseOutputTexts(response)).toEqual(['plan', 'Answer.', 'Not that.', 'f', '{}']);
     const a = acc();
     addResponsesResponse(a, response);
-    expect(a.finalize({ promptTokens: 11, completionTokens: 64 })).toEqual({ promptTokens: 21, completionTokens: 8, source: 'upstream' });
+    expect(a.finalize({ promptTokens: 11, completionTokens: 64 })).toEqual({ promptTokens: 21, completionTokens: 8, ...classes(), source: 'upstream' });
     const withoutUsage = acc();
     addResponsesResponse(withoutUsage, { ...response, usage: null });
     expect(withoutUsage.finalize({ promptTokens: 11, completionTokens: 64 }).source).toBe('tiktoken');
@@ -100,10 +105,10 @@ describe('what the accumulator sees', () => {
   it('bills an embeddings answer its input tokens and no output', () => {
     const a = acc();
     addEmbeddingsResponse(a, { object: 'list', data: [], usage: { prompt_tokens: 17, total_tokens: 17 } });
-    expect(a.finalize({ promptTokens: 11, completionTokens: 0 })).toEqual({ promptTokens: 17, completionTokens: 0, source: 'upstream' });
+    expect(a.finalize({ promptTokens: 11, completionTokens: 0 })).toEqual({ promptTokens: 17, completionTokens: 0, ...classes(), source: 'upstream' });
     const none = acc();
     addEmbeddingsResponse(none, { object: 'list', data: [] });
-    expect(none.finalize({ promptTokens: 11, completionTokens: 0 })).toEqual({ promptTokens: 11, completionTokens: 0, source: 'tiktoken' });
+    expect(none.finalize({ promptTokens: 11, completionTokens: 0 })).toEqual({ promptTokens: 11, completionTokens: 0, ...classes(), source: 'tiktoken' });
   });
 });
 
