@@ -8,6 +8,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { parseKeyring, type CodecKeyring } from './codec/keyring';
+import { parseRedisUrl } from './redis/redis-url';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -31,7 +32,15 @@ const envSchema = z.object({
   TEMPORAL_ADDRESS: optionalUrl,
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_TASK_QUEUE: z.string().default('billing'),
-  REDIS_URL: optionalUrl,
+  /** One Redis (`redis://`, `rediss://`) or a Redis Cluster (`redis-cluster://host:port,host:port,...`; docs/redis-cluster.md). */
+  REDIS_URL: optionalUrl.superRefine((v, ctx) => {
+    if (v === undefined) return;
+    try {
+      parseRedisUrl(v);
+    } catch (err) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+    }
+  }),
   DATABASE_URL: optionalUrl,
 
   EMBEDDED_TEMPORAL_PORT: port.default(7233),

@@ -17,7 +17,7 @@
  * rebuilds it from the ledger), which is left to the operator (docs/budget-windows.md).
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { windowBounds, type BudgetPeriod } from '../billing/budget-window-period';
 import { exactInteger } from '../billing/money';
 import { createBudgetWindowRepository, type BudgetWindowSubjectKind } from '../db/budget-window-repository';

@@ -4,7 +4,7 @@
  * HMGETs in batches, so 200,000 counters cost a few hundred round trips. Read-only: the
  * counters move only through the Lua scripts (src/redis/scripts.ts).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { exactInteger } from '../billing/money';
 import { CacheKeys } from '../redis/cache-keys';
 import type { CounterToken } from '../redis/scripts';

@@ -1,16 +1,73 @@
-import Redis from 'ioredis';
+import IORedis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { parseRedisUrl } from './redis-url';
 
 /**
- * Creates an ioredis client. Commands fail fast while Redis is down (no offline
- * queue) so admission can fall back to PostgreSQL instead of waiting.
+ * A Redis client of the project: one Redis, or a Redis Cluster (REDIS_URL=redis-cluster://...).
+ * Both take the same commands; every key a command or script touches carries the tenant's hash
+ * tag (cache-keys.ts), so on a cluster each lands on one slot and ioredis routes it there.
+ */
+export type Redis = IORedis | Cluster;
+
+/** Commands fail fast while Redis is down (no offline queue), so admission can fall back to PostgreSQL instead of waiting. */
+const FAIL_FAST = { enableOfflineQueue: false, maxRetriesPerRequest: 1 } as const;
+const reconnectDelay = (attempt: number): number => Math.min(attempt * 100, 2000);
+
+/**
+ * Creates the client for `url` (see redis-url.ts for the forms). The single client fails fast.
+ * The cluster client fails fast too (no offline queue while it has no slot map) but follows
+ * MOVED (a slot moved for good: it updates its slot map) and ASK (a slot migrating: it asks the
+ * target once) redirections, and rides out a failover: a command whose master went away is
+ * retried every 100 ms against a refreshed slot map, at most `maxRedirections` times (~1.6 s),
+ * then rejected, so admission falls back to PostgreSQL while the replica takes over.
  */
 export function createRedis(url: string, opts: { lazyConnect?: boolean } = {}): Redis {
-  return new Redis(url, {
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
+  const target = parseRedisUrl(url);
+  if (target.mode === 'single') {
+    return new IORedis(url, { ...FAIL_FAST, lazyConnect: opts.lazyConnect ?? false, retryStrategy: reconnectDelay });
+  }
+  const redisOptions: RedisOptions = {
+    maxRetriesPerRequest: FAIL_FAST.maxRetriesPerRequest,
+    ...(target.username ? { username: target.username } : {}),
+    ...(target.password ? { password: target.password } : {}),
+    ...(target.tls ? { tls: {} } : {}),
+  };
+  const clusterOptions: ClusterOptions = {
+    enableOfflineQueue: FAIL_FAST.enableOfflineQueue,
     lazyConnect: opts.lazyConnect ?? false,
-    retryStrategy: (attempt) => Math.min(attempt * 100, 2000),
+    maxRedirections: 16,
+    retryDelayOnMoved: 0,
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 100,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: 2000,
+    clusterRetryStrategy: reconnectDelay,
+    redisOptions,
+  };
+  return new Cluster(target.nodes, clusterOptions);
+}
+
+export function isCluster(redis: Redis): redis is Cluster {
+  return redis instanceof Cluster;
+}
+
+/**
+ * A second client to the same Redis with its own connections (for blocking reads and pub/sub,
+ * which hold a connection). On a cluster this is a second Cluster: its blocking XREAD goes to the
+ * master of the key's slot and follows that slot through a failover.
+ */
+export function duplicateRedis(redis: Redis, overrides: { enableOfflineQueue?: boolean; maxRetriesPerRequest?: number } = {}): Redis {
+  if (!isCluster(redis)) return redis.duplicate(overrides);
+  const { maxRetriesPerRequest, enableOfflineQueue } = overrides;
+  return redis.duplicate([], {
+    ...(enableOfflineQueue === undefined ? {} : { enableOfflineQueue }),
+    redisOptions: { ...redis.options.redisOptions, ...(maxRetriesPerRequest === undefined ? {} : { maxRetriesPerRequest }) },
   });
 }
 
-export type { Redis };
+/**
+ * The clients a key-space walk (SCAN) must visit: the one Redis, or every master of the cluster
+ * (SCAN sees only the node it runs on). The cluster's slot map must be loaded (status ready).
+ */
+export function scanTargets(redis: Redis): IORedis[] {
+  return isCluster(redis) ? redis.nodes('master') : [redis];
+}

@@ -5,7 +5,7 @@
  * attempt reads it to learn whether output was already delivered (then it must not
  * call the upstream again) and what to bill for it.
  */
-import type { Redis } from 'ioredis';
+import { duplicateRedis, type Redis } from './client';
 import { CacheKeys } from './cache-keys';
 
 /** One relayed event. `chunk`/`response` carry upstream JSON; `error` and `done` end the stream. */
@@ -97,11 +97,12 @@ export class RelayTimeoutError extends Error {
 export function createRequestRelay(redis: Redis, opts: { ttlSeconds: number }) {
   const key = (tenantId: string, requestId: string): string => CacheKeys.requestStream(tenantId, requestId);
   const cancelKey = (tenantId: string, requestId: string): string => `${key(tenantId, requestId)}:cancel`;
-  // Blocking XREADs hold their connection: readers borrow one from this pool.
+  // Blocking XREADs hold their connection: readers borrow one from this pool (on a cluster, a
+  // client of its own whose XREAD goes to the master of the stream's slot).
   const idle: Redis[] = [];
 
   function borrow(): Redis {
-    return idle.pop() ?? redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: 1 });
+    return idle.pop() ?? duplicateRedis(redis, { enableOfflineQueue: true, maxRetriesPerRequest: 1 });
   }
 
   return {

@@ -8,7 +8,7 @@
  * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
  * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from './client';
 import type { Registry } from 'prom-client';
 import { createRedisScriptMetrics } from '../metrics';
 import { luaScript, type QuotaScriptName } from './lua-source';

@@ -5,7 +5,8 @@
  * its replies: script-replies.ts. The edge's scripts: ./edge-scripts.ts.
  */
 import { randomUUID } from 'node:crypto';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import type { Redis } from './client';
 import { register as defaultRegistry, type Registry } from 'prom-client';
 import { CacheKeys } from './cache-keys';
 import { QuotaScriptName, luaScript } from './lua-source';

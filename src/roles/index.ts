@@ -21,7 +21,7 @@ import { consistencySettings, createConsistencyCheck } from '../consistency/cons
 import { createBudgetWindowCheck } from '../consistency/budget-window-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
 import { createMaintenanceClient } from '../schedules/maintenance-client';
-import { createRedis, type Redis } from '../redis/client';
+import { createRedis, duplicateRedis, type Redis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
 import { createEdgeScripts } from '../redis/edge-scripts';
 import { createQuotaWarmup } from '../redis/quota-warmup';
@@ -93,7 +93,7 @@ export async function startRoles(
     stops.push(() => relay.close());
     /** The conversation lock's pub/sub connection (waiters wake on release), closed with the rest. */
     const lockSubscriber = (): Redis => {
-      const subscriber = redis.duplicate();
+      const subscriber = duplicateRedis(redis);
       subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'redis lock subscriber error'));
       stops.push(() => {
         subscriber.disconnect();

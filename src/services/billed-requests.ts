@@ -7,7 +7,7 @@
  * HTTP answers in one place.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
 import { countPromptTokens } from '../billing/token-count';
 import type { ModelPriceRepository } from '../db/model-price-repository';
