@@ -49,6 +49,12 @@ const envSchema = z.object({
   EMBEDDED_TEMPORAL_FAIRNESS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   EMBEDDED_REDIS_PORT: port.default(6390),
   EMBEDDED_POSTGRES_PORT: port.default(5433),
+  /**
+   * `npm run cluster` (docs/cluster.md) takes the ports from here up: the Temporal frontend balancer
+   * at +0, the APIs at +1, +2, the workers' metrics at +3, +4, the mock upstream at +5, PostgreSQL at +6,
+   * the Redis Cluster at +10..+15, the Temporal server processes at +20..+39 (below 32768: see there).
+   */
+  CLUSTER_BASE_PORT: port.max(32_727).default(7300),
 
   /**
    * Keys of the payload codec that encrypts Temporal history: comma-separated `<key id>:<base64 of 32 bytes>`.

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Connection, Client } from '@temporalio/client';
+import { msToTs } from '@temporalio/common/lib/time';
 import { assertPortFree, freePort, spawnService, waitUntilReady, ServiceStartError, type ServiceProcess } from './child';
 import { startFrontendBalancer } from './frontend-balancer';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
@@ -37,8 +38,10 @@ export interface TemporalClusterOptions {
   servers?: number;
   /** @default DEFAULT_HISTORY_SHARDS */
   historyShards?: number;
-  /** Process i takes basePort + 10*i ... + 9, the balancer basePort - 1; free ports when unset. */
+  /** Process i takes basePort + 10*i ... + 9; free ports when unset. */
   basePort?: number;
+  /** The frontend balancer's port; a free one when unset. */
+  balancerPort?: number;
   /** Task-queue fairness (matching.enableFairness). @default true */
   fairness?: boolean;
   /** Workflow retention of the namespace. @default 72 h */
@@ -174,7 +177,7 @@ async function registerNamespace(address: string, opts: TemporalClusterOptions):
     const retentionSeconds = (opts.retentionHours ?? 72) * 3600;
     await conn.workflowService.registerNamespace({
       namespace: opts.namespace,
-      workflowExecutionRetentionPeriod: { seconds: retentionSeconds },
+      workflowExecutionRetentionPeriod: msToTs(retentionSeconds * 1000),
     }).catch((err: unknown) => {
       if (!(err instanceof Error && /already exists/i.test(err.message))) throw err;
     });
@@ -264,7 +267,7 @@ export async function startTemporalCluster(opts: TemporalClusterOptions): Promis
   fs.mkdirSync(opts.dir, { recursive: true });
   await applyTemporalSchema(opts);
   const count = opts.servers ?? 2;
-  const balancerPort = opts.basePort === undefined ? await freePort() : opts.basePort - 1;
+  const balancerPort = opts.balancerPort ?? await freePort();
   await assertPortFree(balancerPort, 'Temporal frontend balancer');
   const clusterAddress = `127.0.0.1:${balancerPort}`;
   const dynamicConfig = dynamicConfigFile(opts);
