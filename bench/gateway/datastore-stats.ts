@@ -4,7 +4,7 @@
  * read before and after a gateway phase. The gateway's CPU above its Temporal floor is largely the
  * client side of these calls, so their count per request says where to look first.
  */
-import { createRedis, scanTargets } from '../../src/redis/client';
+import { createRedis, masterNodes } from '../../src/redis/client';
 import { createDb } from '../../src/db/knex';
 
 export interface DatastoreSnapshot { redisCalls: Record<string, number>; pg: { xactCommit: number; tupInserted: number; tupUpdated: number } }
@@ -23,7 +23,7 @@ export async function datastoreSnapshot(redisUrl: string, databaseUrl: string): 
     await redis.connect();
     const redisCalls: Record<string, number> = {};
     // On a cluster every master counts its own calls: the sum is the cluster's.
-    for (const node of scanTargets(redis)) {
+    for (const node of masterNodes(redis)) {
       const info = await node.info('commandstats');
       for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) redisCalls[m[1] ?? '?'] = (redisCalls[m[1] ?? '?'] ?? 0) + Number(m[2]);
     }

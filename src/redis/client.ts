@@ -1,4 +1,5 @@
-import IORedis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
+import IORedis, { Cluster, type ChainableCommander, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { keySlot } from './key-slot';
 import { parseRedisUrl } from './redis-url';
 
 /**
@@ -65,9 +66,49 @@ export function duplicateRedis(redis: Redis, overrides: { enableOfflineQueue?: b
 }
 
 /**
- * The clients a key-space walk (SCAN) must visit: the one Redis, or every master of the cluster
- * (SCAN sees only the node it runs on). The cluster's slot map must be loaded (status ready).
+ * The nodes a whole-keyspace command (SCAN, INFO, FLUSHDB, DBSIZE) must visit: the one Redis, or
+ * every master of the cluster (such a command sees only the node it runs on). On a cluster the
+ * slot map must be loaded (status ready).
  */
-export function scanTargets(redis: Redis): IORedis[] {
+export function masterNodes(redis: Redis): IORedis[] {
   return isCluster(redis) ? redis.nodes('master') : [redis];
+}
+
+export type PipelineReplies = Array<[Error | null, unknown]>;
+
+/**
+ * Runs one command per item, pipelined, and answers the replies in the items' order. A cluster
+ * takes a pipeline only when all its keys are served by the same node, so on a cluster the
+ * items are grouped by the node serving their key's slot (one pipeline per master, run in
+ * parallel); one Redis gets a single pipeline. Each item's command must touch only `keyOf(item)`'s slot.
+ */
+export async function pipelinedByNode<T>(
+  redis: Redis,
+  items: readonly T[],
+  keyOf: (item: T) => string,
+  add: (pipeline: ChainableCommander, item: T) => void,
+): Promise<PipelineReplies> {
+  if (items.length === 0) return [];
+  const groups = new Map<string, number[]>();
+  if (!isCluster(redis)) {
+    groups.set('', items.map((_, i) => i));
+  } else {
+    for (const [i, item] of items.entries()) {
+      const slot = keySlot(keyOf(item));
+      // Before the slot map is loaded, a group per slot (each pipeline waits for it); then per serving node.
+      const group = redis.slots[slot]?.[0] ?? `slot:${slot}`;
+      const members = groups.get(group);
+      if (members) members.push(i);
+      else groups.set(group, [i]);
+    }
+  }
+  const replies: PipelineReplies = new Array<[Error | null, unknown]>(items.length);
+  await Promise.all([...groups.values()].map(async (indexes) => {
+    const pipeline = redis.pipeline();
+    for (const i of indexes) add(pipeline, items[i]!);
+    const answered = (await pipeline.exec()) ?? [];
+    if (answered.length !== indexes.length) throw new Error(`Redis pipeline answered ${answered.length} of ${indexes.length} commands`);
+    for (const [n, i] of indexes.entries()) replies[i] = answered[n]!;
+  }));
+  return replies;
 }
