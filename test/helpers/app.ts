@@ -31,6 +31,8 @@ export interface TestAppOptions {
   taskQueue?: string;
   /** Use another Redis than the global one (outage tests). */
   redisUrl?: string;
+  /** Use another Temporal than the global one (the cluster tests' own cluster). */
+  temporalAddress?: string;
   /** Collect the JSON log lines here (log-hygiene tests), at info level. */
   logLines?: string[];
   /** Extra settings, as environment variables. */
@@ -46,7 +48,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     : createLogger(config.LOG_LEVEL, 'e2e');
   const mock = await startMockUpstream({ port: 0 });
   const services = await startRoles(config, {
-    temporalAddress: temporalAddress(),
+    temporalAddress: opts.temporalAddress ?? temporalAddress(),
     redisUrl: opts.redisUrl ?? env.REDIS_URL!,
     databaseUrl: env.DATABASE_URL!,
   }, {
