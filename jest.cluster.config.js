@@ -4,6 +4,7 @@
  * production topology: a Temporal cluster of two server processes on PostgreSQL and a
  * Redis Cluster, started by test/setup/cluster-global-setup.ts.
  */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- jest reads CommonJS configs; this one extends the other
 const base = require('./jest.config.js');
 
 module.exports = {
