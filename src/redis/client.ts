@@ -76,11 +76,19 @@ export function masterNodes(redis: Redis): IORedis[] {
 
 export type PipelineReplies = Array<[Error | null, unknown]>;
 
+/** A cluster's answer that the item's slot is served elsewhere or not served right now. */
+const REDIRECTED = /^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN) /;
+
 /**
  * Runs one command per item, pipelined, and answers the replies in the items' order. A cluster
  * takes a pipeline only when all its keys are served by the same node, so on a cluster the
  * items are grouped by the node serving their key's slot (one pipeline per master, run in
  * parallel); one Redis gets a single pipeline. Each item's command must touch only `keyOf(item)`'s slot.
+ *
+ * ioredis follows a redirection inside a pipeline only when every command got the same one; after
+ * a failover or a resharding a pipeline over many slots gets one per slot (or fails whole when its
+ * node is gone), so on a cluster those items are sent again one by one, each following its own
+ * MOVED/ASK and the refreshed slot map.
  */
 export async function pipelinedByNode<T>(
   redis: Redis,
@@ -89,26 +97,38 @@ export async function pipelinedByNode<T>(
   add: (pipeline: ChainableCommander, item: T) => void,
 ): Promise<PipelineReplies> {
   if (items.length === 0) return [];
-  const groups = new Map<string, number[]>();
-  if (!isCluster(redis)) {
-    groups.set('', items.map((_, i) => i));
-  } else {
-    for (const [i, item] of items.entries()) {
-      const slot = keySlot(keyOf(item));
-      // Before the slot map is loaded, a group per slot (each pipeline waits for it); then per serving node.
-      const group = redis.slots[slot]?.[0] ?? `slot:${slot}`;
-      const members = groups.get(group);
-      if (members) members.push(i);
-      else groups.set(group, [i]);
-    }
-  }
-  const replies: PipelineReplies = new Array<[Error | null, unknown]>(items.length);
-  await Promise.all([...groups.values()].map(async (indexes) => {
+  const run = async (indexes: readonly number[]): Promise<PipelineReplies> => {
     const pipeline = redis.pipeline();
     for (const i of indexes) add(pipeline, items[i]!);
     const answered = (await pipeline.exec()) ?? [];
     if (answered.length !== indexes.length) throw new Error(`Redis pipeline answered ${answered.length} of ${indexes.length} commands`);
-    for (const [n, i] of indexes.entries()) replies[i] = answered[n]!;
+    return answered;
+  };
+  const replies: PipelineReplies = new Array<[Error | null, unknown]>(items.length);
+  if (!isCluster(redis)) {
+    for (const [i, reply] of (await run(items.map((_, i) => i))).entries()) replies[i] = reply;
+    return replies;
+  }
+  const groups = new Map<string, number[]>();
+  for (const [i, item] of items.entries()) {
+    const slot = keySlot(keyOf(item));
+    // Before the slot map is loaded, a group per slot (each pipeline waits for it); then per serving node.
+    const group = redis.slots[slot]?.[0] ?? `slot:${slot}`;
+    const members = groups.get(group);
+    if (members) members.push(i);
+    else groups.set(group, [i]);
+  }
+  await Promise.all([...groups.values()].map(async (indexes) => {
+    const answered = await run(indexes).catch(() => undefined);
+    const again: number[] = [];
+    for (const [n, i] of indexes.entries()) {
+      const reply = answered?.[n];
+      if (!reply || (reply[0] && REDIRECTED.test(reply[0].message))) again.push(i);
+      else replies[i] = reply;
+    }
+    await Promise.all(again.map(async (i) => {
+      replies[i] = (await run([i]))[0]!;
+    }));
   }));
   return replies;
 }

@@ -16,8 +16,8 @@ export interface TestApp {
   mock: MockUpstream;
   services: RunningRoles;
   admin<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
-  /** A tenant with a key and the test model priced: 1 unit per Mtok in, 2 per Mtok out. */
-  tenant(opts?: { quotaMicros?: number; budgetMicros?: number | null }): Promise<{ tenantId: string; apiKeyId: string; key: string }>;
+  /** A tenant (a new id unless given) with a key and the test model priced: 1 unit per Mtok in, 2 per Mtok out. */
+  tenant(opts?: { quotaMicros?: number; budgetMicros?: number | null; tenantId?: string }): Promise<{ tenantId: string; apiKeyId: string; key: string }>;
   stop(): Promise<void>;
 }
 
@@ -76,7 +76,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     services,
     admin,
     async tenant(o = {}) {
-      const tenantId = uniqueId('tenant');
+      const tenantId = o.tenantId ?? uniqueId('tenant');
       const t = await admin('POST', '/admin/tenants', { id: tenantId, name: tenantId, quota_limit_micros: o.quotaMicros ?? 10_000_000 });
       if (t.status !== 201) throw new Error(`tenant: ${t.status} ${JSON.stringify(t.body)}`);
       const k = await admin<{ id: string; key: string }>('POST', `/admin/tenants/${tenantId}/api-keys`, { name: 'test', ...(o.budgetMicros !== undefined ? { budget_micros: o.budgetMicros } : {}) });
