@@ -48,6 +48,14 @@ export interface EmbeddedRedisCluster {
   waitUntilHealthy(timeoutMs?: number): Promise<void>;
   /** Ports of the current masters, ordered by the first slot each serves (as seen by a running node). */
   masterPorts(): Promise<number[]>;
+  /** Ports of the replicas of the master on `port`. */
+  replicasOf(port: number): Promise<number[]>;
+  /**
+   * SIGSTOP / SIGCONT one node: a stopped replica falls behind its master (what it has not
+   * received is lost if the master then dies), as a replica on a saturated link would.
+   */
+  freezeNode(port: number): void;
+  thawNode(port: number): void;
   stop(): Promise<void>;
 }
 
@@ -74,7 +82,10 @@ function infoField(info: string, field: string): string | undefined {
 }
 
 interface NodeLine {
+  id: string;
   port: number;
+  /** The master's id for a replica, '-' for a master. */
+  masterId: string;
   master: boolean;
   failed: boolean;
   firstSlot: number;
@@ -97,7 +108,7 @@ function parseClusterNodes(text: string): NodeLine[] {
       firstSlot = Math.min(firstSlot, from);
       slotCount += (to ?? from) - from + 1;
     }
-    out.push({ port, master: flags.includes('master'), failed: flags.includes('fail') || flags.includes('fail?'), firstSlot, slotCount });
+    out.push({ id: parts[0]!, port, masterId: parts[3]!, master: flags.includes('master'), failed: flags.includes('fail') || flags.includes('fail?'), firstSlot, slotCount });
   }
   return out;
 }
@@ -159,16 +170,23 @@ export async function startEmbeddedRedisCluster(opts: EmbeddedRedisClusterOption
     nodes.filter((n) => n.process && n.process.child.exitCode === null && n.process.child.signalCode === null);
 
   const stop = async (): Promise<void> => {
+    for (const n of running()) n.process?.child.kill('SIGCONT'); // a frozen node would not see SIGTERM
     await Promise.all(nodes.map((n) => n.process?.stop('SIGTERM') ?? Promise.resolve()));
   };
 
-  const masterLines = async (): Promise<NodeLine[]> => {
+  const nodeLines = async (): Promise<NodeLine[]> => {
     for (const node of running()) {
       const text = await redisCli(node.port, ['cluster', 'nodes']).catch(() => undefined);
-      if (text === undefined) continue;
-      return parseClusterNodes(text).filter((l) => l.master && !l.failed && l.slotCount > 0).sort((a, b) => a.firstSlot - b.firstSlot);
+      if (text !== undefined) return parseClusterNodes(text);
     }
     throw new Error('no running Redis Cluster node answers');
+  };
+  const masterLines = async (): Promise<NodeLine[]> =>
+    (await nodeLines()).filter((l) => l.master && !l.failed && l.slotCount > 0).sort((a, b) => a.firstSlot - b.firstSlot);
+  const nodeAt = (port: number): ClusterNodeProcess => {
+    const node = nodes.find((n) => n.port === port);
+    if (!node) throw new Error(`port ${port} is not a node of this cluster`);
+    return node;
   };
 
   /** Healthy: every running node sees state ok, all slots assigned and served by running masters, replicas in sync. */
@@ -228,14 +246,24 @@ export async function startEmbeddedRedisCluster(opts: EmbeddedRedisClusterOption
       return { port: node.port };
     },
     async restartNode(port) {
-      const node = nodes.find((n) => n.port === port);
-      if (!node) throw new Error(`port ${port} is not a node of this cluster`);
+      const node = nodeAt(port);
       await node.process?.stop('SIGTERM');
       await startNode(node);
     },
     waitUntilHealthy,
     async masterPorts() {
       return (await masterLines()).map((m) => m.port);
+    },
+    async replicasOf(port) {
+      const lines = await nodeLines();
+      const master = lines.find((l) => l.port === port);
+      return master ? lines.filter((l) => l.masterId === master.id).map((l) => l.port) : [];
+    },
+    freezeNode(port) {
+      nodeAt(port).process?.child.kill('SIGSTOP');
+    },
+    thawNode(port) {
+      nodeAt(port).process?.child.kill('SIGCONT');
     },
     stop,
   };

@@ -93,7 +93,8 @@ export async function startRoles(
     stops.push(() => relay.close());
     /** The conversation lock's pub/sub connection (waiters wake on release), closed with the rest. */
     const lockSubscriber = (): Redis => {
-      const subscriber = duplicateRedis(redis);
+      // Offline queue on: a SUBSCRIBE sent before the connection (on a cluster, the slot map) is ready waits for it.
+      const subscriber = duplicateRedis(redis, { enableOfflineQueue: true });
       subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'redis lock subscriber error'));
       stops.push(() => {
         subscriber.disconnect();

@@ -60,11 +60,11 @@ describe('Redis Cluster: every Lua script stays in one slot (issue 13 item 3)', 
     const registry = new Registry();
     const scripts = createQuotaScripts(redis, { ttlSeconds: 3600, registry });
     const edge = createEdgeScripts(redis, { registry });
-    const subscriber = duplicateRedis(redis);
+    const subscriber = duplicateRedis(redis, { enableOfflineQueue: true });
     subscriber.on('error', () => undefined);
     const lock = createDistributedLock(
       { redis, subscriber, run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log: pino({ level: 'silent' }) },
-      { ttlMs: 300, maxPollMs: 5_000 },
+      { ttlMs: 300 },
     );
     const tenants = tenantsOnEveryMaster(redis, 2);
     expect(new Set(tenants.map((id) => masterOf(redis, CacheKeys.tenantQuota(id)))).size).toBe(3);
@@ -117,23 +117,30 @@ describe('Redis Cluster: every Lua script stays in one slot (issue 13 item 3)', 
       expect(await redis.hget(CacheKeys.budgetWindow(tenantId, windowId), 'used_micros')).toBe('600');
     }
 
-    // lock_acquire, lock_extend (the watchdog, every ttl/3), lock_release (which publishes the
-    // release; a waiter subscribed on another node of the cluster wakes at once).
+    // lock_acquire, lock_extend (the watchdog, every ttl/3), lock_release, which publishes the
+    // release: the cluster broadcasts it, so a subscriber on whatever node hears it.
+    const listener = duplicateRedis(redis, { enableOfflineQueue: true });
+    listener.on('error', () => undefined);
+    const heard: string[] = [];
+    listener.on('message', (channel: string) => heard.push(channel));
     for (let i = 0; i < 6; i++) {
       const conversationId = uniqueId('conv');
+      await listener.subscribe(CacheKeys.conversationLockReleased(conversationId));
       const held = await lock.acquire(conversationId, { info: 'slots test' });
       await new Promise((r) => setTimeout(r, 250));
       const waiter = lock.acquire(conversationId, { waitMs: 10_000 });
-      await new Promise((r) => setTimeout(r, 800)); // the waiter's polls are now ~seconds apart
-      const releasedAt = Date.now();
       expect(await held.release()).toBe(true);
       const next = await waiter;
-      expect(Date.now() - releasedAt).toBeLessThan(400);
       expect(next.fence).toBeGreaterThan(held.fence);
       expect(held.lost.aborted).toBe(false);
       expect(await next.release()).toBe(true);
+      for (let wait = 0; wait < 50 && heard.filter((c) => c === CacheKeys.conversationLockReleased(conversationId)).length < 2; wait++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(heard.filter((c) => c === CacheKeys.conversationLockReleased(conversationId))).toHaveLength(2);
       expect(keySlot(CacheKeys.conversationLockFence(conversationId))).toBe(keySlot(CacheKeys.conversationLock(conversationId)));
     }
+    listener.disconnect();
     subscriber.disconnect();
 
     const calls = await callsPerScript(registry);
