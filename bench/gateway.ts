@@ -5,11 +5,12 @@
  * billing-exactness check of the ledger afterwards. bench/README.md explains every figure.
  *
  *   npx tsx bench/gateway.ts [--duration 20] [--connections 50,200] [--warmup 400]
- *                            [--stream-requests 1000] [--stream-concurrency 50] [--keep-data] [--cpu-prof] [--skip-floor]
+ *                            [--stream-requests 1000] [--stream-concurrency 50] [--keep-data] [--cpu-prof] [--skip-floor] [--cluster]
  *
  * The stack starts as `npm start` starts it (startStack: Temporal dev server with its SQLite
  * file, Redis with AOF, PostgreSQL with fsync) on free ports in a throwaway data dir, or uses
- * TEMPORAL_ADDRESS / REDIS_URL / DATABASE_URL when set. The gateway itself (API + worker +
+ * TEMPORAL_ADDRESS / REDIS_URL / DATABASE_URL when set; with --cluster, the topology of `npm run cluster`
+ * (docs/cluster.md), each Temporal server process's CPU reported on its own. The gateway itself (API + worker +
  * mock upstream at zero latency) runs as `src/main.ts` in a child process, so the load
  * generator never shares its event loop and each process's CPU can be told apart.
  *
@@ -39,7 +40,7 @@ import { parseBenchOptions } from './gateway/options';
 const options = parseBenchOptions();
 
 async function main(): Promise<void> {
-  const bench = benchStack({ cpuProfile: options.cpuProfile, keepData: options.keepData });
+  const bench = benchStack({ cpuProfile: options.cpuProfile, keepData: options.keepData, cluster: options.cluster });
   let floor: FloorProcess | undefined;
   const cleanup = async (): Promise<void> => {
     await floor?.stop().catch((err: unknown) => console.error('stopping the floor process failed:', err));

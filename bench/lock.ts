@@ -15,7 +15,7 @@ import { startEmbeddedRedis } from '../src/embedded/redis';
 import { createDistributedLock } from '../src/locks/distributed-lock';
 import { createLogger } from '../src/log';
 import { createLockMetrics } from '../src/metrics';
-import { createRedis } from '../src/redis/client';
+import { createRedis, duplicateRedis } from '../src/redis/client';
 import { createScriptRunner } from '../src/redis/script-runner';
 import { percentile } from './gateway/statistics';
 import { printTable } from './lib/table';
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
     // Handoff: the round's wall time minus the time the lock was really held, per acquisition: what
     // the waiters' polling adds (a perfect handoff would make it ~0; the holds alone set the floor of the wait).
     // Measured twice: waiters that only poll, and waiters woken on release (a subscriber connection).
-    const subscriber = redis.duplicate();
+    const subscriber = duplicateRedis(redis);
     const woken = createDistributedLock({ redis, subscriber, run: createScriptRunner(redis, registry), metrics: createLockMetrics(registry), log: createLogger('warn', 'bench') });
     const handoffs: string[] = [];
     for (const [label, lockSet] of [['polling', locks], ['wake-up on release', woken]] as const) {

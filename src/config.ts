@@ -8,6 +8,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { parseKeyring, type CodecKeyring } from './codec/keyring';
+import { parseRedisUrl } from './redis/redis-url';
 
 const port = z.coerce.number().int().min(1).max(65535);
 const positiveInt = z.coerce.number().int().positive();
@@ -31,7 +32,15 @@ const envSchema = z.object({
   TEMPORAL_ADDRESS: optionalUrl,
   TEMPORAL_NAMESPACE: z.string().default('default'),
   TEMPORAL_TASK_QUEUE: z.string().default('billing'),
-  REDIS_URL: optionalUrl,
+  /** One Redis (`redis://`, `rediss://`) or a Redis Cluster (`redis-cluster://host:port,host:port,...`; docs/redis-cluster.md). */
+  REDIS_URL: optionalUrl.superRefine((v, ctx) => {
+    if (v === undefined) return;
+    try {
+      parseRedisUrl(v);
+    } catch (err) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (err as Error).message });
+    }
+  }),
   DATABASE_URL: optionalUrl,
 
   EMBEDDED_TEMPORAL_PORT: port.default(7233),
@@ -40,6 +49,12 @@ const envSchema = z.object({
   EMBEDDED_TEMPORAL_FAIRNESS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   EMBEDDED_REDIS_PORT: port.default(6390),
   EMBEDDED_POSTGRES_PORT: port.default(5433),
+  /**
+   * `npm run cluster` (docs/cluster.md) takes the ports from here up: the Temporal frontend balancer
+   * at +0, the APIs at +1, +2, the workers' metrics at +3, +4, the mock upstream at +5, PostgreSQL at +6,
+   * the Redis Cluster at +10..+15, the Temporal server processes at +20..+39 (below 32768: see there).
+   */
+  CLUSTER_BASE_PORT: port.max(32_727).default(7300),
 
   /**
    * Keys of the payload codec that encrypts Temporal history: comma-separated `<key id>:<base64 of 32 bytes>`.

@@ -38,7 +38,21 @@ function readProcStats(): ProcStat[] {
 
 export const CpuGroup = { bench: 'bench', gateway: 'gateway', temporal: 'temporal', redis: 'redis', postgres: 'postgres', other: 'other' } as const;
 export type CpuGroup = (typeof CpuGroup)[keyof typeof CpuGroup];
-export interface CpuSnapshot { atMs: number; seconds: Record<CpuGroup, number>; machineBusyS: number }
+export interface CpuSnapshot {
+  atMs: number;
+  seconds: Record<CpuGroup, number>;
+  machineBusyS: number;
+  /** CPU seconds of each process named with nameProcesses() (e.g. each Temporal server of a cluster), reaped children included. */
+  named: Record<string, number>;
+}
+
+/** Processes whose CPU the report shows one by one (the Temporal server processes of `--cluster`), by name. */
+const namedPids = new Map<string, number>();
+
+/** Names processes for cpuSnapshot's `named` figures; their CPU still counts in their group. */
+export function nameProcesses(pids: Readonly<Record<string, number | undefined>>): void {
+  for (const [name, pid] of Object.entries(pids)) if (pid !== undefined) namedPids.set(name, pid);
+}
 
 /** Busy CPU seconds of the whole machine (all cores, everything but idle and iowait): the host is shared, so say how much was not ours. */
 function machineBusySeconds(): number {
@@ -67,10 +81,11 @@ export function cpuSnapshot(gatewayPid: number | undefined): CpuSnapshot {
     while (node && node.ppid !== process.pid) node = byPid.get(node.ppid);
     if (node) seconds[groupOfChild(node)] += s.ticks / CLOCK_TICKS;
   }
-  return { atMs: performance.now(), seconds, machineBusyS: machineBusySeconds() };
+  const named = Object.fromEntries([...namedPids].map(([name, pid]) => [name, (byPid.get(pid)?.ticks ?? 0) / CLOCK_TICKS]));
+  return { atMs: performance.now(), seconds, machineBusyS: machineBusySeconds(), named };
 }
 
-export interface CpuPhase { wallS: number; cpuS: Record<CpuGroup, number>; machineBusyS: number }
+export interface CpuPhase { wallS: number; cpuS: Record<CpuGroup, number>; machineBusyS: number; named: Record<string, number> }
 
 export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuPhase {
   const groups = Object.keys(a.seconds) as CpuGroup[];
@@ -78,6 +93,7 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): CpuPhase {
     wallS: (b.atMs - a.atMs) / 1000,
     cpuS: Object.fromEntries(groups.map((g) => [g, b.seconds[g] - a.seconds[g]])) as Record<CpuGroup, number>,
     machineBusyS: b.machineBusyS - a.machineBusyS,
+    named: Object.fromEntries(Object.keys(b.named).map((name) => [name, (b.named[name] ?? 0) - (a.named[name] ?? 0)])),
   };
 }
 

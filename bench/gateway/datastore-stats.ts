@@ -4,7 +4,7 @@
  * read before and after a gateway phase. The gateway's CPU above its Temporal floor is largely the
  * client side of these calls, so their count per request says where to look first.
  */
-import Redis from 'ioredis';
+import { createRedis, masterNodes } from '../../src/redis/client';
 import { createDb } from '../../src/db/knex';
 
 export interface DatastoreSnapshot { redisCalls: Record<string, number>; pg: { xactCommit: number; tupInserted: number; tupUpdated: number } }
@@ -17,13 +17,16 @@ export interface DatastorePerRequest {
 }
 
 export async function datastoreSnapshot(redisUrl: string, databaseUrl: string): Promise<DatastoreSnapshot> {
-  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const redis = createRedis(redisUrl, { lazyConnect: true });
   const db = createDb(databaseUrl, { max: 1 });
   try {
     await redis.connect();
-    const info = await redis.info('commandstats');
     const redisCalls: Record<string, number> = {};
-    for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) redisCalls[m[1] ?? '?'] = Number(m[2]);
+    // On a cluster every master counts its own calls: the sum is the cluster's.
+    for (const node of masterNodes(redis)) {
+      const info = await node.info('commandstats');
+      for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) redisCalls[m[1] ?? '?'] = (redisCalls[m[1] ?? '?'] ?? 0) + Number(m[2]);
+    }
     const result = await db.raw<{ rows: Array<{ xact_commit: string; tup_inserted: string; tup_updated: string }> }>(
       'SELECT xact_commit, tup_inserted, tup_updated FROM pg_stat_database WHERE datname = current_database()',
     );

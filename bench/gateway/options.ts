@@ -35,6 +35,8 @@ export interface BenchOptions {
   cpuProfile: boolean;
   /** Run the Temporal floor (the same workflow shape with no-op steps) beside each gateway step. @default true */
   floor: boolean;
+  /** Run on the topology of `npm run cluster` (Temporal cluster, Redis Cluster) instead of the dev stack. @default false */
+  cluster: boolean;
 }
 
 /** Parses the flags (from `process.argv` unless `args` is given); unknown flags throw, as parseArgs does. */
@@ -50,6 +52,7 @@ export function parseBenchOptions(args?: string[]): BenchOptions {
       'keep-data': { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       'skip-floor': { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
     },
   });
   return {
@@ -61,5 +64,6 @@ export function parseBenchOptions(args?: string[]): BenchOptions {
     keepData: cli['keep-data'],
     cpuProfile: cli['cpu-prof'],
     floor: !cli['skip-floor'],
+    cluster: cli.cluster,
   };
 }

@@ -129,6 +129,12 @@ export function printReport(r: BenchReport, opts: Pick<BenchOptions, 'streamRequ
   out.push(table('CPU milliseconds per 2xx response (what one request costs each process)', ['phase', ...groups.filter((g) => g !== 'other'), 'ours'],
     perRequest.map(([name, c, n]) => [name, ...groups.filter((g) => g !== 'other').map((g) => (1000 * c.cpuS[g] / n).toFixed(2)),
       (1000 * groups.reduce((sum, g) => sum + c.cpuS[g], 0) / n).toFixed(2)])));
+  const named = Object.keys(perRequest[0]?.[1].named ?? {});
+  if (named.length > 0) {
+    // A Temporal cluster (--cluster): what each server process burned per request (its share moves with its shards).
+    out.push(table('CPU milliseconds per 2xx response of each named process (the Temporal server processes of --cluster)', ['phase', ...named],
+      perRequest.map(([name, c, n]) => [name, ...named.map((p) => (1000 * (c.named[p] ?? 0) / n).toFixed(2))])));
+  }
   out.push(table('Redis and PostgreSQL round trips per billed request (Redis INFO commandstats, pg_stat_database; before/after each gateway run, approximate)',
     ['phase', 'redis commands', 'by command', 'pg transactions', 'pg rows inserted', 'pg rows updated'],
     r.load.map((s) => [`gateway c=${s.connections}`, s.datastore.redisTotal.toFixed(1),

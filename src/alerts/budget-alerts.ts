@@ -23,7 +23,7 @@
  * crossed threshold that usage is below again is armed, and the next crossing raises a
  * new alert with the next sequence number.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Dispatcher } from '../dispatch/dispatcher';
 import { DispatchKind } from '../dispatch/task-kinds';
 import type { Logger } from '../log';

@@ -4,7 +4,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import type { Connection } from '@temporalio/client';
 import type { PayloadCodec } from '@temporalio/common';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';

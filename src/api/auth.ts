@@ -8,7 +8,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler, Response } from 'express';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Logger } from '../log';
 import { ApiKeyStatus, hashApiKey, type ApiKeyRepository } from '../db/api-key-repository';
 import type { TenantRepository } from '../db/tenant-repository';

@@ -21,7 +21,7 @@
  * such as the Web UI on another port of it), and Secure when the login page came over HTTPS.
  */
 import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { CacheKeys } from '../redis/cache-keys';
 
 export const CODEC_SESSION_COOKIE = 'bq_codec_session';

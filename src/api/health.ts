@@ -2,7 +2,7 @@
 import { Router } from 'express';
 import type { Connection } from '@temporalio/client';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Registry } from 'prom-client';
 
 export interface HealthDeps {

@@ -8,7 +8,7 @@
  * The window is fixed (it starts at the first failure): two round trips per failure at most,
  * no Lua; a burst that straddles two windows may need up to 2 x threshold - 1 failures.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { CacheKeys } from '../redis/cache-keys';
 
 export interface ChannelHealthSettings {

@@ -17,7 +17,7 @@
  * rebuilds it from the ledger), which is left to the operator (docs/budget-windows.md).
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import { pipelinedByNode, type Redis } from '../redis/client';
 import { windowBounds, type BudgetPeriod } from '../billing/budget-window-period';
 import { exactInteger } from '../billing/money';
 import { createBudgetWindowRepository, type BudgetWindowSubjectKind } from '../db/budget-window-repository';
@@ -39,7 +39,7 @@ export interface BudgetWindowCheckResult {
 
 export interface BudgetWindowCheckDeps {
   db: Knex;
-  redis: Pick<Redis, 'pipeline'>;
+  redis: Redis;
   /** @default Date.now */
   now?: () => number;
   /** @default setTimeout */
@@ -60,13 +60,13 @@ export function createBudgetWindowCheck(deps: BudgetWindowCheckDeps) {
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
 
-  /** The counters of `windows` (null when not cached), pipelined 1,000 per round trip. */
+  /** The counters of `windows` (null when not cached), pipelined 1,000 per round trip (per master on a cluster). */
   async function counters(windows: ReadonlyArray<{ tenantId: string; windowId: string }>): Promise<Array<{ used: number; version: string } | null>> {
     const out: Array<{ used: number; version: string } | null> = [];
     for (let i = 0; i < windows.length; i += 1000) {
-      const pipeline = deps.redis.pipeline();
-      for (const w of windows.slice(i, i + 1000)) pipeline.hmget(CacheKeys.budgetWindow(w.tenantId, w.windowId), 'used_micros', 'version');
-      for (const [err, reply] of (await pipeline.exec()) ?? []) {
+      const key = (w: { tenantId: string; windowId: string }): string => CacheKeys.budgetWindow(w.tenantId, w.windowId);
+      const replies = await pipelinedByNode(deps.redis, windows.slice(i, i + 1000), key, (pipeline, w) => pipeline.hmget(key(w), 'used_micros', 'version'));
+      for (const [err, reply] of replies) {
         if (err) throw err;
         const [used, version] = reply as [string | null, string | null];
         out.push(used === null ? null : { used: exactInteger(used), version: version ?? '' });

@@ -19,7 +19,7 @@
  * A missing counter is not drift (Redis lost it): it is warmed as a request's warm-up would
  * and reported as rebuilt.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Config } from '../config';
 import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';

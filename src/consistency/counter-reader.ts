@@ -1,10 +1,11 @@
 /**
  * The Redis side of the consistency check (M4.3): the used/spent figure and the
  * compare-and-set token (warmup_id, version) of many counter hashes, read with pipelined
- * HMGETs in batches, so 200,000 counters cost a few hundred round trips. Read-only: the
+ * HMGETs in batches (on a Redis Cluster one pipeline per master per batch), so 200,000 counters
+ * cost a few hundred round trips. Read-only: the
  * counters move only through the Lua scripts (src/redis/scripts.ts).
  */
-import type { Redis } from 'ioredis';
+import { pipelinedByNode, type Redis } from '../redis/client';
 import { exactInteger } from '../billing/money';
 import { CacheKeys } from '../redis/cache-keys';
 import type { CounterToken } from '../redis/scripts';
@@ -48,10 +49,8 @@ export async function readCounters(redis: Redis, subjects: readonly SubjectRef[]
   const readings: CounterReading[] = [];
   for (let start = 0; start < subjects.length; start += batchSize) {
     const batch = subjects.slice(start, start + batchSize);
-    const pipeline = redis.pipeline();
-    for (const subject of batch) pipeline.hmget(counterKey(subject), ...FIELDS[subject.kind], 'warmup_id', 'version');
-    const replies = (await pipeline.exec()) ?? [];
-    if (replies.length !== batch.length) throw new Error(`counter read pipeline answered ${replies.length} of ${batch.length} commands`);
+    const replies = await pipelinedByNode(redis, batch, counterKey, (pipeline, subject) =>
+      pipeline.hmget(counterKey(subject), ...FIELDS[subject.kind], 'warmup_id', 'version'));
     for (const [err, values] of replies) {
       if (err) throw err;
       readings.push(reading(values as Array<string | null>));

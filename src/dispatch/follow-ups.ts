@@ -5,7 +5,7 @@
  */
 import type { Client } from '@temporalio/client';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { createBudgetAlerts } from '../alerts/budget-alerts';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';

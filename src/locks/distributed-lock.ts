@@ -21,7 +21,7 @@
  *   lock (`GET|DELETE /admin/locks/:conversation_id`, `npm run locks`) (M7.3).
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Logger } from '../log';
 import type { LockMetrics } from '../metrics';
 import { CacheKeys } from '../redis/cache-keys';

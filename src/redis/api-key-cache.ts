@@ -4,7 +4,7 @@
  * overwrites the entry (never deletes it), so a stale "active" read racing the revoke
  * cannot put an active entry back (authenticators write with NX).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from './client';
 import { z } from 'zod';
 import { ApiKeyStatus, type ApiKey } from '../db/api-key-repository';
 import type { Tenant } from '../db/tenant-repository';

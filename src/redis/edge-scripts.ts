@@ -2,7 +2,7 @@
  * The edge's scripts (edge_admit.lua, edge_release.lua): one round trip before a
  * workflow starts, and one when an admitted request's response has ended.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from './client';
 import { register as defaultRegistry, type Registry } from 'prom-client';
 import type { RateLimits, RequestLimits } from '../edge/limits';
 import { CacheKeys } from './cache-keys';

@@ -3,7 +3,7 @@
  * reads and tests). Writes never happen here: counters move only through the Lua
  * scripts in src/redis/scripts.ts, which keep them atomic and idempotent.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from './client';
 import { exactInteger } from '../billing/money';
 import { CacheKeys } from './cache-keys';
 import type { KeyCounters, TenantCounters } from './scripts';

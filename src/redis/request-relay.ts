@@ -5,7 +5,7 @@
  * attempt reads it to learn whether output was already delivered (then it must not
  * call the upstream again) and what to bill for it.
  */
-import type { Redis } from 'ioredis';
+import { duplicateRedis, type Redis } from './client';
 import { CacheKeys } from './cache-keys';
 
 /** One relayed event. `chunk`/`response` carry upstream JSON; `error` and `done` end the stream. */
@@ -94,14 +94,33 @@ export class RelayTimeoutError extends Error {
   override name = 'RelayTimeoutError';
 }
 
+/**
+ * Thrown when Redis fails under a read in progress (down, or its Redis Cluster master failed
+ * over). The read is not resumed: entries the old master had not yet replicated may be gone,
+ * and the client must not get an output with a hole in it.
+ */
+export class RelayUnavailableError extends Error {
+  override name = 'RelayUnavailableError';
+}
+
+/** A Redis call of a read in progress; its failure becomes a RelayUnavailableError. */
+async function relayCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw new RelayUnavailableError(`relay read failed: ${(err as Error).message}`, { cause: err });
+  }
+}
+
 export function createRequestRelay(redis: Redis, opts: { ttlSeconds: number }) {
   const key = (tenantId: string, requestId: string): string => CacheKeys.requestStream(tenantId, requestId);
   const cancelKey = (tenantId: string, requestId: string): string => `${key(tenantId, requestId)}:cancel`;
-  // Blocking XREADs hold their connection: readers borrow one from this pool.
+  // Blocking XREADs hold their connection: readers borrow one from this pool (on a cluster, a
+  // client of its own whose XREAD goes to the master of the stream's slot).
   const idle: Redis[] = [];
 
   function borrow(): Redis {
-    return idle.pop() ?? redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: 1 });
+    return idle.pop() ?? duplicateRedis(redis, { enableOfflineQueue: true, maxRetriesPerRequest: 1 });
   }
 
   return {
@@ -126,12 +145,12 @@ export function createRequestRelay(redis: Redis, opts: { ttlSeconds: number }) {
         let lastActivity = Date.now();
         for (;;) {
           if (options.signal?.aborted) return;
-          const reply = (await conn.xread('COUNT', 500, 'BLOCK', blockMs, 'STREAMS', key(tenantId, requestId), lastId));
+          const reply = await relayCall(() => conn.xread('COUNT', 500, 'BLOCK', blockMs, 'STREAMS', key(tenantId, requestId), lastId));
           const rows = reply?.[0]?.[1] ?? [];
           if (rows.length === 0) {
             const silentFor = Date.now() - lastActivity;
             if (silentFor > idleTimeoutMs) throw new RelayTimeoutError(`no output for ${idleTimeoutMs} ms`);
-            if (lastId === '0' && options.onMissing && (await conn.exists(key(tenantId, requestId))) === 0) await options.onMissing(silentFor);
+            if (lastId === '0' && options.onMissing && (await relayCall(() => conn.exists(key(tenantId, requestId)))) === 0) await options.onMissing(silentFor);
             continue;
           }
           lastActivity = Date.now();

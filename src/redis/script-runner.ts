@@ -1,14 +1,14 @@
 /**
  * Calls a lua/*.lua script by SHA (M1.2). A NOSCRIPT answer (after SCRIPT FLUSH, a
- * Redis restart or a failover to a replica that never saw SCRIPT LOAD) reloads the
- * script and retries once, so callers never see it. The SHA is computed locally, so
+ * Redis restart or a failover to a replica that never saw SCRIPT LOAD) runs the source
+ * once with EVAL, which also caches it on that node, so callers never see it. The SHA is computed locally, so
  * calls work before any SCRIPT LOAD as well. Every call is timed, every reload counted.
  *
  * Errors keep their meaning for the caller: a `QuotaScriptRejectedError` means Redis
  * answered (bad arguments, corrupt counter) and falling back to PostgreSQL would not
  * help; any other error (connection refused, timeout) means Redis is unreachable (M2.3).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from './client';
 import type { Registry } from 'prom-client';
 import { createRedisScriptMetrics } from '../metrics';
 import { luaScript, type QuotaScriptName } from './lua-source';
@@ -60,8 +60,9 @@ export function createScriptRunner(redis: Redis, registry: Registry): ScriptRunn
       } catch (err) {
         if (!isNoScript(err)) throw err;
         metrics.reloads.inc({ script: name });
-        await redis.script('LOAD', source);
-        return await redis.evalsha(sha, keys.length, ...keys, ...args);
+        // EVAL, not SCRIPT LOAD + EVALSHA: it goes where the keys are (on a cluster, SCRIPT LOAD
+        // would reach a random node, and a promoted replica never saw the script) and caches it there.
+        return await redis.eval(source, keys.length, ...keys, ...args);
       }
     } catch (err) {
       if (isReplyError(err)) throw new QuotaScriptRejectedError(name, err.message, { cause: err });

@@ -5,7 +5,8 @@
  * its replies: script-replies.ts. The edge's scripts: ./edge-scripts.ts.
  */
 import { randomUUID } from 'node:crypto';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander } from 'ioredis';
+import { masterNodes, type Redis } from './client';
 import { register as defaultRegistry, type Registry } from 'prom-client';
 import { CacheKeys } from './cache-keys';
 import { QuotaScriptName, luaScript } from './lua-source';
@@ -207,12 +208,17 @@ export function createQuotaScripts(redis: Redis, options: QuotaScriptsOptions) {
       return parseWarmupReply(await run(QuotaScriptName.windowWarmup, keys, argv));
     },
 
-    /** SCRIPT LOAD of every script; optional (calls reload on demand) but keeps the first requests fast. */
+    /**
+     * SCRIPT LOAD of every script on every master (a cluster node caches only what it was sent);
+     * optional (calls reload on demand) but keeps the first requests fast.
+     */
     async load(): Promise<void> {
-      for (const name of Object.values(QuotaScriptName)) {
-        const { sha, source } = luaScript(name);
-        const loadedSha = await redis.script('LOAD', source);
-        if (loadedSha !== sha) throw new QuotaScriptRejectedError(name, `SCRIPT LOAD returned ${String(loadedSha)}, expected ${sha}`);
+      for (const node of masterNodes(redis)) {
+        for (const name of Object.values(QuotaScriptName)) {
+          const { sha, source } = luaScript(name);
+          const loadedSha = await node.script('LOAD', source);
+          if (loadedSha !== sha) throw new QuotaScriptRejectedError(name, `SCRIPT LOAD returned ${String(loadedSha)}, expected ${sha}`);
+        }
       }
     },
 

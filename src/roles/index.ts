@@ -23,7 +23,7 @@ import { consistencySettings, createConsistencyCheck } from '../consistency/cons
 import { createBudgetWindowCheck } from '../consistency/budget-window-check';
 import { ensureMaintenanceSchedules } from '../schedules/maintenance-schedules';
 import { createMaintenanceClient } from '../schedules/maintenance-client';
-import { createRedis, type Redis } from '../redis/client';
+import { createRedis, duplicateRedis, type Redis } from '../redis/client';
 import { createRequestRelay } from '../redis/request-relay';
 import { createEdgeScripts } from '../redis/edge-scripts';
 import { createQuotaWarmup } from '../redis/quota-warmup';
@@ -98,7 +98,8 @@ export async function startRoles(
     stops.push(() => relay.close());
     /** The conversation lock's pub/sub connection (waiters wake on release), closed with the rest. */
     const lockSubscriber = (): Redis => {
-      const subscriber = redis.duplicate();
+      // Offline queue on: a SUBSCRIBE sent before the connection (on a cluster, the slot map) is ready waits for it.
+      const subscriber = duplicateRedis(redis, { enableOfflineQueue: true });
       subscriber.on('error', (err: Error) => log.debug({ err: err.message }, 'redis lock subscriber error'));
       stops.push(() => {
         subscriber.disconnect();

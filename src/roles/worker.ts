@@ -2,7 +2,7 @@
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type LogLevel } from '@temporalio/worker';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Config } from '../config';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';

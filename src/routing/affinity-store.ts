@@ -7,7 +7,7 @@
  * success count (last writer wins). The conversation lock (M7) serialises a conversation's
  * requests in normal operation, and a lost count only delays binding by one success.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { CacheKeys } from '../redis/cache-keys';
 import { applyAll, parseAffinityState, DEFAULT_AFFINITY_SETTINGS, type AffinityEvent, type AffinitySettings, type AffinityState } from './affinity';
 

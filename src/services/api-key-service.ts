@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { AlertRepository } from '../alerts/alert-repository';
 import type { AlertSettings } from '../alerts/alert-settings';
 import type { AlertSecretRepository } from '../alerts/alert-secrets';

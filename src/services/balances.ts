@@ -4,7 +4,7 @@
  * the live truth while cached; when a counter is not cached, or Redis cannot be read,
  * the ledger's formula (committed amounts + pending reservations) gives the same figure.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { BillingRepository } from '../db/billing-repository';
 import type { Logger } from '../log';
 import { readKeyBudget, readTenantQuota } from '../redis/quota-cache';

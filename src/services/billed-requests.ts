@@ -7,7 +7,7 @@
  * HTTP answers in one place.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { inputPriceOf, reservedCompletionTokens, worstCaseCostMicros, worstCaseReservationMicros, type ModelPrice } from '../billing/pricing';
 import { countDefinitionTokens, countPromptTokens } from '../billing/token-count';
 import { countEmbeddingInputTokens, type EmbeddingsRequest } from '../openai/embeddings';
@@ -17,7 +17,7 @@ import type { FramedPlaintext } from '../codec/body-cipher';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { Logger } from '../log';
 import { requestedChoices, requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
-import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
+import { RelayTimeoutError, RelayUnavailableError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
 import type { BilledRequestClient } from '../workflows/client';
 import { BilledOperation, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 import { ConversationOwnedError, type ConversationRepository } from '../db/conversation-repository';
@@ -83,7 +83,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     deps.relay.requestCancel(input.tenantId, input.requestId).catch((err: unknown) => deps.log.warn({ requestId: input.requestId, err }, 'could not relay the client cancel'));
   }
 
-  /** The live relay of an admitted request; silence past the idle timeout cancels the call and fails with a 502. */
+  /** The live relay of an admitted request; silence past the idle timeout, or Redis failing under the read, cancels the call and fails with a 502. */
   async function* relayed(input: BilledRequestInput, signal: AbortSignal): AsyncGenerator<RelayEntry> {
     const onMissing = async (): Promise<void> => {
       // A repeated Idempotency-Key of a request that finished long ago: its relay has expired, nothing will come.
@@ -92,8 +92,13 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     try {
       yield* deps.relay.read(input.tenantId, input.requestId, { signal, idleTimeoutMs: deps.relayIdleTimeoutMs, onMissing });
     } catch (err) {
-      if (!(err instanceof RelayTimeoutError)) throw err;
+      if (!(err instanceof RelayTimeoutError) && !(err instanceof RelayUnavailableError)) throw err;
+      // Billed for what the upstream call delivered, like a client that went away.
       await deps.relay.requestCancel(input.tenantId, input.requestId).catch(() => undefined);
+      if (err instanceof RelayUnavailableError) {
+        deps.log.warn({ requestId: input.requestId, err: err.message }, 'relay lost under a read in progress (Redis down or failing over)');
+        throw new UpstreamFailedError('The response relay was interrupted.');
+      }
       throw new UpstreamFailedError('The upstream call produced no output in time.');
     }
   }

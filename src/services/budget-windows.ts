@@ -12,7 +12,7 @@
  * admitting worker's clock, with no reset job that could run late or zero fresh spend.
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import { windowBounds, type BudgetPeriod, type WindowBounds } from '../billing/budget-window-period';
 import { exactInteger } from '../billing/money';
 import type { BudgetWindowRepository, BudgetWindowSettings, BudgetWindowSubjectKind } from '../db/budget-window-repository';

@@ -4,7 +4,7 @@
  * src/api/app.ts builds it beside these.)
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Repositories } from '../db/repositories';
 import type { Logger } from '../log';
 import type { QuotaScripts } from '../redis/scripts';

@@ -12,7 +12,7 @@
  * returned once in that answer (`alertWebhookSecret`); rotateAlertSecret replaces it.
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../redis/client';
 import type { Repositories } from '../db/repositories';
 import { LedgerRequestConflictError, TransactionKind, type LedgerPage } from '../db/ledger-types';
 import { TenantNotFoundError, type NewTenant, type Tenant, type TenantSettingsPatch } from '../db/tenant-repository';

@@ -17,7 +17,7 @@
  *   must not stop the sync of every other tenant); the consistency check reports and heals it.
  */
 import type { Knex } from 'knex';
-import type { Redis } from '../redis/client';
+import { pipelinedByNode, type Redis } from '../redis/client';
 import { CacheKeys } from '../redis/cache-keys';
 
 export type SyncJob = 'quota' | 'apikey';
@@ -86,11 +86,9 @@ export function createCounterSync(db: Knex, redis: Redis, opts: CounterSyncOptio
     return job === 'quota' ? CacheKeys.tenantQuota(s.tenantId) : CacheKeys.apiKeyBudget(s.tenantId, s.id);
   }
 
-  /** One pipelined HMGET per subject: the counter and its version, read together (one hash). */
+  /** One pipelined HMGET per subject (on a cluster, a pipeline per master): the counter and its version, read together (one hash). */
   async function readCounters(job: SyncJob, subjects: Subject[]): Promise<CounterReading[]> {
-    const pipeline = redis.pipeline();
-    for (const s of subjects) pipeline.hmget(counterKey(job, s), TABLES[job].field, 'version');
-    const replies = (await pipeline.exec()) ?? [];
+    const replies = await pipelinedByNode(redis, subjects, (s) => counterKey(job, s), (pipeline, s) => pipeline.hmget(counterKey(job, s), TABLES[job].field, 'version'));
     return subjects.map((subject, i) => {
       const [err, reply] = replies[i] ?? [new Error('Redis pipeline answered fewer replies than commands'), null];
       if (err) throw err;

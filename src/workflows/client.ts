@@ -52,6 +52,17 @@ export function billedRequestStartOptions(input: BilledRequestInput, taskQueue: 
   };
 }
 
+/**
+ * True for the server's "Workflow was not started: StartDeduped" (UNAVAILABLE): an earlier attempt of
+ * this update-with-start started the run, but its answer was lost (the frontend or the history host
+ * died in between: test/cluster/temporal-server-kill.test.ts). The retried start is deduplicated by
+ * its request id and the server refuses the whole operation again on every retry, so the client
+ * attaches to that run instead (Temporal server 1.32, service/history/api/multioperation).
+ */
+function isStartOfLostAttempt(err: unknown): boolean {
+  return err instanceof Error && /Workflow was not started: StartDeduped/.test(err.message);
+}
+
 export type AdmitResult =
   | { kind: 'decided'; decision: AdmissionReply }
   /** The request id already ran to completion: the first run's result. */
@@ -60,6 +71,18 @@ export type AdmitResult =
 export function createBilledRequestClient(client: Client, taskQueue: string) {
   /** A workflow's status name (RUNNING, COMPLETED, FAILED, ...), as ops see it in the Web UI. */
   const status = async (workflowId: string): Promise<string> => (await client.workflow.getHandle(workflowId).describe()).status.name;
+
+  /** The admission decision of a run this very request started: the same update id returns the decision it stored. */
+  async function attach(workflowId: string): Promise<AdmitResult> {
+    const handle = client.workflow.getHandle(workflowId);
+    try {
+      return { kind: 'decided', decision: await handle.executeUpdate(admissionUpdate, { updateId: ADMISSION_UPDATE_ID }) };
+    } catch (err) {
+      // It closed meanwhile: its result holds the decision.
+      if (!(err instanceof WorkflowNotFoundError)) throw err;
+      return { kind: 'finished', result: (await handle.result()) as BilledRequestResult };
+    }
+  }
 
   return {
     async admit(input: BilledRequestInput): Promise<AdmitResult> {
@@ -72,6 +95,7 @@ export function createBilledRequestClient(client: Client, taskQueue: string) {
         });
         return { kind: 'decided', decision };
       } catch (err) {
+        if (isStartOfLostAttempt(err)) return attach(workflowId);
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
         const result = (await client.workflow.getHandle(workflowId).result()) as BilledRequestResult;
         // (Reached only with an update id the finished run never saw; the same id returns its stored decision.)

@@ -133,29 +133,63 @@ describe('docker-compose.yml (M13)', () => {
     });
   });
 
-  it('runs Temporal auto-setup on its own PostgreSQL 16, and the UI on port 8233', () => {
-    const temporal = service('temporal');
-    expect(temporal.image).toMatch(/^temporalio\/auto-setup:\d+\.\d+\.\d+$/);
-    expect(temporal.environment).toMatchObject({ DB: 'postgres12', DB_PORT: '5432', PROMETHEUS_ENDPOINT: '0.0.0.0:8000' });
-    const temporalDb = service(temporal.environment?.POSTGRES_SEEDS ?? '');
+  const temporalServers = ['temporal-1', 'temporal-2'];
+
+  it('runs two Temporal servers of one image on their own PostgreSQL 16, reached as temporal:7233, and the UI on port 8233', () => {
+    const [first, second] = temporalServers.map(service);
+    expect(first!.image).toMatch(/^temporalio\/server:\d+\.\d+\.\d+$/);
+    expect(second!.image).toBe(first!.image);
+    expect(second!.environment).toEqual(first!.environment);
+    for (const server of [first!, second!]) {
+      // The alias of both servers is the app's TEMPORAL_ADDRESS host: DNS spreads the clients over them.
+      expect((server as { networks?: unknown }).networks).toEqual({ default: { aliases: ['temporal'] } });
+      expect(server.environment).toMatchObject({ CLUSTER_RPC_ADDRESS: 'temporal:7233', PROMETHEUS_ENDPOINT: '0.0.0.0:8000' });
+      expect(Number(server.environment?.NUM_HISTORY_SHARDS?.replace(/\$\{[A-Z_]+:-([^}]*)\}/, '$1'))).toBeGreaterThanOrEqual(16);
+    }
+    const temporalDb = service(first!.environment?.POSTGRES_SEEDS ?? '');
     expect(temporalDb.image).toBe('postgres:16');
     expect(temporalDb.environment).toMatchObject({
-      POSTGRES_USER: temporal.environment?.POSTGRES_USER, POSTGRES_PASSWORD: temporal.environment?.POSTGRES_PWD,
+      POSTGRES_USER: first!.environment?.POSTGRES_USER, POSTGRES_PASSWORD: first!.environment?.POSTGRES_PWD,
     });
-    expect(temporal.ports).toEqual(['7233:7233']);
+    expect([first!.ports, second!.ports]).toEqual([['7233:7233'], ['7234:7233']]);
     const ui = service('temporal-ui');
     expect(ui.image).toMatch(/^temporalio\/ui:/);
     expect(ui.ports).toEqual(['8233:8080']);
     expect(ui.environment?.TEMPORAL_ADDRESS).toBe('temporal:7233');
   });
 
+  /** The host file behind a container path of a service's bind mounts. */
+  function hostFileOf(svc: Service, containerPath: string): string {
+    const mount = bindMounts(svc).find((m) => containerPath.startsWith(`${m.container}/`));
+    if (!mount) throw new Error(`${JSON.stringify(containerPath)} is not inside a bind mount`);
+    expect(svc.volumes).toContain(`./${mount.host}:${mount.container}:ro`);
+    return path.join(mount.host, path.relative(mount.container, containerPath));
+  }
+
+  it('runs every Temporal server with the config and schema script of `npm run cluster` (deploy/temporal/)', () => {
+    for (const server of temporalServers.map(service)) {
+      const command = [server.command ?? ''].flat().join(' ');
+      const configFile = /--config-file (\S+) start/.exec(command)?.[1] ?? '';
+      expect(hostFileOf(server, configFile)).toBe('deploy/temporal/server.yaml');
+      expect(server.depends_on).toMatchObject(server === service('temporal-1')
+        ? { 'temporal-schema': { condition: 'service_completed_successfully' } }
+        : { 'temporal-1': { condition: 'service_healthy' } });
+    }
+    const schema = service('temporal-schema');
+    expect(schema.image).toMatch(/^temporalio\/admin-tools:/);
+    expect(schema.image?.split(':')[1]).toBe(service('temporal-1').image?.split(':')[1]);
+    const entrypoint = (schema as { entrypoint?: string[] }).entrypoint ?? [];
+    expect(hostFileOf(schema, entrypoint.at(-1) ?? '')).toBe('deploy/temporal/setup-schema.sh');
+    // The schema step and the servers read the same database settings.
+    const { SCHEMA_DIR: _schemaDir, ...dbEnv } = schema.environment ?? {};
+    expect(service('temporal-1').environment).toMatchObject(dbEnv);
+    expect(schema.restart).toBe('no');
+  });
+
   it('runs Temporal with task-queue fairness on and one partition per task queue, as the embedded dev server', () => {
-    const temporal = service('temporal');
-    const file = temporal.environment?.DYNAMIC_CONFIG_FILE_PATH ?? '';
-    const mount = bindMounts(temporal).find((m) => file.startsWith(`${m.container}/`));
-    if (!mount) throw new Error(`DYNAMIC_CONFIG_FILE_PATH ${JSON.stringify(file)} is not inside a bind mount of the temporal service`);
-    expect(temporal.volumes).toContain(`./${mount.host}:${mount.container}:ro`);
-    const hostFile = path.join(mount.host, path.relative(mount.container, file));
+    const temporal = service('temporal-1');
+    const hostFile = hostFileOf(temporal, temporal.environment?.DYNAMIC_CONFIG_FILE_PATH ?? '');
+    expect(hostFile).toBe('deploy/temporal/dynamicconfig/billing.yaml');
     const dynamicConfig = readYaml(hostFile, z.record(z.array(z.object({ value: z.unknown(), constraints: z.object({}).passthrough().optional() }).strict())));
     // One unconstrained value per key: it applies to every namespace and task queue.
     const values = Object.fromEntries(Object.entries(dynamicConfig).map(([key, entries]) => {
@@ -167,12 +201,16 @@ describe('docker-compose.yml (M13)', () => {
     expect(values['matching.enableFairness']).toBe(true);
   });
 
-  it('registers exactly the search attributes the workflows set, before the app starts', () => {
-    const setup = service('temporal-search-attributes');
-    expect(setup.image).toBe(service('temporal').image);
+  it('creates the namespace and registers exactly the search attributes the workflows set, before the app starts', () => {
+    const setup = service('temporal-namespace');
+    expect(setup.image).toBe(service('temporal-schema').image);
+    expect(setup.depends_on).toEqual({
+      'temporal-1': { condition: 'service_healthy' }, 'temporal-2': { condition: 'service_healthy' },
+    });
     const script = [setup.command ?? ''].flat().join(' ');
     const registered = [...script.matchAll(/\b(\w+):(Keyword|Text|Int|Double|Bool|Datetime|KeywordList)\b/g)].map((m) => [m[1], m[2]]);
     expect(registered).toEqual(Object.entries(SEARCH_ATTRIBUTES));
+    expect(script).toContain('temporal operator namespace create --namespace default');
     expect(script).toContain('temporal operator search-attribute create --namespace default');
   });
 
@@ -187,16 +225,15 @@ describe('docker-compose.yml (M13)', () => {
   it('starts the app only after migrations ran and its services are healthy', () => {
     const expected = {
       migrate: { condition: 'service_completed_successfully' },
-      'temporal-search-attributes': { condition: 'service_completed_successfully' },
+      'temporal-namespace': { condition: 'service_completed_successfully' },
       postgres: { condition: 'service_healthy' },
       redis: { condition: 'service_healthy' },
-      temporal: { condition: 'service_healthy' },
     };
     expect(service('api').depends_on).toEqual(expected);
     expect(service('worker').depends_on).toEqual(expected);
     expect(service('migrate').command).toEqual(['node_modules/.bin/tsx', 'src/db/migrate-cli.ts']);
     // A one-shot that restarted after success would never count as completed.
-    expect([service('migrate').restart, service('temporal-search-attributes').restart]).toEqual(['no', 'no']);
+    expect([service('migrate').restart, service('temporal-namespace').restart, service('temporal-schema').restart]).toEqual(['no', 'no', 'no']);
   });
 
   it('has a healthcheck on every service another one waits for', () => {
@@ -205,7 +242,7 @@ describe('docker-compose.yml (M13)', () => {
       if (deps === undefined || Array.isArray(deps)) return [];
       return Object.entries(deps).filter(([, d]) => d.condition === 'service_healthy').map(([name]) => name);
     });
-    expect(awaited).toEqual(expect.arrayContaining(['postgres', 'redis', 'temporal', 'temporal-postgresql']));
+    expect(awaited).toEqual(expect.arrayContaining(['postgres', 'redis', 'temporal-1', 'temporal-2', 'temporal-postgresql']));
     expect([...new Set(awaited)].filter((name) => service(name).healthcheck === undefined)).toEqual([]);
   });
 
@@ -280,8 +317,8 @@ describe('deploy/prometheus/prometheus.yml (M1.4)', () => {
   });
 
   it('scrapes Temporal on the port its PROMETHEUS_ENDPOINT opens', () => {
-    const port = service('temporal').environment?.PROMETHEUS_ENDPOINT?.split(':')[1];
-    expect(targetsOf('temporal')).toEqual([`temporal:${port}`]);
+    const port = service('temporal-1').environment?.PROMETHEUS_ENDPOINT?.split(':')[1];
+    expect(targetsOf('temporal')).toEqual([`temporal-1:${port}`, `temporal-2:${port}`]);
   });
 
   it('scrapes only hosts that are compose services (or itself)', () => {

@@ -8,7 +8,7 @@ import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { ledgerUsage, settled } from '../helpers/ledger';
 import { testDb, testRedis } from '../helpers/services';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 
 describe('concurrency and idempotency (M10.2)', () => {

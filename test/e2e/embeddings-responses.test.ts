@@ -7,7 +7,7 @@
  */
 import OpenAI from 'openai';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { startTestApp, TEST_MODEL, TEST_PRICE, type TestApp } from '../helpers/app';
 import { ledgerUsage, settled } from '../helpers/ledger';

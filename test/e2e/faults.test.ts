@@ -4,7 +4,7 @@
  * with exactly one committed ledger row that bills what reached the client.
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { bodyRowsAfterSettlement, settled } from '../helpers/ledger';
 import { testDb, testRedis, uniqueId } from '../helpers/services';

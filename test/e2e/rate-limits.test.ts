@@ -8,7 +8,7 @@
  */
 import OpenAI from 'openai';
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { settled } from '../helpers/ledger';
 import { testDb, testRedis, uniqueId } from '../helpers/services';

@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Knex } from 'knex';
-import Redis from 'ioredis';
 import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { ledgerUsage, settled } from '../helpers/ledger';
 import { Client, Connection } from '@temporalio/client';
@@ -20,6 +19,7 @@ const PROMPT_MARKER = 'prompt-marker-outage';
 import { freePort } from '../../src/embedded/child';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/embedded/redis';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
+import { createRedis } from '../../src/redis/client';
 
 async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -110,8 +110,9 @@ describe('Redis outage (M2.3, M12)', () => {
     const total = committed.reduce((sum, r) => sum + Number(r.amount_micros), 0);
     expect(await ledgerUsage(db, t.tenantId)).toBe(total);
 
-    const probe = new Redis(redisServer.url);
+    const probe = createRedis(redisServer.url, { lazyConnect: true });
     try {
+      await probe.connect();
       // Settlements held back by the outage apply their adjustments once Redis answers again.
       await eventually(async () => (await readTenantQuota(probe, t.tenantId))?.usedMicros === total, 60_000, 'tenant used == ledger');
       await eventually(async () => (await readKeyBudget(probe, t.tenantId, t.apiKeyId))?.spentMicros === total, 60_000, 'key spent == ledger');

@@ -82,9 +82,8 @@ export interface TenantSeed {
   apiKeyIds: string[];
 }
 
-/** Inserts a tenant and its keys into tenant_quota / api_key_quota (nothing is cached in Redis). */
-export async function seedTenant(db: Knex, limitMicros: number, keys: KeySeed[] = [{ budgetMicros: null }]): Promise<TenantSeed> {
-  const tenantId = uniqueId('act-t');
+/** Inserts a tenant (a new id unless given) and its keys into tenant_quota / api_key_quota (nothing is cached in Redis). */
+export async function seedTenant(db: Knex, limitMicros: number, keys: KeySeed[] = [{ budgetMicros: null }], tenantId = uniqueId('act-t')): Promise<TenantSeed> {
   await db('tenant_quota').insert({ tenant_id: tenantId, name: tenantId, quota_limit_micros: limitMicros });
   const apiKeyIds = keys.map(() => uniqueId('act-k'));
   if (apiKeyIds.length > 0) {

@@ -16,8 +16,8 @@ export interface TestApp {
   mock: MockUpstream;
   services: RunningRoles;
   admin<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
-  /** A tenant with a key and the test model priced: 1 unit per Mtok in, 2 per Mtok out. */
-  tenant(opts?: { quotaMicros?: number; budgetMicros?: number | null }): Promise<{ tenantId: string; apiKeyId: string; key: string }>;
+  /** A tenant (a new id unless given) with a key and the test model priced: 1 unit per Mtok in, 2 per Mtok out. */
+  tenant(opts?: { quotaMicros?: number; budgetMicros?: number | null; tenantId?: string }): Promise<{ tenantId: string; apiKeyId: string; key: string }>;
   stop(): Promise<void>;
 }
 
@@ -31,6 +31,8 @@ export interface TestAppOptions {
   taskQueue?: string;
   /** Use another Redis than the global one (outage tests). */
   redisUrl?: string;
+  /** Use another Temporal than the global one (the cluster tests' own cluster). */
+  temporalAddress?: string;
   /** Collect the JSON log lines here (log-hygiene tests), at info level. */
   logLines?: string[];
   /** Extra settings, as environment variables. */
@@ -46,7 +48,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     : createLogger(config.LOG_LEVEL, 'e2e');
   const mock = await startMockUpstream({ port: 0 });
   const services = await startRoles(config, {
-    temporalAddress: temporalAddress(),
+    temporalAddress: opts.temporalAddress ?? temporalAddress(),
     redisUrl: opts.redisUrl ?? env.REDIS_URL!,
     databaseUrl: env.DATABASE_URL!,
   }, {
@@ -74,7 +76,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     services,
     admin,
     async tenant(o = {}) {
-      const tenantId = uniqueId('tenant');
+      const tenantId = o.tenantId ?? uniqueId('tenant');
       const t = await admin('POST', '/admin/tenants', { id: tenantId, name: tenantId, quota_limit_micros: o.quotaMicros ?? 10_000_000 });
       if (t.status !== 201) throw new Error(`tenant: ${t.status} ${JSON.stringify(t.body)}`);
       const k = await admin<{ id: string; key: string }>('POST', `/admin/tenants/${tenantId}/api-keys`, { name: 'test', ...(o.budgetMicros !== undefined ? { budget_micros: o.budgetMicros } : {}) });

@@ -4,7 +4,7 @@
  * window_settle.lua (to cost on the windows given, once; a rebuilt or missing counter)
  * and window_warmup.lua (create-only, marks the pending records, expires after the window).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { QuotaScriptName } from '../../src/redis/scripts';
 import { testRedis } from '../helpers/services';

@@ -4,7 +4,7 @@
  * never overwrite a live counter. Only the warm-up that creates the hash marks the
  * request records of the reservations it counted (what settlement subtracts, M3.2).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { Registry } from 'prom-client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { createQuotaScripts, InvalidMicrosError, QuotaScriptName } from '../../src/redis/scripts';

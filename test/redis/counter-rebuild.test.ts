@@ -4,7 +4,7 @@
  * snapshot only over the exact counter the check confirmed (compare-and-set on warmup_id
  * and version), marking the records so the settlements that follow are exact.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { QuotaScriptName, type CounterToken } from '../../src/redis/scripts';
 import { testRedis } from '../helpers/services';

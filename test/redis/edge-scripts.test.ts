@@ -4,7 +4,7 @@
  * refusal did not take, in-flight leases cap parallel requests and expire, and the
  * tokens-per-minute share settles from the estimate to the real count.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { Registry } from 'prom-client';
 import { UNLIMITED, type RequestLimits } from '../../src/edge/limits';
 import { CacheKeys } from '../../src/redis/cache-keys';

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { assembleLuaSource, LUA_DIR, LuaLibraryError, luaScript, QuotaScriptName } from '../../src/redis/scripts';
 import { testRedis } from '../helpers/services';
 import { rawEval } from './quota-fixtures';

@@ -5,7 +5,7 @@
  * quota_check's reservation, a warm-up's mark, or nothing (PostgreSQL fallback).
  * Idempotency per request id, missing counters, malformed arguments.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { QuotaScriptName } from '../../src/redis/scripts';
 import { testRedis } from '../helpers/services';
 import { counters, quotaFixture, rawEval, TTL_SECONDS, type QuotaFixture } from './quota-fixtures';

@@ -1,5 +1,5 @@
 /** Read helpers for the cached counters (M4 sync and consistency read through them). */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { CorruptQuotaCounterError, readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';
 import { testRedis, uniqueId } from '../helpers/services';

@@ -3,7 +3,7 @@
  * reserve, deny at the tenant limit and at the key budget, the exact boundary,
  * unlimited keys, idempotency per request id, missing counters, malformed ARGV.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { InvalidMicrosError, QuotaScriptName, QuotaScriptRejectedError } from '../../src/redis/scripts';
 import { testRedis } from '../helpers/services';
 import { counters, quotaFixture, rawEval, TTL_SECONDS } from './quota-fixtures';

@@ -3,7 +3,7 @@
  * concurrent reservations from several connections on one tenant never pass a limit
  * and leave exact counters.
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { Registry } from 'prom-client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { createQuotaScripts, type QuotaScripts, type ReserveStatus } from '../../src/redis/scripts';

@@ -4,7 +4,7 @@
  * the typed runner refuses before Redis sees them (malformed ARGV).
  */
 import { Registry } from 'prom-client';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { CacheKeys } from '../../src/redis/cache-keys';
 import { assembleLuaSource, createQuotaScripts, type QuotaScriptName, type QuotaScripts } from '../../src/redis/scripts';
 import { uniqueId } from '../helpers/services';

@@ -2,7 +2,7 @@
  * quota_release.lua: a fresh reservation the ledger could not record is given back
  * and forgotten, so Redis never counts what the ledger does not know (M3, M4.4).
  */
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { Registry } from 'prom-client';
 import { createQuotaScripts, type QuotaScripts } from '../../src/redis/scripts';
 import { readKeyBudget, readTenantQuota } from '../../src/redis/quota-cache';

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { Counter, Histogram, Registry } from 'prom-client';
 import {
   createQuotaScripts,
