@@ -3,7 +3,8 @@
  * ASK and MOVED while a tenant's slot migrates between masters; multi-key reads (counter sync,
  * consistency check) are pipelined per node and still answer in order; the consistency check
  * finds and heals drift on tenants of every master; relay streams are read with blocking
- * XREADs on their masters; a node that lost its script cache still runs every script.
+ * XREADs on their masters; the sweeper settles stale reservations on every master; a node
+ * that lost its script cache still runs every script.
  * Requests go through the real QuotaCheckStep and BillingStep.
  */
 import type { Knex } from 'knex';
@@ -21,6 +22,9 @@ import { billedInput, cachedCounters, closeTenant, seedTenant, stepDeps, type St
 import { consistencyHarness, counterMismatches } from '../helpers/consistency';
 import { masterOf, startTestRedisCluster, tenantsOnEveryMaster, type TestRedisCluster } from '../helpers/redis-cluster';
 import { testDb, uniqueId } from '../helpers/services';
+import { devServerEnv } from '../helpers/temporal';
+import { createModelPriceRepository } from '../../src/db/model-price-repository';
+import { createReservationSweeper, SweepOutcome, type SweptRow } from '../../src/sweeper';
 
 const RESERVED = 20_000;
 const completed = (completionTokens: number): UpstreamOutcome => ({ status: 'completed', promptTokens: 100, completionTokens, tokenSource: 'upstream', channel: 'default' });
@@ -97,8 +101,19 @@ describe('Redis Cluster client (issue 13 item 3)', () => {
     expect(await commandCalls(target, 'asking')).toBeGreaterThan(askingBefore);
     expect(masterOf(redis, quotaKey)).toBe(source); // ASK does not change the client's slot map
 
+    // A second client that loads its slot map now still sends the slot to the source after the move.
+    const stale = await t.client();
+    const neighbours = tenantsOnEveryMaster(stale, 3, 'nb').map((id) => CacheKeys.tenantQuota(id)).filter((k) => masterOf(stale, k) === source);
+    for (const key of neighbours) await redis.hset(key, 'limit_micros', '7');
+
     // Moved: the slot belongs to the target on every master; the client's next call meets MOVED and updates its map.
     for (const node of masterNodes(redis)) await redisCli(Number(node.options.port), ['cluster', 'setslot', String(slot), 'node', targetId]);
+    // The stale client's pipeline to the source: MOVED for the moved slot only, the rest answered; the item is resent.
+    expect(masterOf(stale, quotaKey)).toBe(source);
+    const mixed = [quotaKey, ...neighbours];
+    const replies = await pipelinedByNode(stale, mixed, (k) => k, (pipeline, k) => pipeline.hget(k, 'limit_micros'));
+    expect(replies).toEqual([[null, '10000000'], ...neighbours.map(() => [null, '7'])]);
+    for (const key of neighbours) await redis.del(key);
     await billOne(seed!, 0);
     await billOne(seed!, 1);
     expect(masterOf(redis, quotaKey)).toBe(target);
@@ -178,6 +193,37 @@ describe('Redis Cluster client (issue 13 item 3)', () => {
     const results = await Promise.all(reads);
     for (const [i, tenantId] of tenants.entries()) {
       expect(results[i]).toEqual([...Array.from({ length: 5 }, (_, n) => ({ type: 'chunk', data: { n, tenantId } })), { type: 'done' }]);
+    }
+  });
+
+  it('the sweeper settles stale reservations of tenants on every master, Redis back to the ledger', async () => {
+    const env = await devServerEnv();
+    try {
+      const tenants = await tenantsEverywhere(1);
+      const stale = new Map<string, TenantSeed>();
+      for (const seed of tenants) {
+        for (const keyIndex of [0, 1]) {
+          await billOne(seed, keyIndex);
+          // Admitted, then abandoned: no workflow will settle it (the one the sweeper exists for).
+          const input = await admit(seed, keyIndex);
+          stale.set(input.requestId, seed);
+          const aged = await db('billing_transaction').where({ request_id: input.requestId }).update({ created_at: db.raw("now() - interval '2 hours'") });
+          expect(aged).toBe(1);
+        }
+      }
+      const sweeper = createReservationSweeper({
+        ledger: deps.ledger, client: env.client, billingStep: createBillingStep(deps), prices: createModelPriceRepository(db),
+        relay: deps.relay, bodies: deps.bodies, metrics: deps.metrics, log: deps.log,
+        settings: { pendingAfterSeconds: 3600, maxPerRun: 1000 },
+      });
+      const rows: SweptRow[] = [];
+      await sweeper.sweep({ onRow: (row) => rows.push(row) });
+      // No workflow and no output relayed: each is voided from its ledger row, its reservation given back.
+      expect(rows.filter((r) => stale.has(r.requestId)).sort((a, b) => a.requestId.localeCompare(b.requestId)))
+        .toEqual([...stale.keys()].sort().map((requestId) => ({ requestId, outcome: SweepOutcome.voided, settledFrom: 'ledger' })));
+      for (const seed of tenants) expect(await counterMismatches(redis, db, seed)).toEqual([]);
+    } finally {
+      await env.teardown();
     }
   });
 
