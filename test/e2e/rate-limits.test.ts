@@ -61,10 +61,12 @@ describe('rate limits across two API processes', () => {
     const ok = responses.filter((r) => r.status === 200);
     const refused = responses.filter((r) => r.status === 429);
 
-    // GCRA emits one request every 6 s at 10/min: the flood fits in one emission interval.
-    expect(Date.now() - started).toBeLessThan(6_000);
-    expect(ok).toHaveLength(10);
-    expect(refused).toHaveLength(190);
+    // GCRA emits one request every 6 s at 10/min after the burst of 10: a flood that fits in one
+    // emission interval passes exactly 10; a slower one (a loaded machine) at most one more per 6 s.
+    const emitted = Math.floor((Date.now() - started) / 6_000);
+    expect(ok.length).toBeGreaterThanOrEqual(10);
+    expect(ok.length).toBeLessThanOrEqual(10 + emitted);
+    expect(refused).toHaveLength(200 - ok.length);
     for (const r of refused) {
       const body = r.json() as ErrorBody;
       expect(body.error.code).toBe('rate_limit_exceeded');
@@ -75,9 +77,10 @@ describe('rate limits across two API processes', () => {
       expect(r.headers.get('x-ratelimit-remaining-requests')).toBe('0');
     }
     for (const r of responses) expect(r.headers.get('x-ratelimit-limit-requests')).toBe('10');
-    expect(ok.map((r) => Number(r.headers.get('x-ratelimit-remaining-requests'))).sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    // The burst's ten see 9 down to 0 remaining; one emitted later sees 0 again.
+    expect(ok.map((r) => Number(r.headers.get('x-ratelimit-remaining-requests'))).sort((x, y) => x - y).slice(-10)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(ok[0]!.headers.get('x-ratelimit-reset-requests')).toMatch(/^\d+(ms|(\.\d)?s|m\d+s)$/);
-    expect(await committedRows(t.tenantId)).toBe(10);
+    expect(await committedRows(t.tenantId)).toBe(ok.length);
   });
 
   it('tokens per minute: counted at the estimate while in flight; exactly as many pass as the limit holds', async () => {

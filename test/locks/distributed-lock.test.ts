@@ -185,7 +185,7 @@ describe('DistributedLock (M7)', () => {
     subscriber?.disconnect();
   }, 90_000);
 
-  it('a release wakes a waiter subscribed to it at once, long before its next poll (10 times in a row)', async () => {
+  it('a release wakes a waiter subscribed to it at once, long before its next poll (8 times of 10 at least)', async () => {
     const subscriber = redis.duplicate();
     // Polls grow to seconds here, so only the wake-up can explain an acquisition soon after a release.
     const { lock } = lockOn({ waitMs: 10_000, maxPollMs: 5_000, subscriber });
@@ -194,8 +194,8 @@ describe('DistributedLock (M7)', () => {
     const afterRelease: number[] = [];
     for (let i = 0; i < 10; i++) {
       // After 600 ms of waiting the waiter sleeps 320-1280 ms between polls: a poll lands within 150 ms
-      // of the release rarely, ten times in a row practically never. (150 ms: room for a loaded
-      // machine's event-loop delays, which made a 40 ms bound fail on a clean-clone run.)
+      // of the release about one time in five, eight times out of ten practically never (p < 1e-4).
+      // (Two slow ones are allowed: a loaded machine's event-loop stalls, which made a stricter bound flaky.)
       const waiter = lock.acquire(conversation, { info: `waiter-${i}` });
       await sleep(600);
       const released = Date.now();
@@ -206,7 +206,7 @@ describe('DistributedLock (M7)', () => {
       held = next;
     }
     await held.release();
-    expect(afterRelease.filter((ms) => ms >= 150)).toEqual([]);
+    expect(afterRelease.filter((ms) => ms < 150).length).toBeGreaterThanOrEqual(8);
     subscriber.disconnect();
   });
 });
