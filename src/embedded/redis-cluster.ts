@@ -15,6 +15,8 @@ import { assertPortFree, canConnect, freePort, spawnService, waitUntilReady, Ser
 /** Redis Cluster always has 16384 hash slots. */
 const CLUSTER_SLOTS = 16384;
 const HOST = '127.0.0.1';
+/** The node settings shared with docker-compose.yml (deploy/redis/cluster-node.conf). */
+const CLUSTER_NODE_CONF = path.resolve(__dirname, '../../deploy/redis/cluster-node.conf');
 
 export interface EmbeddedRedisClusterOptions {
   /** Each node keeps its nodes.conf, AOF and log under `<dir>/node-<port>`. */
@@ -143,20 +145,15 @@ export async function startEmbeddedRedisCluster(opts: EmbeddedRedisClusterOption
 
   const startNode = async (node: ClusterNodeProcess): Promise<void> => {
     fs.mkdirSync(node.dir, { recursive: true });
+    // The node settings docker-compose.yml uses too; only where it listens and its timeout differ.
     const args = [
+      CLUSTER_NODE_CONF,
       '--port', String(node.port),
       '--bind', HOST,
       '--dir', node.dir,
-      '--cluster-enabled', 'yes',
-      '--cluster-config-file', 'nodes.conf',
       '--cluster-port', String(node.busPort),
       '--cluster-node-timeout', String(nodeTimeoutMs),
-      // A replica always may take over, however long it was cut off: the consistency check heals
-      // what an out-of-date replica missed, while refusing failover would stop admission entirely.
-      '--cluster-replica-validity-factor', '0',
-      '--appendonly', opts.appendOnly === false ? 'no' : 'yes',
-      '--appendfsync', 'everysec',
-      '--save', '',
+      ...(opts.appendOnly === false ? ['--appendonly', 'no'] : []),
       '--daemonize', 'no',
       '--protected-mode', 'yes',
       '--loglevel', 'warning',

@@ -93,7 +93,7 @@ describe('docker-compose.yml (M13)', () => {
     expect(worker.environment).toEqual(api.environment);
     expect(api.environment).toMatchObject({
       TEMPORAL_ADDRESS: 'temporal:7233',
-      REDIS_URL: 'redis://redis:6379',
+      REDIS_URL: 'redis-cluster://redis-1:6379,redis-2:6379,redis-3:6379',
       DATABASE_URL: 'postgres://billing:billing@postgres:5432/billing',
       API_PORT: '8080',
       WORKER_METRICS_PORT: '9464',
@@ -214,12 +214,25 @@ describe('docker-compose.yml (M13)', () => {
     expect(script).toContain('temporal operator search-attribute create --namespace default');
   });
 
-  it('runs Redis 7 with the append-only file on (nothing lost on restart)', () => {
-    const redis = service('redis');
-    expect(redis.image).toMatch(/^redis:7(\.|$)/);
-    expect(redis.command).toEqual(expect.arrayContaining(['--appendonly', 'yes']));
-    const command = redis.command as string[];
-    expect(command[command.indexOf('--appendonly') + 1]).toBe('yes');
+  it('runs a Redis 7 Cluster of six nodes on the node settings npm run cluster uses (AOF on: nothing lost on restart)', () => {
+    const nodes = Object.keys(compose.services).filter((name) => /^redis-\d+$/.test(name)).sort();
+    expect(nodes).toEqual(['redis-1', 'redis-2', 'redis-3', 'redis-4', 'redis-5', 'redis-6']);
+    for (const name of nodes) {
+      const node = service(name);
+      expect(node.image).toMatch(/^redis:7(\.|$)/);
+      expect([node.command].flat().join(' ')).toContain('redis-server /etc/redis/cluster-node.conf');
+      expect(bindMounts(node)).toEqual([{ host: 'deploy/redis', container: '/etc/redis' }]);
+      expect(node.healthcheck).toBeDefined();
+    }
+    // The same file src/embedded/redis-cluster.ts starts its nodes with.
+    const conf = readFileSync(path.join(ROOT, 'deploy/redis/cluster-node.conf'), 'utf8');
+    expect(conf).toMatch(/^cluster-enabled yes$/m);
+    expect(conf).toMatch(/^appendonly yes$/m);
+    expect(readFileSync(path.join(ROOT, 'src/embedded/redis-cluster.ts'), 'utf8')).toContain('deploy/redis/cluster-node.conf');
+    const create = [service('redis-cluster-create').command].flat().join(' ');
+    expect(create).toContain('--cluster create redis-1:6379 redis-2:6379 redis-3:6379 redis-4:6379 redis-5:6379 redis-6:6379');
+    expect(create).toContain('--cluster-replicas 1');
+    expect(service('redis-cluster-create').restart).toBe('no');
   });
 
   it('starts the app only after migrations ran and its services are healthy', () => {
@@ -227,7 +240,7 @@ describe('docker-compose.yml (M13)', () => {
       migrate: { condition: 'service_completed_successfully' },
       'temporal-namespace': { condition: 'service_completed_successfully' },
       postgres: { condition: 'service_healthy' },
-      redis: { condition: 'service_healthy' },
+      'redis-cluster-create': { condition: 'service_completed_successfully' },
     };
     expect(service('api').depends_on).toEqual(expected);
     expect(service('worker').depends_on).toEqual(expected);
@@ -242,7 +255,7 @@ describe('docker-compose.yml (M13)', () => {
       if (deps === undefined || Array.isArray(deps)) return [];
       return Object.entries(deps).filter(([, d]) => d.condition === 'service_healthy').map(([name]) => name);
     });
-    expect(awaited).toEqual(expect.arrayContaining(['postgres', 'redis', 'temporal-1', 'temporal-2', 'temporal-postgresql']));
+    expect(awaited).toEqual(expect.arrayContaining(['postgres', 'redis-1', 'redis-6', 'temporal-1', 'temporal-2', 'temporal-postgresql']));
     expect([...new Set(awaited)].filter((name) => service(name).healthcheck === undefined)).toEqual([]);
   });
 
