@@ -40,6 +40,9 @@ const envSchema = z.object({
   EMBEDDED_TEMPORAL_FAIRNESS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   EMBEDDED_REDIS_PORT: port.default(6390),
   EMBEDDED_POSTGRES_PORT: port.default(5433),
+  /** An embedded child that exits more than this often within the window is a crash loop: the stack stops (src/embedded/supervisor.ts). */
+  EMBEDDED_CRASH_LOOP_RESTARTS: nonNegativeInt.default(5),
+  EMBEDDED_CRASH_LOOP_WINDOW_SECONDS: positiveInt.default(60),
 
   /**
    * Keys of the payload codec that encrypts Temporal history: comma-separated `<key id>:<base64 of 32 bytes>`.

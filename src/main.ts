@@ -60,6 +60,15 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
         redis: config.EMBEDDED_REDIS_PORT,
         postgres: config.EMBEDDED_POSTGRES_PORT,
       },
+      supervision: { maxRestarts: config.EMBEDDED_CRASH_LOOP_RESTARTS, windowMs: config.EMBEDDED_CRASH_LOOP_WINDOW_SECONDS * 1000 },
+      // A child in a crash loop: the stack has stopped; stop the roles too and exit non-zero,
+      // so a process manager (or the operator) sees a failed service instead of a hollow one.
+      onFatal: (err) => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`${err.message}\n`);
+        void stops.stopAll().finally(() => process.exit(1));
+      },
     }, log);
     stops.push(stack.stop);
     endpoints = stack;
