@@ -37,7 +37,7 @@ export interface InvariantInput {
 export async function checkInvariants(input: InvariantInput): Promise<InvariantResult[]> {
   const { db, redis, records, subjects, specs } = input;
   const tenantIds = [...new Set(subjects.map((s) => s.tenantId))];
-  const rows = await db<LedgerRow>('billing_transaction').whereIn('tenant_id', tenantIds).andWhere({ kind: 'usage' });
+  const rows = (await db('billing_transaction').whereIn('tenant_id', tenantIds).andWhere('kind', 'usage').select<LedgerRow[]>('*'));
   const byRequest = new Map(rows.map((r) => [r.request_id, r]));
   const results: InvariantResult[] = [];
   const add = (name: string, checked: number, violations: string[]): void => void results.push({ name, checked, violations });
