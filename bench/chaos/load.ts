@@ -60,6 +60,8 @@ export interface ClientRecord {
   broken: boolean;
   /** Connection refused by the first API chosen: sent again to the other one. */
   failedOver: boolean;
+  /** Answers 502/503 that the client retried (as the OpenAI SDKs do), with the same Idempotency-Key. */
+  retries: number;
 }
 
 export interface PlannedRequest {
@@ -172,9 +174,9 @@ export function createSender(apiUrl: (i: number) => string): Sender {
         kind: planned.kind, tenantId: subject.tenantId, apiKeyId: subject.apiKeyId, idempotencyKey,
         conversationId: planned.headers['x-conversation-id'],
         requestId: idempotencyKey ? requestIdFor(subject.tenantId, idempotencyKey) : undefined,
-        status: 0, stream: planned.body.stream === true, text: '', complete: false, disconnected: false, broken: false, failedOver: false,
+        status: 0, stream: planned.body.stream === true, text: '', complete: false, disconnected: false, broken: false, failedOver: false, retries: 0,
       };
-      for (let attempt = 0; attempt < 6; attempt++) {
+      for (let attempt = 0; attempt < 8; attempt++) {
         const abort = new AbortController();
         const timer = setTimeout(() => abort.abort(), 120_000);
         let res: Response;
@@ -213,6 +215,12 @@ export function createSender(apiUrl: (i: number) => string): Sender {
               record.complete = true;
             } else {
               record.errorCode = parsed.error?.code ?? 'unknown';
+              // A dependency restarting: retry after Retry-After, twice, as an OpenAI SDK would.
+              if ((res.status === 503 || res.status === 502) && record.retries < 2) {
+                record.retries += 1;
+                await new Promise((r) => setTimeout(r, 1000 * Number(res.headers.get('retry-after') ?? '1')));
+                continue;
+              }
             }
           }
           return record;

@@ -12,7 +12,7 @@ export function printChaosReport(result: ChaosResult): void {
   const kinds = new Map<string, number>();
   for (const r of records) kinds.set(r.kind, (kinds.get(r.kind) ?? 0) + 1);
   console.log('');
-  printTable(['requests by kind', 'count', 'failed over to the other API'], [...kinds].map(([k, n]) => [k, String(n), String(records.filter((r) => r.kind === k && r.failedOver).length)]));
+  printTable(['requests by kind', 'count', 'failed over to the other API', 'retried after 502/503'], [...kinds].map(([k, n]) => [k, String(n), String(records.filter((r) => r.kind === k && r.failedOver).length), String(records.filter((r) => r.kind === k && r.retries > 0).length)]));
   console.log('');
   printTable(['fault', 'target', 'at request', 'recovery ms', 'failed probes', 'error'],
     faults.map((f) => [f.kind, f.target, String(f.atRequest), String(f.recoveryMs), String(f.failedProbes), f.error ?? '']));
