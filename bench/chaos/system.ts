@@ -45,7 +45,7 @@ export interface SoakSystem {
 }
 
 /** Where the soak's processes' output is kept after a run (their data directory is removed). */
-export const CHAOS_LOG_DIR = path.join(os.tmpdir(), 'billing-chaos-logs');
+export const CHAOS_LOG_DIR = path.join(os.tmpdir(), `billing-chaos-logs-${process.pid}`);
 
 export async function startSoakSystem(log: (line: string) => void): Promise<SoakSystem> {
   fs.rmSync(CHAOS_LOG_DIR, { recursive: true, force: true });
