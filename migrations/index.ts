@@ -20,6 +20,7 @@ import * as usageExport from './20261202000050_usage_export';
 import * as usageExportSettings from './20261202000051_usage_export_settings';
 import * as upstreamChannel from './20261202000060_upstream_channel';
 import * as conversation from './20261202000070_conversation';
+import * as ledgerOperation from './20261201140000_ledger_operation';
 
 const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261126000001_tenant_quota', tenantQuota],
@@ -39,6 +40,8 @@ const MIGRATIONS: ReadonlyArray<readonly [string, Knex.Migration]> = [
   ['20261202000051_usage_export_settings', usageExportSettings],
   ['20261202000060_upstream_channel', upstreamChannel],
   ['20261202000070_conversation', conversation],
+  // Listed in the order applied, after the migrations that existed when it was written.
+  ['20261201140000_ledger_operation', ledgerOperation],
 ];
 
 export const migrationSource: Knex.MigrationSource<readonly [string, Knex.Migration]> = {

@@ -17,7 +17,7 @@ import type { BudgetWindows, CurrentWindow } from '../services/budget-windows';
 import { InvalidMicrosError, QuotaScriptRejectedError, UnexpectedScriptReplyError } from '../redis/scripts';
 import { InvalidCacheKeyIdError } from '../redis/cache-keys';
 import type { QuotaWarmup } from '../redis/quota-warmup';
-import { billedRequestWorkflowId, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
+import { billedRequestWorkflowId, operationOf, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 
 export interface QuotaCheckDeps {
   scripts: Pick<QuotaScripts, 'reserve' | 'release' | 'reserveWithWindows' | 'settleWindows' | 'reservedAt'>;
@@ -90,6 +90,7 @@ export function createQuotaCheckStep(deps: QuotaCheckDeps) {
       apiKeyId: input.apiKeyId,
       workflowId: billedRequestWorkflowId(input.requestId),
       model: input.model,
+      operation: operationOf(input),
       reservedMicros: input.reservedMicros,
       promptTokens: input.promptTokens,
       budgetWindows: windows.map((w) => w.windowId),

@@ -5,7 +5,8 @@
  */
 import { StreamTokenAccumulator, type FinalTokenUsage } from '../billing/stream-token-accumulator';
 import type { RelayEntry, RequestRelay } from '../redis/request-relay';
-import type { BilledRequestInput, UpstreamOutcome } from '../workflows/definitions';
+import { BilledOperation, operationOf, type BilledRequestInput, type UpstreamOutcome } from '../workflows/definitions';
+import { addEmbeddingsResponse, addResponsesEvent, addResponsesResponse } from '../billing/operation-usage';
 
 /** Every relayed upstream failure is a 502 `upstream_error`; only the message tells which. */
 export function upstreamFailure(message: string): { status: 502; message: string; type: 'upstream_error'; code: 'upstream_error' } {
@@ -52,8 +53,13 @@ interface RelayedCompletion {
 /** Counts what the relay holds with the accumulator's priority levels (upstream usage, else tiktoken). */
 export function usageFromRelay(input: BilledRequestInput, entries: readonly RelayEntry[]): FinalTokenUsage {
   const acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
+  const operation = operationOf(input);
   for (const entry of entries) {
-    if (entry.type === 'chunk') acc.add(entry.data as Parameters<StreamTokenAccumulator['add']>[0]);
+    // Embeddings and Responses output (issue 11) is relayed as the upstream sent it: read it as UpstreamCallStep did.
+    if (operation === BilledOperation.responses && entry.type === 'chunk') addResponsesEvent(acc, entry.data);
+    else if (operation === BilledOperation.responses && entry.type === 'response') addResponsesResponse(acc, entry.data);
+    else if (operation === BilledOperation.embeddings && entry.type === 'response') addEmbeddingsResponse(acc, entry.data);
+    else if (entry.type === 'chunk') acc.add(entry.data as Parameters<StreamTokenAccumulator['add']>[0]);
     else if (entry.type === 'usage') acc.add({ choices: [], usage: entry.data });
     else if (entry.type === 'response') {
       const completion = entry.data as RelayedCompletion;

@@ -15,6 +15,8 @@
  *   attempt goes on with the next one; never once output was relayed. A retried attempt
  *   starts again on the route's first channel. After a successful call the conversation's
  *   routing affinity learns which channels failed and which served (M8.3).
+ * - Operations (issue 11): embeddings and the Responses API take the same path; only the call
+ *   itself and how its usage is read differ (./upstream-operations.ts).
  * - The request body is read from the body store (issue 8: never in history); a body
  *   that is gone fails the call for good (FailureType.requestBodyMissing): settlement
  *   voids, the client gets a 502. In relay mode 'result' the output goes to the body
@@ -30,8 +32,9 @@ import { upstreamBody, type ChatCompletionRequest } from '../openai/chat-request
 import { serializedUpstreamRequest } from '../openai/serialized-request';
 import type { RequestBodyRepository } from '../db/request-body-repository';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
-import type { UpstreamChatRequest, UpstreamProvider } from '../upstream/provider';
-import type { BilledRequestInput, RouteDecision, UpstreamOutcome } from '../workflows/definitions';
+import type { UpstreamChatRequest, UpstreamProvider, UpstreamRequestBody } from '../upstream/provider';
+import { BilledOperation, operationOf, type BilledRequestInput, type RouteDecision, type UpstreamOutcome } from '../workflows/definitions';
+import { callOperation, operationRequestBody, type NonChatOperation } from './upstream-operations';
 import type { ChannelRouter } from '../channels/channel-router';
 import { FailureType } from '../workflows/failure-types';
 import { CLIENT_CLOSED_ERROR, INTERRUPTED_ERROR, UPSTREAM_FAILED_ERROR, endRelayIfOpen, hasOutput, outcomeFromRelay, terminalOf, upstreamFailure, usageEstimate } from './relay-recovery';
@@ -104,8 +107,14 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
     }
     // Validated by the API before it was stored; our output cap and stream options replace the client's.
     // Spliced from the stored bytes (no parse, no re-serialisation), unless a repeated member forbids it.
-    const body: UpstreamChatRequest = serializedUpstreamRequest(stored, input.maxOutputTokens)
-      ?? (upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, input.maxOutputTokens) as unknown as ChatCompletionRequest);
+    const operation = operationOf(input);
+    const request: { operation: 'chat'; body: UpstreamChatRequest } | { operation: NonChatOperation; body: UpstreamRequestBody } = operation === BilledOperation.chat
+      ? {
+          operation,
+          body: serializedUpstreamRequest(stored, input.maxOutputTokens)
+            ?? (upstreamBody(JSON.parse(stored.toString('utf8')) as ChatCompletionRequest, input.maxOutputTokens) as unknown as ChatCompletionRequest),
+        }
+      : { operation, body: operationRequestBody(operation, stored, input.maxOutputTokens) };
 
     let acc = new StreamTokenAccumulator({ model: input.model, promptTokens: input.promptTokens });
     const abort = new AbortController();
@@ -171,6 +180,18 @@ export function createUpstreamCallStep(deps: UpstreamCallDeps) {
     };
     /** One call on the current channel: its output to the relay, its usage. */
     const callChannel = async (): Promise<UpstreamOutcome> => {
+      if (request.operation !== BilledOperation.chat) {
+        // Embeddings and the Responses API (issue 11): relayed as the upstream sent them, billed from their own usage.
+        const relayOutput = (entry: RelayEntry): void => {
+          emit(entry);
+          delivered++;
+        };
+        await callOperation(request.operation, { provider, signal: abort.signal, acc, firstByte, relayOutput }, request.body, input.stream);
+        const outcome = await learn(usageOf());
+        emit({ type: 'done' });
+        return await finish(outcome, 'ok');
+      }
+      const body = request.body;
       if (input.stream) {
         for await (const chunk of provider.stream(body, { signal: abort.signal })) {
           firstByte();

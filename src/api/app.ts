@@ -30,6 +30,8 @@ import { dashboardBillingRouter } from './routes/dashboard-billing';
 import type { DistributedLock } from '../locks/distributed-lock';
 import { CHAT_COMPLETIONS_PATH, chatCompletionsRouter } from './routes/chat-completions';
 import { codecRouter } from './routes/codec';
+import { EMBEDDINGS_PATH, embeddingsRouter } from './routes/embeddings';
+import { RESPONSES_PATH, responsesRouter } from './routes/responses';
 import { createCodecSessionRevocations, createCodecSessions } from './codec-session';
 import { modelsRouter } from './routes/models';
 
@@ -80,11 +82,12 @@ export function createApiApp(deps: ApiDeps): Express {
     res.setHeader('X-Request-Id', requestId);
     next();
   });
-  // Admin, codec and other JSON bodies: 1 MB. The chat route parses its own body, up to
+  // Admin, codec and other JSON bodies: 1 MB. The billed routes (chat, embeddings, responses) parse their own body, up to
   // MAX_REQUEST_BODY_BYTES, only after the API key is authenticated (an anonymous client
   // cannot make the API buffer 32 MiB), keeping the raw bytes for the body store.
   const smallJson = express.json({ limit: '1mb' });
-  app.use((req: Request, res: Response, next: NextFunction) => (req.path === CHAT_COMPLETIONS_PATH ? next() : smallJson(req, res, next)));
+  const billedPaths = new Set([CHAT_COMPLETIONS_PATH, EMBEDDINGS_PATH, RESPONSES_PATH]);
+  app.use((req: Request, res: Response, next: NextFunction) => (billedPaths.has(req.path) ? next() : smallJson(req, res, next)));
 
   const { repositories } = deps;
   const accounts = createAccountServices(deps);
@@ -110,7 +113,10 @@ export function createApiApp(deps: ApiDeps): Express {
     log: deps.log,
     leaseMs: deps.config.PARALLEL_LEASE_SECONDS * 1000,
   });
-  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody: chatBodyParser({ limit: deps.config.MAX_REQUEST_BODY_BYTES }) }));
+  const parseBody = chatBodyParser({ limit: deps.config.MAX_REQUEST_BODY_BYTES });
+  app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody }));
+  app.use(embeddingsRouter({ authenticate, requests, edge, parseBody }));
+  app.use(responsesRouter({ authenticate, requests, edge, parseBody }));
   app.use(modelsRouter({ modelPrices: repositories.modelPrices, authenticate }));
   app.use(dashboardBillingRouter({ usage: accounts.usage, authenticate }));
   app.use(adminRouter({

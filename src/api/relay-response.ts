@@ -2,13 +2,16 @@
  * Writes a billed request's relayed output to the HTTP client: one JSON body for a
  * plain request, server-sent events for a stream (ending with `data: [DONE]`). The
  * usage chunk is the gateway's own (the billed figures), sent only when the client
- * asked for it with `stream_options.include_usage`.
+ * asked for it with `stream_options.include_usage`. An embeddings answer is one JSON body
+ * too; the Responses API's output is written by ./relay-responses.ts.
  */
 import type { Response } from 'express';
 import { formatSseEvent, SSE_DONE } from '../openai/sse';
 import type { RelayEntry } from '../redis/request-relay';
-import type { BilledRequestInput } from '../workflows/definitions';
+import { BilledOperation, operationOf, type BilledRequestInput } from '../workflows/definitions';
+import { embeddingsUsageAsChatUsage } from '../openai/embeddings';
 import { UpstreamError } from './errors';
+import { writeRelayedResponses } from './relay-responses';
 
 /** Token usage of a relayed answer, as the gateway billed it. */
 interface RelayedUsage {
@@ -29,9 +32,10 @@ function totalTokens(usage: RelayedUsage | undefined): number | undefined {
  */
 export async function writeRelayedResponse(
   res: Response,
-  input: Pick<BilledRequestInput, 'model' | 'includeUsage'>,
+  input: Pick<BilledRequestInput, 'model' | 'includeUsage' | 'operation'>,
   entries: AsyncIterable<RelayEntry> | Iterable<RelayEntry>,
 ): Promise<{ totalTokens?: number }> {
+  if (operationOf(input) === BilledOperation.responses) return writeRelayedResponses(res, entries);
   let usage: RelayedUsage | undefined;
   let streaming = false;
   let last: { id?: unknown; created?: unknown; model?: unknown } = {};
@@ -49,7 +53,8 @@ export async function writeRelayedResponse(
     switch (entry.type) {
       case 'response':
         res.status(200).json(entry.data);
-        return { totalTokens: totalTokens((entry.data as { usage?: RelayedUsage }).usage) };
+        // An embeddings answer has no completion side: its total is its input.
+        return { totalTokens: totalTokens((entry.data as { usage?: RelayedUsage }).usage) ?? embeddingsUsageAsChatUsage((entry.data as { usage?: unknown }).usage)?.total_tokens };
       case 'chunk':
         startStream();
         last = entry.data as typeof last;

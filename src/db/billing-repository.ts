@@ -141,6 +141,7 @@ export const createBillingRepository = (db: Knex) => {
         status: TransactionStatus.pending,
         workflow_id: input.workflowId,
         model: input.model,
+        operation: input.operation ?? 'chat',
         reserved_micros: input.reservedMicros,
         admission_path: input.admissionPath,
         prompt_tokens: input.promptTokens ?? null,

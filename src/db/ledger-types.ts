@@ -6,6 +6,7 @@
  */
 import { exactInteger, type RemainingBalance } from '../billing/money';
 import { TokenSource as LedgerTokenSource } from '../billing/stream-token-accumulator';
+import { BilledOperation } from '../workflows/billed-operation';
 
 /** What a ledger row records: a billed request, or credit added to a tenant. */
 export const TransactionKind = {
@@ -42,6 +43,8 @@ export interface LedgerEntry {
   status: TransactionStatus;
   workflowId: string | null;
   model: string | null;
+  /** The endpoint a usage row billed (issue 11); null on a top-up. A usage row written before the column is `chat`. */
+  operation?: BilledOperation | null;
   /** The worst-case amount admission reserved (0 for rows that never had a reservation). */
   reservedMicros: number;
   admissionPath: AdmissionPath | null;
@@ -71,6 +74,8 @@ export interface PendingTransactionInput {
   apiKeyId: string;
   workflowId: string | null;
   model: string;
+  /** The endpoint billed (issue 11). @default 'chat' */
+  operation?: BilledOperation;
   /** The worst-case cost admission reserved. */
   reservedMicros: number;
   admissionPath: AdmissionPath;
@@ -136,6 +141,7 @@ export interface BillingTransactionRow {
   status: string;
   workflow_id: string | null;
   model: string | null;
+  operation?: string | null;
   reserved_micros: string;
   admission_path: string | null;
   amount_micros: string | null;
@@ -281,6 +287,9 @@ export function toLedgerEntry(row: BillingTransactionRow): LedgerEntry {
     status: member('status', TransactionStatus, row.status),
     workflowId: row.workflow_id,
     model: row.model,
+    operation: row.operation === null || row.operation === undefined
+      ? (row.kind === TransactionKind.usage ? BilledOperation.chat : null)
+      : member('operation', BilledOperation, row.operation),
     reservedMicros: safeInteger('reserved_micros', row.reserved_micros),
     admissionPath: nullableMember('admission_path', AdmissionPath, row.admission_path),
     amountMicros: nullableInteger('amount_micros', row.amount_micros),

@@ -47,3 +47,17 @@ export function serializedUpstreamRequest(stored: Buffer, maxOutputTokens: numbe
   kept.push(Buffer.from(`"${capName}":${maxOutputTokens}`, 'utf8'));
   return new SerializedChatRequest(kept);
 }
+
+/**
+ * The same splice for any endpoint (issue 11): `stored`'s top-level members minus `dropped`
+ * (the ones the gateway sets), plus `added`. Undefined when a member repeats (see above).
+ */
+export function splicedUpstreamRequest(stored: Buffer, dropped: ReadonlySet<string>, added: Readonly<Record<string, unknown>>): SerializedChatRequest | undefined {
+  const members = jsonObjectMembers(stored);
+  if (!members) return undefined;
+  const names = new Set(members.map((m) => m.name));
+  if (names.size !== members.length) return undefined;
+  const kept = members.filter((m) => !dropped.has(m.name) && !(m.name in added)).map((m) => stored.subarray(m.start, m.end));
+  for (const [name, value] of Object.entries(added)) kept.push(Buffer.from(`${JSON.stringify(name)}:${JSON.stringify(value)}`, 'utf8'));
+  return new SerializedChatRequest(kept);
+}

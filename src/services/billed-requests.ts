@@ -8,7 +8,9 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { reservedCompletionTokens, worstCaseReservationMicros } from '../billing/pricing';
+import { costMicros, reservedCompletionTokens, worstCaseReservationMicros, type ModelPrice } from '../billing/pricing';
+import { countEmbeddingInputTokens, type EmbeddingsRequest } from '../openai/embeddings';
+import { countResponsesInputTokens, type ResponsesRequest } from '../openai/responses';
 import { countPromptTokens } from '../billing/token-count';
 import type { ModelPriceRepository } from '../db/model-price-repository';
 import type { FramedPlaintext } from '../codec/body-cipher';
@@ -17,7 +19,7 @@ import type { Logger } from '../log';
 import { requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
 import { RelayTimeoutError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
 import type { BilledRequestClient } from '../workflows/client';
-import type { AdmissionDecision, BilledRequestInput } from '../workflows/definitions';
+import { BilledOperation, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
 import { ConversationOwnedError, type ConversationRepository } from '../db/conversation-repository';
 import {
   AdmissionDeniedError,
@@ -96,6 +98,41 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     }
   }
 
+  /** The price of `model`; an unpriced model is a ModelNotPricedError (never billed at 0). */
+  async function priceOf(model: string): Promise<ModelPrice> {
+    const price = await deps.prices.find(model);
+    if (!price) throw new ModelNotPricedError(model);
+    return price;
+  }
+
+  /** The workflow input of an embeddings or responses request: what chat's has, with the operation named. */
+  function operationInput(
+    operation: Exclude<BilledOperation, 'chat'>,
+    origin: BilledRequestOrigin,
+    requestId: string,
+    price: ModelPrice,
+    fields: { promptTokens: number; maxOutputTokens: number; stream: boolean; requestHash: string },
+  ): BilledRequestInput {
+    const { promptTokens, maxOutputTokens, stream, requestHash } = fields;
+    return {
+      requestId,
+      tenantId: origin.tenantId,
+      apiKeyId: origin.apiKeyId,
+      model: price.model,
+      operation,
+      price: { model: price.model, inputPriceMicrosPerMtok: price.inputPriceMicrosPerMtok, outputPriceMicrosPerMtok: price.outputPriceMicrosPerMtok, maxOutputTokens: price.maxOutputTokens },
+      promptTokens,
+      maxOutputTokens,
+      reservedMicros: costMicros(price, { promptTokens, completionTokens: maxOutputTokens }),
+      stream,
+      // The Responses stream carries its usage in response.completed: nothing of the gateway's is added.
+      includeUsage: false,
+      relayMode: deps.redis.status === 'ready' ? 'redis' : 'result',
+      bodyRef: { requestId },
+      requestHash,
+    };
+  }
+
   return {
     /** The request id of a request from `origin` (known before anything else, so every answer can carry it). */
     requestId(origin: BilledRequestOrigin): string {
@@ -139,6 +176,29 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         bodyRef: { requestId },
         requestHash,
       };
+    },
+
+    /**
+     * The workflow input of an embeddings request (issue 11): billed by input tokens only, so the
+     * reservation is the price of the input's tokens (tiktoken's count, a token array's length) and
+     * no output is reserved. JSON only: it never streams.
+     */
+    async prepareEmbeddings(origin: BilledRequestOrigin, requestId: string, body: EmbeddingsRequest, requestHash: string): Promise<BilledRequestInput> {
+      const price = await priceOf(body.model);
+      const promptTokens = countEmbeddingInputTokens(body.input, body.model);
+      return operationInput(BilledOperation.embeddings, origin, requestId, price, { promptTokens, maxOutputTokens: 0, stream: false, requestHash });
+    },
+
+    /**
+     * The workflow input of a Responses API request (issue 11): the prompt estimate of its
+     * instructions, input items and tool definitions, the output cap `min(max_output_tokens,
+     * the model's max_output_tokens)` (what the upstream receives as `max_output_tokens`).
+     */
+    async prepareResponses(origin: BilledRequestOrigin, requestId: string, body: ResponsesRequest, requestHash: string): Promise<BilledRequestInput> {
+      const price = await priceOf(body.model);
+      const promptTokens = countResponsesInputTokens(body, { imageWorstCaseTokens: deps.imageWorstCaseTokens });
+      const maxOutputTokens = reservedCompletionTokens(price, body.max_output_tokens ?? undefined);
+      return operationInput(BilledOperation.responses, origin, requestId, price, { promptTokens, maxOutputTokens, stream: body.stream === true, requestHash });
     },
 
     cancel,

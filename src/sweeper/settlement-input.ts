@@ -134,15 +134,19 @@ export function inputFromLedger(entry: LedgerEntry, price: ModelPrice | null, de
   if (entry.model === null) throw new UnsweepableRowError(entry.requestId, 'model');
   if (price === null && delivered) throw new SweepPriceMissingError(entry.requestId, entry.model);
   const used = price ?? voidOnlyPrice(entry.model);
+  // The ledger row names the operation (issue 11): the relay is read as that operation's output.
+  const operation = entry.operation ?? 'chat';
   return {
     requestId: entry.requestId,
     tenantId: entry.tenantId,
     apiKeyId: entry.apiKeyId,
     model: entry.model,
+    ...(operation === 'chat' ? {} : { operation }),
     price: { model: entry.model, inputPriceMicrosPerMtok: used.inputPriceMicrosPerMtok, outputPriceMicrosPerMtok: used.outputPriceMicrosPerMtok, maxOutputTokens: used.maxOutputTokens },
     // The tiktoken estimate admission stored: what BillingStep bills for the prompt when the relay holds no upstream usage.
     promptTokens: entry.promptTokens ?? 0,
-    maxOutputTokens: used.maxOutputTokens,
+    // An embedding has no output side: its estimate level bills no output tokens.
+    maxOutputTokens: operation === 'embeddings' ? 0 : used.maxOutputTokens,
     reservedMicros: entry.reservedMicros,
     stream: true,
     includeUsage: false,

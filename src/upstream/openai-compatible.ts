@@ -15,13 +15,15 @@ import {
   UpstreamCallError,
   UpstreamHttpError,
   UpstreamProtocolError,
+  UpstreamStreamError,
   UpstreamTimeoutError,
 } from './errors';
 import { parseChatCompletion, parseChatCompletionChunk, parseErrorBody } from '../openai/wire';
 import type { ChatCompletionRequest } from '../openai/chat-request';
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
 import { SerializedChatRequest } from '../openai/serialized-request';
-import type { UpstreamCallOptions, UpstreamChatRequest, UpstreamProvider } from './provider';
+import type { UpstreamCallOptions, UpstreamChatRequest, UpstreamProvider, UpstreamRequestBody } from './provider';
+import { RESPONSES_TERMINAL_EVENTS, type ResponsesStreamEvent } from '../openai/responses';
 
 /** The request without the client's stream options: the provider sets its own. */
 function withoutStreamOptions(req: ChatCompletionRequest): Omit<ChatCompletionRequest, 'stream_options'> {
@@ -156,7 +158,8 @@ async function httpErrorFrom(res: Response): Promise<UpstreamHttpError> {
 
 /** Creates an {@link UpstreamProvider} for an OpenAI-compatible base URL. */
 export function createOpenAICompatibleProvider(options: OpenAICompatibleProviderOptions): UpstreamProvider {
-  const endpoint = `${options.baseUrl.replace(/\/+$/, '')}/chat/completions`;
+  const base = options.baseUrl.replace(/\/+$/, '');
+  const endpoint = `${base}/chat/completions`;
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? timeoutMs;
 
@@ -164,7 +167,14 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
    * A serialized request goes out as its pieces with their length (fetch sends an iterable body
    * with a Content-Length as a fixed-length body): no buffer of the whole body is made here.
    */
-  function post(body: Omit<ChatCompletionRequest, 'stream_options'> | SerializedChatRequest, extra: Readonly<Record<string, unknown>>, accept: string, call: CallControl, headers?: Record<string, string>): Promise<Response> {
+  function post(
+    body: Omit<ChatCompletionRequest, 'stream_options'> | UpstreamRequestBody,
+    extra: Readonly<Record<string, unknown>>,
+    accept: string,
+    call: CallControl,
+    headers?: Record<string, string>,
+    url: string = endpoint,
+  ): Promise<Response> {
     const common = {
       'content-type': 'application/json',
       accept,
@@ -174,7 +184,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
     };
     if (body instanceof SerializedChatRequest) {
       const { pieces, length } = body.body(extra);
-      return fetch(endpoint, {
+      return fetch(url, {
         method: 'POST',
         headers: { ...common, 'content-length': String(length) },
         body: Readable.from(pieces),
@@ -182,7 +192,7 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
         signal: call.signal,
       });
     }
-    return fetch(endpoint, { method: 'POST', headers: common, body: JSON.stringify({ ...body, ...extra }), signal: call.signal });
+    return fetch(url, { method: 'POST', headers: common, body: JSON.stringify({ ...body, ...extra }), signal: call.signal });
   }
 
   async function complete(req: UpstreamChatRequest, opts: UpstreamCallOptions = {}): Promise<ChatCompletion> {
@@ -234,5 +244,74 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
     }
   }
 
-  return { complete, stream };
+  /** A JSON answer of another endpoint (issue 11), as it came: the API relays it unchanged. */
+  async function postJson(path: string, req: UpstreamRequestBody, extra: Readonly<Record<string, unknown>>, opts: UpstreamCallOptions): Promise<Record<string, unknown>> {
+    const call = new CallControl(opts.signal, timeoutMs);
+    try {
+      const res = await post(req, extra, 'application/json', call, opts.headers, `${base}${path}`);
+      if (!res.ok) throw await httpErrorFrom(res);
+      return parseJsonObject(await res.text());
+    } catch (err) {
+      throw call.translate(err);
+    } finally {
+      call.dispose();
+    }
+  }
+
+  async function* respondStream(req: UpstreamRequestBody, opts: UpstreamCallOptions = {}): AsyncGenerator<ResponsesStreamEvent, void, undefined> {
+    const call = new CallControl(opts.signal, timeoutMs);
+    try {
+      const res = await post(req, { stream: true }, 'text/event-stream', call, opts.headers, `${base}/responses`);
+      if (!res.ok) throw await httpErrorFrom(res);
+      const contentType = res.headers.get('content-type') ?? '';
+      if (!contentType.includes('text/event-stream') || res.body === null) {
+        const preview = (await res.text()).slice(0, 200);
+        throw new UpstreamProtocolError(`expected an event stream, got '${contentType}': ${preview}`);
+      }
+      call.switchToIdleTimeout(streamIdleTimeoutMs);
+      for await (const sse of parseSseEvents(res.body)) {
+        if (sse.data === SSE_DONE) break; // not sent by OpenAI's Responses API, but harmless from a compatible server
+        const event = parseResponsesEvent(sse.data);
+        if (event.type === 'error') {
+          throw new UpstreamStreamError(typeof event.code === 'string' ? event.code : 'error', typeof event.message === 'string' ? event.message : 'error event');
+        }
+        call.pauseTimer(); // the consumer's time is not upstream silence
+        yield event;
+        call.resumeTimer();
+        if (RESPONSES_TERMINAL_EVENTS.has(event.type)) return;
+      }
+      throw new UpstreamProtocolError('response stream ended before its terminal event');
+    } catch (err) {
+      throw call.translate(err);
+    } finally {
+      call.dispose();
+    }
+  }
+
+  return {
+    complete,
+    stream,
+    embeddings: (req, opts = {}) => postJson('/embeddings', req, {}, opts),
+    respond: (req, opts = {}) => postJson('/responses', req, { stream: false }, opts),
+    respondStream,
+  };
+}
+
+/** A JSON object answer, or an UpstreamProtocolError. */
+function parseJsonObject(text: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text) as unknown;
+  } catch {
+    throw new UpstreamProtocolError('upstream answer is not valid JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new UpstreamProtocolError('upstream answer is not a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+/** One Responses stream event: a JSON object with a string `type`. */
+function parseResponsesEvent(data: string): ResponsesStreamEvent {
+  const event = parseJsonObject(data);
+  if (typeof event.type !== 'string') throw new UpstreamProtocolError('response stream event without a type');
+  return event as ResponsesStreamEvent;
 }

@@ -6,6 +6,7 @@
 import type { ChatCompletion, ChatCompletionChunk } from '../openai/chat-response';
 import type { ChatCompletionRequest } from '../openai/chat-request';
 import type { SerializedChatRequest } from '../openai/serialized-request';
+import type { ResponsesStreamEvent } from '../openai/responses';
 
 /** What a provider is asked to send: a request object, or the stored body's own bytes (../openai/serialized-request.ts). */
 export type UpstreamChatRequest = ChatCompletionRequest | SerializedChatRequest;
@@ -30,4 +31,20 @@ export interface UpstreamProvider {
    * stopping the iteration early (break/return) releases the connection.
    */
   stream(req: UpstreamChatRequest, opts?: UpstreamCallOptions): AsyncIterable<ChatCompletionChunk>;
+  /**
+   * `POST /embeddings` (issue 11): the upstream's JSON answer as it came (the API relays it
+   * unchanged). Optional: a provider without it cannot serve embeddings (the call fails for good).
+   */
+  embeddings?(req: UpstreamRequestBody, opts?: UpstreamCallOptions): Promise<Record<string, unknown>>;
+  /** `POST /responses` with `stream: false`: the Response object as it came. Optional, like embeddings. */
+  respond?(req: UpstreamRequestBody, opts?: UpstreamCallOptions): Promise<Record<string, unknown>>;
+  /**
+   * `POST /responses` with `stream: true`: its events as they came (each `data:` parsed, its
+   * `type` the event name), ending after the terminal event (response.completed, .incomplete or
+   * .failed); a stream that ends before one throws. An `error` event throws.
+   */
+  respondStream?(req: UpstreamRequestBody, opts?: UpstreamCallOptions): AsyncIterable<ResponsesStreamEvent>;
 }
+
+/** The body of an embeddings or responses call: the stored body's spliced bytes, or an object to serialise. */
+export type UpstreamRequestBody = SerializedChatRequest | Readonly<Record<string, unknown>>;

@@ -10,6 +10,7 @@ import {
   ADMISSION_UPDATE_ID,
   admissionUpdate,
   billedRequestWorkflowId,
+  operationOf,
   RequestStatus,
   upstreamOutputUpdate,
   type AdmissionReply,
@@ -45,6 +46,8 @@ export function billedRequestStartOptions(input: BilledRequestInput, taskQueue: 
       { key: SearchKeys.apiKeyId, value: input.apiKeyId },
       { key: SearchKeys.model, value: input.model },
       { key: SearchKeys.requestStatus, value: RequestStatus.admitted },
+      // Set at start only (not upserted by the workflow): histories recorded before it replay unchanged.
+      { key: SearchKeys.operation, value: operationOf(input) },
     ],
   };
 }

@@ -7,6 +7,9 @@ import { defineUpdate } from '@temporalio/workflow';
 import type { ModelPrice } from '../billing/pricing';
 import type { TokenSource } from '../billing/stream-token-accumulator';
 import type { AdmissionPath } from '../db/ledger-types';
+import type { BilledOperation } from './billed-operation';
+
+export { BilledOperation, operationOf } from './billed-operation';
 
 /** How output reaches the API: a Redis Stream (normal), or the workflow result while Redis is down. */
 export type RelayMode = 'redis' | 'result';
@@ -16,6 +19,8 @@ export interface BilledRequestInput {
   tenantId: string;
   apiKeyId: string;
   model: string;
+  /** The endpoint served (issue 11); absent = chat (every input recorded before embeddings and responses). */
+  operation?: BilledOperation;
   price: ModelPrice;
   /** tiktoken count of the prompt (the estimate's input side). */
   promptTokens: number;

@@ -1,6 +1,8 @@
 /**
  * Custom search attributes that make every billed request findable in the
- * Temporal Web UI by tenant, key, model and status. Sandbox-safe.
+ * Temporal Web UI by tenant, key, model, status and operation (chat, embeddings,
+ * responses). Sandbox-safe. Every one must be registered on the server before a workflow
+ * sets it (src/embedded/temporal.ts does for the dev server, docker-compose.yml for a cluster).
  */
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 
@@ -9,6 +11,7 @@ export const SEARCH_ATTRIBUTES = {
   ApiKeyId: 'Keyword',
   Model: 'Keyword',
   RequestStatus: 'Keyword',
+  Operation: 'Keyword',
 } as const;
 
 export type SearchAttributeName = keyof typeof SEARCH_ATTRIBUTES;
@@ -18,4 +21,5 @@ export const SearchKeys = {
   apiKeyId: defineSearchAttributeKey('ApiKeyId', SearchAttributeType.KEYWORD),
   model: defineSearchAttributeKey('Model', SearchAttributeType.KEYWORD),
   requestStatus: defineSearchAttributeKey('RequestStatus', SearchAttributeType.KEYWORD),
+  operation: defineSearchAttributeKey('Operation', SearchAttributeType.KEYWORD),
 } as const;

@@ -341,3 +341,56 @@ describe('UpstreamCallStep: a retried attempt reads the relay first', () => {
     expect(await relayed(input)).toHaveLength(1);
   });
 });
+
+describe('UpstreamCallStep: embeddings and the Responses API (issue 11)', () => {
+  /** A request of another operation, its client body stored as the API stores it. */
+  function operationRequest(operation: 'embeddings' | 'responses', body: Record<string, unknown>, overrides: Partial<BilledRequestInput> = {}): BilledRequestInput {
+    const input = billedInput(uniqueId('op-t'), uniqueId('op-k'), { operation, reservedMicros: 1_000, promptTokens: ESTIMATED_PROMPT, maxOutputTokens: operation === 'embeddings' ? 0 : 30, ...overrides });
+    clientBodies.set(input.requestId, body);
+    return input;
+  }
+
+  it('embeddings: relays the upstream answer unchanged as one response entry, billed by its prompt tokens', async () => {
+    const input = operationRequest('embeddings', { model: 'text-embedding-3-small', input: [[1, 2, 3], [4]], encoding_format: 'float' });
+    const outcome = await callUpstream(activityEnv(), input);
+    expect(outcome).toEqual({ status: 'completed', promptTokens: 4, completionTokens: 0, tokenSource: 'upstream', channel: 'default' });
+    const entries = await relayed(input);
+    expect(entries.map((e) => e.type)).toEqual(['response', 'done']);
+    expect(entries[0]!.type === 'response' && entries[0]!.data).toMatchObject({ object: 'list', usage: { prompt_tokens: 4, total_tokens: 4 } });
+  });
+
+  it('responses stream: relays every event as it came, bills response.completed, and sent our output cap upstream', async () => {
+    const input = operationRequest('responses', { model: 'mock-small', input: 'stream [mock:tokens=6]', max_output_tokens: 999, stream: true }, { stream: true });
+    const outcome = await callUpstream(activityEnv(), input);
+    expect(mock.stats().lastRequest?.maxTokens).toBe(30);
+    expect(outcome).toMatchObject({ status: 'completed', completionTokens: 6, tokenSource: 'upstream' });
+    const entries = await relayed(input);
+    expect(entries.at(-1)).toEqual({ type: 'done' });
+    const events = entries.filter((e) => e.type === 'chunk').map((e) => e.data as { type: string; sequence_number: number });
+    expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+    expect(events.filter((e) => e.type === 'response.output_text.delta')).toHaveLength(6);
+    expect(events.at(-1)?.type).toBe('response.completed');
+  });
+
+  it('responses stream that dies mid-way: failed_after_output, the delivered deltas billed by tiktoken; a retry bills the same from the relay', async () => {
+    const input = operationRequest('responses', { model: 'mock-small', input: 'cut [mock:fail=after:7] [mock:tokens=10]' }, { stream: true });
+    const outcome = await callUpstream(activityEnv(), input);
+    expect(outcome).toEqual({ status: 'failed_after_output', promptTokens: ESTIMATED_PROMPT, completionTokens: 3, tokenSource: 'tiktoken', channel: 'default', error: INTERRUPTED });
+    const before = mock.stats().requests;
+    const retried = await callUpstream(activityEnv(2), input);
+    expect(mock.stats().requests).toBe(before);
+    expect(retried).toEqual(outcome);
+    expect((await relayed(input)).filter((e) => e.type === 'error')).toHaveLength(1);
+  });
+
+  it('a channel whose provider has no such endpoint fails for good (non-retryable), relaying nothing', async () => {
+    const input = operationRequest('embeddings', { model: 'text-embedding-3-small', input: 'x' });
+    await deps.bodies.put({ requestId: input.requestId, tenantId: input.tenantId, kind: 'request', body: Buffer.from(JSON.stringify(clientBodies.get(input.requestId))) });
+    const chatOnly = createOpenAICompatibleProvider({ baseUrl: mock.url });
+    const step = createUpstreamCallStep({ providers: { default: { complete: chatOnly.complete, stream: chatOnly.stream } }, relay: deps.relay, bodies: deps.bodies, metrics: deps.metrics, log: deps.log, pollIntervalMs: 20 });
+    const failure = await activityEnv().run<[BilledRequestInput, string], UpstreamOutcome, typeof step>(step, input, 'default').catch((err: unknown) => err);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: FailureType.upstreamRejected, nonRetryable: true });
+    expect(await relayed(input)).toEqual([]);
+  });
+});

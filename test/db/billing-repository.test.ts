@@ -70,6 +70,21 @@ describe('BillingRepository two-phase ledger (M3.4, M3.5)', () => {
     expect(await ledgerRows(input.requestId)).toBe(1);
   });
 
+  it('records the operation a usage row billed (issue 11): chat by default, a row written before the column reads as chat, a top-up has none', async () => {
+    const { tenantId, keyIds } = await seedTenant(10_000_000);
+    const chat = await repo.createPendingTransaction(pending(tenantId, keyIds[0]!, 10));
+    const embeddings = await repo.createPendingTransaction({ ...pending(tenantId, keyIds[0]!, 10), operation: 'embeddings' });
+    expect([chat.entry.operation, embeddings.entry.operation]).toEqual(['chat', 'embeddings']);
+    const old = pending(tenantId, keyIds[0]!, 10);
+    await repo.createPendingTransaction(old);
+    await db('billing_transaction').where({ request_id: old.requestId }).update({ operation: null });
+    expect((await repo.findByRequestId(old.requestId))?.operation).toBe('chat');
+    const topup = uniqueId('topup');
+    await repo.recordTransaction({ requestId: topup, tenantId, kind: 'topup', amountMicros: 5 });
+    expect((await repo.findByRequestId(topup))?.operation).toBeNull();
+    await expect(db('billing_transaction').where({ request_id: old.requestId }).update({ operation: 'images' })).rejects.toThrow(/billing_transaction_operation_known/);
+  });
+
   it('50 concurrent createPendingTransaction calls with one request id create exactly one row (M3.5)', async () => {
     const { tenantId, keyIds } = await seedTenant(10_000_000);
     const input = pending(tenantId, keyIds[0]!, 40_000);

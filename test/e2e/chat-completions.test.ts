@@ -175,6 +175,7 @@ describe('POST /v1/chat/completions end to end (M2, M3, M6)', () => {
       request_id: requestId,
       tenant_id: t.tenantId,
       api_key_id: t.apiKeyId,
+      operation: 'chat',
       status: 'committed',
       amount_micros: Number(row!.amount_micros),
       admission_path: 'redis',

@@ -178,5 +178,39 @@ describe('fault recovery (M10.2)', () => {
       expect(await relayedChunks(t.tenantId, requestId)).toBe(deliveredBeforeCrash);
       expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(row.amount_micros));
     }, 120_000);
+
+    it('a /v1/responses stream (issue 11): settled exactly once after SIGKILL and restart, billing the deltas that reached the client', async () => {
+      await worker?.kill();
+      worker = await startWorker(app.mock.url);
+      const t = await app.tenant();
+      const res = await fetch(`${app.url}/v1/responses`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: TEST_MODEL, stream: true, input: 'crash me [mock:tokens=200] [mock:latency=30]' }),
+      });
+      expect(res.status).toBe(200);
+      const requestId = res.headers.get('x-request-id')!;
+      const reading = res.text();
+      const relayedDeltas = async (): Promise<number> => {
+        const entries = await redis.xrange(CacheKeys.requestStream(t.tenantId, requestId), '-', '+');
+        return entries.filter(([, f]) => f[1] === 'chunk' && (JSON.parse(f[3]!) as { type: string }).type === 'response.output_text.delta').length;
+      };
+
+      while ((await relayedDeltas()) < 5) await new Promise((r) => setTimeout(r, 20));
+      await worker.kill();
+      const deliveredBeforeCrash = await relayedDeltas();
+
+      worker = await startWorker(app.mock.url);
+      const text = await reading;
+      // The client got the relayed events, then the Responses API's error event: no retry of the upstream.
+      expect((text.match(/^event: response\.output_text\.delta$/gm) ?? []).length).toBe(deliveredBeforeCrash);
+      expect(text.trimEnd().split('\n\n').at(-1)).toMatch(/^event: error\ndata: \{"type":"error","code":"upstream_error"/);
+
+      const row = await onlyRow(t.tenantId);
+      expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
+      expect(await bodyRowsAfterSettlement(db, requestId)).toBe(0);
+      expect(await relayedDeltas()).toBe(deliveredBeforeCrash);
+      expect((await readTenantQuota(redis, t.tenantId))?.usedMicros).toBe(Number(row.amount_micros));
+    }, 120_000);
   });
 });

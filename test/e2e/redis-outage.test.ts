@@ -80,8 +80,23 @@ describe('Redis outage (M2.3, M12)', () => {
     } finally {
       await temporal.close();
     }
+    // Embeddings and the Responses API (issue 11) take the same path: admitted by the fallback, output through the workflow.
+    const post = async (path: string, body: unknown): Promise<{ status: number; text: string }> => {
+      const res = await fetch(`${app.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: res.status, text: await res.text() };
+    };
+    const operations = [
+      await post('/v1/embeddings', { model: TEST_MODEL, input: ['outage', PROMPT_MARKER] }),
+      await post('/v1/responses', { model: TEST_MODEL, input: `json ${PROMPT_MARKER}` }),
+      await post('/v1/responses', { model: TEST_MODEL, stream: true, input: `stream ${PROMPT_MARKER} [mock:tokens=6]` }),
+    ];
+    expect(operations.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect((JSON.parse(operations[0]!.text) as { data: unknown[] }).data).toHaveLength(2);
+    expect((JSON.parse(operations[1]!.text) as { object: string }).object).toBe('response');
+    expect((operations[2]!.text.match(/^event: response\.output_text\.delta$/gm) ?? []).length).toBe(6);
+    expect(operations[2]!.text.trimEnd().split('\n\n').at(-1)).toMatch(/^event: response\.completed\n/);
     const fallbackRows = await db('billing_transaction').where({ tenant_id: t.tenantId, admission_path: 'postgres' });
-    expect(fallbackRows).toHaveLength(12);
+    expect(fallbackRows).toHaveLength(15);
 
     redisServer = await startEmbeddedRedis({ port, dir });
     const after = await Promise.all(Array.from({ length: 5 }, (_, i) => ask(200 + i)));
@@ -91,7 +106,7 @@ describe('Redis outage (M2.3, M12)', () => {
     // Relay mode result: the outputs went through the body store and were deleted once delivered, the bodies at settlement.
     await eventually(async () => (await db('request_body').where({ tenant_id: t.tenantId })).length === 0, 60_000, 'no body left');
     const committed: Array<{ amount_micros: string }> = await db('billing_transaction').where({ tenant_id: t.tenantId, kind: 'usage', status: 'committed' });
-    expect(committed).toHaveLength(27);
+    expect(committed).toHaveLength(30);
     const total = committed.reduce((sum, r) => sum + Number(r.amount_micros), 0);
     expect(await ledgerUsage(db, t.tenantId)).toBe(total);
 

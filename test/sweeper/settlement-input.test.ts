@@ -80,6 +80,12 @@ describe('inputFromLedger (no history)', () => {
     expect(() => inputFromLedger(ENTRY, null, true)).toThrow(SweepPriceMissingError);
   });
 
+  it('reads the relay as the operation the row names (issue 11): an embeddings estimate has no output side', () => {
+    expect(inputFromLedger({ ...ENTRY, operation: 'embeddings' }, PRICE, true)).toMatchObject({ operation: 'embeddings', maxOutputTokens: 0 });
+    expect(inputFromLedger({ ...ENTRY, operation: 'responses' }, PRICE, true)).toMatchObject({ operation: 'responses', maxOutputTokens: 100 });
+    expect(inputFromLedger({ ...ENTRY, operation: 'chat' }, PRICE, true)).not.toHaveProperty('operation');
+  });
+
   it('refuses a row without a key or a model', () => {
     expect(() => inputFromLedger({ ...ENTRY, apiKeyId: null }, PRICE, false)).toThrow(new UnsweepableRowError('req-1', 'api key'));
     expect(() => inputFromLedger({ ...ENTRY, model: null }, null, false)).toThrow(new UnsweepableRowError('req-1', 'model'));

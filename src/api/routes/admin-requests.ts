@@ -12,6 +12,8 @@ import { toTransactionView, type TransactionView } from './admin-tenants';
 
 export interface RequestView extends TransactionView {
   tenant_id: string;
+  /** The endpoint billed: chat, embeddings or responses (issue 11). */
+  operation: string | null;
   admission_path: string | null;
   workflow_id: string | null;
   /** RUNNING, COMPLETED, FAILED…; null when Temporal cannot be asked or has no such workflow. */
@@ -51,6 +53,7 @@ export function adminRequestRoutes(ctx: AdminRequestDeps): Router {
     const view: RequestView = {
       ...toTransactionView(entry),
       tenant_id: entry.tenantId,
+      operation: entry.operation ?? null,
       admission_path: entry.admissionPath,
       workflow_id: entry.workflowId,
       workflow_status: workflowStatus,

@@ -2,7 +2,8 @@
  * The project's own OpenAI-compatible upstream, over real HTTP, for tests,
  * benchmarks and `npm start` without a real provider.
  *
- * Endpoints: POST /v1/chat/completions (JSON or SSE), GET /v1/models,
+ * Endpoints: POST /v1/chat/completions (JSON or SSE), POST /v1/embeddings (JSON),
+ * POST /v1/responses (JSON or SSE; ./operations.ts), GET /v1/models,
  * GET /v1/models/:id (any id), GET /healthz, and for tests GET|PUT
  * /__mock/defaults and GET /__mock/stats. Behaviour switches: ./behaviour;
  * reply content and token counts: ./reply.
@@ -15,7 +16,7 @@ import { createHash } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { ZodError } from 'zod';
+import { ZodError, type ZodType, type ZodTypeDef } from 'zod';
 import { chatCompletionRequestSchema, type ChatCompletionRequest } from '../../openai/chat-request';
 import { lastUserMessageText } from '../../openai/message-text';
 import {
@@ -31,6 +32,17 @@ import { fetchImageSizes } from './image-sizes';
 import { MOCK_MODELS, mockChunks, mockCompletion, planMockReply } from './reply';
 import { openAIErrorBody } from '../../openai/wire';
 import { formatSseEvent, SSE_DONE } from '../../openai/sse';
+import { embeddingInputs, embeddingsRequestSchema } from '../../openai/embeddings';
+import { responsesPromptMessages, responsesRequestSchema } from '../../openai/responses';
+import {
+  embeddingsDirectiveText,
+  formatMockResponseEvent,
+  mockEmbeddings,
+  mockResponseEvents,
+  mockResponseObject,
+  planMockResponse,
+  responsesDirectiveText,
+} from './operations';
 
 export interface MockUpstreamOptions {
   /** @default 0 (any free port) */
@@ -41,7 +53,7 @@ export interface MockUpstreamOptions {
 }
 
 export interface MockUpstreamStats {
-  /** Chat-completion requests received. */
+  /** Requests received (chat completions, embeddings and responses alike; the counters below too). */
   requests: number;
   /** Chat-completion requests not yet finished. */
   inFlight: number;
@@ -111,11 +123,15 @@ async function readJson(req: IncomingMessage, seen?: (bytes: number) => void): P
   }
 }
 
-function parseChatRequest(raw: unknown): ChatCompletionRequest {
-  const parsed = chatCompletionRequestSchema.safeParse(raw);
+function parseWith<T>(schema: ZodType<T, ZodTypeDef, unknown>, raw: unknown): T {
+  const parsed = schema.safeParse(raw);
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0];
   throw new BadRequestError(400, `invalid request: ${issue ? `${issue.path.join('.')}: ${issue.message}` : 'unknown'}`);
+}
+
+function parseChatRequest(raw: unknown): ChatCompletionRequest {
+  return parseWith(chatCompletionRequestSchema, raw);
 }
 
 /** Tracks one chat request's connection: who closed it, and a signal that stops our timers when the client left. */
@@ -209,6 +225,63 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     if (await exchange.write(formatSseEvent(SSE_DONE))) res.end();
   }
 
+  /** The behaviour of a request whose directives sit in `directiveText`. */
+  const behaviourOf = (req: IncomingMessage, directiveText: string): MockBehaviour =>
+    resolveMockBehaviour(defaults, parseMockDirectives(directiveText), parseMockHeaders(req.headers));
+
+  /** What every operation does before it answers: hang, wait for the first byte, fail. False when it answered (or the client left). */
+  async function opening(exchange: Exchange, res: ServerResponse, behaviour: MockBehaviour): Promise<boolean> {
+    if (behaviour.hang) return false; // the 'close' listener counts the client's abort
+    if (!(await exchange.pause(behaviour.firstByteLatencyMs))) return false;
+    if (behaviour.status !== null) {
+      sendError(res, behaviour.status, `mock status ${behaviour.status}`);
+      return false;
+    }
+    if (behaviour.failBeforeFirstChunk) {
+      sendError(res, 500, 'mock upstream failed before the first chunk');
+      return false;
+    }
+    return true;
+  }
+
+  /** POST /v1/embeddings: JSON only; `latency` waits once per input. */
+  async function embeddings(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const exchange = new Exchange(res, stats);
+    let bytes = 0;
+    const request = parseWith(embeddingsRequestSchema, await readJson(req, (n) => (bytes = n)));
+    stats.lastRequest = { bytes, messagesSha256: createHash('sha256').update(JSON.stringify(request.input)).digest('hex') };
+    const behaviour = behaviourOf(req, embeddingsDirectiveText(request));
+    if (!(await opening(exchange, res, behaviour))) return;
+    if (!(await exchange.pause(behaviour.tokenLatencyMs * embeddingInputs(request.input).length))) return;
+    sendJson(res, 200, mockEmbeddings(request, behaviour));
+  }
+
+  /** POST /v1/responses: a Response object, or its event stream (`fail=after:N`: N events, then the socket dies). */
+  async function responses(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const exchange = new Exchange(res, stats);
+    let bytes = 0;
+    const request = parseWith(responsesRequestSchema, await readJson(req, (n) => (bytes = n)));
+    stats.lastRequest = { bytes, messagesSha256: createHash('sha256').update(JSON.stringify(request.input)).digest('hex'), maxTokens: request.max_output_tokens ?? undefined };
+    const behaviour = behaviourOf(req, responsesDirectiveText(request));
+    if (!(await opening(exchange, res, behaviour))) return;
+    sequence += 1;
+    const imageSizes = await fetchImageSizes({ model: request.model, messages: responsesPromptMessages(request) } as unknown as ChatCompletionRequest);
+    const reply = planMockResponse(request, behaviour, sequence, imageSizes);
+    if (request.stream !== true) {
+      if (!(await exchange.pause(behaviour.tokenLatencyMs * reply.pieces.length))) return;
+      return sendJson(res, 200, mockResponseObject(reply));
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
+    res.flushHeaders();
+    for (const [index, event] of mockResponseEvents(reply).entries()) {
+      if (behaviour.failAfterChunks === index) return exchange.destroy();
+      if (event.type === 'response.output_text.delta' && !(await exchange.pause(behaviour.tokenLatencyMs))) return;
+      if (!(await exchange.write(formatMockResponseEvent(event)))) return;
+    }
+    if (behaviour.failAfterChunks !== null) return exchange.destroy(); // N >= events: die before the end of the stream
+    res.end();
+  }
+
   async function putDefaults(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const patch = mockBehaviourPatchSchema.parse(await readJson(req));
     defaults = { ...defaults, ...patch };
@@ -223,6 +296,8 @@ export async function startMockUpstream(options: MockUpstreamOptions = {}): Prom
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const method = req.method ?? 'GET';
     if (method === 'POST' && path === '/v1/chat/completions') return chatCompletion(req, res);
+    if (method === 'POST' && path === '/v1/embeddings') return embeddings(req, res);
+    if (method === 'POST' && path === '/v1/responses') return responses(req, res);
     if (method === 'GET' && path === '/v1/models') {
       return sendJson(res, 200, { object: 'list', data: MOCK_MODELS.map(modelObject) });
     }

@@ -318,7 +318,7 @@ describe('mock upstream: precedence and control endpoints', () => {
     expect(one.id).toBe('any-model-at-all');
     const health = await fetch(mock.url.replace(/\/v1$/, '/healthz'));
     expect(await health.json()).toEqual({ status: 'ok' });
-    const missing = await fetch(`${mock.url}/embeddings`, { method: 'POST' });
+    const missing = await fetch(`${mock.url}/audio/speech`, { method: 'POST' });
     expect(missing.status).toBe(404);
   });
 });
