@@ -29,7 +29,7 @@ export function subjectSpecs(requests: number, runId: string): SubjectSpec[] {
       { name: 'rpm', exercises: 'key requests per minute', rpm_limit: 40 },
       { name: 'parallel', exercises: 'key parallel requests', max_parallel_requests: 2 },
     ] },
-    { tenantId: `poor-${runId}`, tenant: { quota_limit_micros: Math.max(2_000, requests * 8) }, keys: [{ name: 'open', exercises: 'tenant quota' }] },
+    { tenantId: `poor-${runId}`, tenant: { quota_limit_micros: Math.max(1_500, requests * 4) }, keys: [{ name: 'open', exercises: 'tenant quota' }] },
     { tenantId: `mid-${runId}`, tenant: { quota_limit_micros: 1_000_000_000, rpm_limit: 150 }, keys: [
       { name: 'budget', exercises: 'key budget', budget_micros: Math.max(1_500, requests * 5) },
       { name: 'tpm', exercises: 'key tokens per minute', tpm_limit: 2_500 },
@@ -64,8 +64,13 @@ export interface ClientRecord {
   retries: number;
 }
 
+/** The billed endpoints the load calls. */
+export type BilledPath = '/v1/chat/completions' | '/v1/embeddings' | '/v1/responses';
+
 export interface PlannedRequest {
   kind: string;
+  /** @default '/v1/chat/completions' */
+  path?: BilledPath;
   body: Record<string, unknown>;
   headers: Record<string, string>;
   /** Abort the stream after this many content chunks. */
@@ -110,6 +115,9 @@ export const REQUEST_KINDS: readonly RequestKind[] = [
     const body = chat(ctx, `[mock:tokens=${tokens(ctx.rng)}]`);
     return [{ kind: 'duplicate', body, headers: { 'idempotency-key': key } }, { kind: 'duplicate', body, headers: { 'idempotency-key': key } }];
   } },
+  { name: 'embeddings', weight: 8, plan: (ctx) => [{ kind: 'embeddings', path: '/v1/embeddings', body: { model: CHAOS_MODEL, input: [prompt(ctx.rng, ''), prompt(ctx.rng, '')] }, headers: { 'idempotency-key': ctx.newKey() } }] },
+  { name: 'responses', weight: 6, plan: (ctx) => [{ kind: 'responses', path: '/v1/responses', body: { model: CHAOS_MODEL, input: prompt(ctx.rng, `[mock:tokens=${tokens(ctx.rng)}]`) }, headers: { 'idempotency-key': ctx.newKey() } }] },
+  { name: 'responses-stream', weight: 6, plan: (ctx) => [{ kind: 'responses-stream', path: '/v1/responses', body: { model: CHAOS_MODEL, input: prompt(ctx.rng, `[mock:tokens=${tokens(ctx.rng)}] [mock:latency=5]`), stream: true }, headers: { 'idempotency-key': ctx.newKey() } }] },
   { name: 'conversation', weight: 15, plan: (ctx) => [{ kind: 'conversation', body: chat(ctx, `[mock:tokens=${tokens(ctx.rng)}]`), headers: { 'idempotency-key': ctx.newKey(), 'x-conversation-id': ctx.conversationId() } }] },
 ];
 
@@ -122,6 +130,36 @@ export function pickKind(kinds: readonly RequestKind[], rng: () => number): Requ
     if (r < 0) return k;
   }
   return kinds[kinds.length - 1]!;
+}
+
+interface StreamEvent {
+  type?: string;
+  delta?: string;
+  choices?: Array<{ delta?: { content?: string } }>;
+  usage?: ClientRecord['usage'] | null;
+  response?: { usage?: { input_tokens: number; output_tokens: number } };
+  error?: { code?: string };
+}
+
+/** The text and usage of a complete JSON answer of any billed endpoint. */
+function readJsonAnswer(parsed: JsonAnswer): { text: string; usage?: ClientRecord['usage'] } {
+  if (parsed.object === 'list') return { text: '', usage: parsed.usage?.prompt_tokens !== undefined ? { prompt_tokens: parsed.usage.prompt_tokens, completion_tokens: 0 } : undefined };
+  if (parsed.object === 'response') {
+    const text = (parsed.output ?? []).flatMap((o) => o.content ?? []).map((c) => c.text ?? '').join('');
+    return { text, usage: parsed.usage?.input_tokens !== undefined ? { prompt_tokens: parsed.usage.input_tokens, completion_tokens: parsed.usage.output_tokens ?? 0 } : undefined };
+  }
+  return {
+    text: parsed.choices?.[0]?.message?.content ?? '',
+    usage: parsed.usage?.prompt_tokens !== undefined ? { prompt_tokens: parsed.usage.prompt_tokens, completion_tokens: parsed.usage.completion_tokens ?? 0 } : undefined,
+  };
+}
+
+interface JsonAnswer {
+  object?: string;
+  choices?: Array<{ message?: { content?: string } }>;
+  output?: Array<{ content?: Array<{ text?: string }> }>;
+  usage?: { prompt_tokens?: number; completion_tokens?: number; input_tokens?: number; output_tokens?: number };
+  error?: { code?: string };
 }
 
 interface StreamRead { text: string; usage?: ClientRecord['usage']; done: boolean; chunks: number; errorCode?: string }
@@ -144,11 +182,18 @@ async function readStream(res: Response, stopAfter: number | undefined, abort: A
         const data = event.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
         if (data === '') continue;
         if (data === '[DONE]') { out.done = true; continue; }
-        const parsed = JSON.parse(data) as { choices?: Array<{ delta?: { content?: string } }>; usage?: ClientRecord['usage'] | null; error?: { code?: string } };
+        const parsed = JSON.parse(data) as StreamEvent;
         if (parsed.error) out.errorCode = parsed.error.code ?? 'error';
-        const content = parsed.choices?.[0]?.delta?.content;
+        // Chat chunks carry choices[].delta; the Responses API's events a type.
+        const content = parsed.type === 'response.output_text.delta' ? parsed.delta : parsed.choices?.[0]?.delta?.content;
         if (content) { out.text += content; out.chunks += 1; }
         if (parsed.usage) out.usage = { prompt_tokens: parsed.usage.prompt_tokens, completion_tokens: parsed.usage.completion_tokens };
+        if (parsed.type === 'response.completed') {
+          out.done = true;
+          const u = parsed.response?.usage;
+          if (u) out.usage = { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens };
+        }
+        if (parsed.type === 'response.failed' || parsed.type === 'error') out.errorCode ??= parsed.type;
       }
       if (stopAfter !== undefined && out.chunks >= stopAfter) {
         abort.abort();
@@ -181,7 +226,7 @@ export function createSender(apiUrl: (i: number) => string): Sender {
         const timer = setTimeout(() => abort.abort(), 120_000);
         let res: Response;
         try {
-          res = await fetch(`${apiUrl(apiIndex + attempt)}/v1/chat/completions`, {
+          res = await fetch(`${apiUrl(apiIndex + attempt)}${planned.path ?? '/v1/chat/completions'}`, {
             method: 'POST', signal: abort.signal,
             headers: { authorization: `Bearer ${subject.key}`, 'content-type': 'application/json', ...planned.headers },
             body: JSON.stringify(planned.body),
@@ -208,10 +253,9 @@ export function createSender(apiUrl: (i: number) => string): Sender {
               record.broken = true;
               return record;
             }
-            const parsed = parseJson(text) as { choices?: Array<{ message?: { content?: string } }>; usage?: ClientRecord['usage']; error?: { code?: string } };
+            const parsed = parseJson(text) as JsonAnswer;
             if (res.status === 200) {
-              record.text = parsed.choices?.[0]?.message?.content ?? '';
-              record.usage = parsed.usage ? { prompt_tokens: parsed.usage.prompt_tokens, completion_tokens: parsed.usage.completion_tokens } : undefined;
+              Object.assign(record, readJsonAnswer(parsed));
               record.complete = true;
             } else {
               record.errorCode = parsed.error?.code ?? 'unknown';

@@ -21,6 +21,8 @@ export interface ChaosOptions {
   faults: readonly FaultKind[];
   /** How long a killed API, worker or upstream stays down before it is started again. @default 1500 */
   downMs: number;
+  /** Faults that may strike at once (lanes of the fault plan); 1 = one at a time, as the full run does. @default 1 */
+  faultLanes: number;
   /** Print progress lines. @default true */
   verbose: boolean;
 }
@@ -34,6 +36,7 @@ export function defaultChaosOptions(): ChaosOptions {
     faultsPerKind: 2,
     faults: FAULT_KINDS,
     downMs: 1500,
+    faultLanes: 1,
     verbose: true,
   };
 }
@@ -56,6 +59,7 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
       case '--concurrency': opts.concurrency = int(flag, value, 1); i++; break;
       case '--faults-per-kind': opts.faultsPerKind = int(flag, value, 0); i++; break;
       case '--down-ms': opts.downMs = int(flag, value, 0); i++; break;
+      case '--fault-lanes': opts.faultLanes = int(flag, value, 1); i++; break;
       case '--faults': {
         const kinds = (value ?? '').split(',').filter(Boolean);
         const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
@@ -65,7 +69,7 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
         break;
       }
       case '--quiet': opts.verbose = false; break;
-      default: throw new Error(`unknown flag ${flag}: use --requests, --seed, --duration, --concurrency, --faults-per-kind, --faults, --down-ms, --quiet`);
+      default: throw new Error(`unknown flag ${flag}: use --requests, --seed, --duration, --concurrency, --faults-per-kind, --faults, --down-ms, --fault-lanes, --quiet`);
     }
   }
   return opts;

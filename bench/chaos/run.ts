@@ -88,14 +88,16 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
       records.push(r);
       return r.status === 200 && r.complete;
     };
-    const faultLoop = (async () => {
-      for (let i = 0; i < plan.length; i++) {
+    // Lane l takes faults l, l + lanes, ...: within a lane one at a time, lanes at once.
+    const lanes = Math.max(1, Math.min(options.faultLanes, plan.length));
+    const faultLoop = Promise.all(Array.from({ length: lanes }, async (_, lane) => {
+      for (let i = lane; i < plan.length; i += lanes) {
         while (finished < strikeAt[i]! && sent < options.requests && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         const fault = await injectFault(plan[i]!, { system, rng: faultRng, downMs: options.downMs, probe: probeOnce, log }, Date.now() - started, finished);
         faults.push(fault);
-        log(`fault ${i + 1}/${plan.length}: ${fault.kind} (${fault.target}) at request ${fault.atRequest}, recovered in ${fault.recoveryMs} ms${fault.error ? `, ERROR ${fault.error}` : ''}`);
+        log(`fault ${faults.length}/${plan.length}: ${fault.kind} (${fault.target}) at request ${fault.atRequest}, recovered in ${fault.recoveryMs} ms${fault.error ? `, ERROR ${fault.error}` : ''}`);
       }
-    })();
+    }));
 
     const progress = setInterval(() => log(`${finished}/${options.requests} requests finished, ${faults.length}/${plan.length} faults`), 10_000);
     const client = async (n: number): Promise<void> => {
@@ -109,6 +111,7 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
       }
     };
     await Promise.all(Array.from({ length: options.concurrency }, (_, n) => client(n)));
+    log(`all ${finished} requests answered; waiting for the faults still running`);
     await faultLoop;
     clearInterval(progress);
     const loadSeconds = (Date.now() - started) / 1000;
