@@ -23,6 +23,8 @@ export interface ChaosOptions {
   downMs: number;
   /** Faults that may strike at once (lanes of the fault plan); 1 = one at a time, as the full run does. @default 1 */
   faultLanes: number;
+  /** Log level of the embedded stack's supervisor (its restarts). @default 'warn' */
+  stackLogLevel: 'silent' | 'error' | 'warn' | 'info';
   /** Print progress lines. @default true */
   verbose: boolean;
 }
@@ -37,6 +39,7 @@ export function defaultChaosOptions(): ChaosOptions {
     faults: FAULT_KINDS,
     downMs: 1500,
     faultLanes: 1,
+    stackLogLevel: 'warn',
     verbose: true,
   };
 }

@@ -47,7 +47,7 @@ export interface SoakSystem {
 /** Where the soak's processes' output is kept after a run (their data directory is removed). */
 export const CHAOS_LOG_DIR = path.join(os.tmpdir(), `billing-chaos-logs-${process.pid}`);
 
-export async function startSoakSystem(log: (line: string) => void): Promise<SoakSystem> {
+export async function startSoakSystem(log: (line: string) => void, stackLogLevel: string): Promise<SoakSystem> {
   fs.rmSync(CHAOS_LOG_DIR, { recursive: true, force: true });
   fs.mkdirSync(CHAOS_LOG_DIR, { recursive: true });
   const config = loadConfig({ PATH: process.env.PATH });
@@ -65,7 +65,7 @@ export async function startSoakSystem(log: (line: string) => void): Promise<Soak
       // A soak kills each service several times: a crash loop is many exits in a short window.
       supervision: { maxRestarts: 10, windowMs: 30_000, initialBackoffMs: 200, maxBackoffMs: 3_000 },
       onFatal: (err) => { fatal.push(err); log(`FATAL ${err.message}`); },
-    }, createLogger('warn', 'chaos-stack'));
+    }, createLogger(stackLogLevel, 'chaos-stack'));
     stops.push(() => stack.stop());
     log(`stack: temporal=${stack.temporalAddress} redis=${stack.redisUrl} postgres=${stack.databaseUrl}`);
 

@@ -14,7 +14,7 @@ describe('fault-injection soak (short)', () => {
   const lines: string[] = [];
 
   beforeAll(async () => {
-    result = await runChaos({ ...defaultChaosOptions(), requests: 240, seed: 1401, concurrency: 8, faultsPerKind: 1, faultLanes: 2, downMs: 500, verbose: false }, (l) => lines.push(l));
+    result = await runChaos({ ...defaultChaosOptions(), requests: 240, seed: 1401, concurrency: 8, faultsPerKind: 1, faultLanes: 2, downMs: 500, verbose: false, stackLogLevel: (process.env.TEST_LOG_LEVEL as 'info' | undefined) ?? 'silent' }, (l) => lines.push(l));
   }, 240_000);
 
   it('injects each fault once and recovers from each', () => {
