@@ -25,7 +25,11 @@ const CONNECTION_MESSAGES = [
   'Connection is closed',
   'Client has encountered a connection error',
   "Stream isn't writeable", // ioredis without an offline queue (src/redis/client.ts) while disconnected
+  'Workflow Task in failed state', // Temporal refuses updates until it retried the task of a killed worker
 ];
+
+/** gRPC status codes of a Temporal server that is unreachable or too slow: UNAVAILABLE, DEADLINE_EXCEEDED. */
+const GRPC_UNAVAILABLE = new Set([14, 4]);
 
 interface ErrorLike { message: string; name?: unknown; code?: unknown; cause?: unknown; errors?: unknown }
 
@@ -40,6 +44,7 @@ export function isDependencyUnavailable(err: unknown, depth = 0): boolean {
   const code = err.code;
   if (typeof code === 'string' && (SOCKET_CODES.has(code) || (/^[0-9A-Z]{5}$/.test(code) && isUnavailableSqlState(code)))) return true;
   if (err.name === 'MaxRetriesPerRequestError') return true;
+  if (typeof code === 'number' && GRPC_UNAVAILABLE.has(code) && typeof (err as { details?: unknown }).details === 'string') return true;
   // includes, not startsWith: knex prefixes the statement it was running ("ROLLBACK - Connection terminated ...").
   if (CONNECTION_MESSAGES.some((m) => err.message.includes(m))) return true;
   // AggregateError (a refused connection to every address of a host) and wrapped causes.

@@ -3,6 +3,7 @@
  * fault-injection soak saw requests answered 500 "internal error" while a killed PostgreSQL
  * restarted). The errors are the real ones pg, knex and ioredis throw.
  */
+import { ServiceError } from '@temporalio/client';
 import { Client } from 'pg';
 import { DatabaseError } from 'pg-protocol';
 import { toAppError } from '../../src/api/errors';
@@ -66,6 +67,14 @@ describe('an unreachable dependency answers 503', () => {
     } finally {
       redis.disconnect();
     }
+  });
+
+  it('Temporal unreachable, or refusing updates while it retries the task of a killed worker', () => {
+    // What @grpc/grpc-js rejects with, inside the SDK's ServiceError.
+    const grpc = (code: number, details: string): Error => Object.assign(new Error(`${code} ${details}`), { code, details, metadata: {} });
+    expect(asAnswer(new ServiceError('Workflow Update failed', { cause: grpc(9, 'Unable to perform workflow execution update due to Workflow Task in failed state.') }))).toEqual(UNAVAILABLE);
+    expect(asAnswer(new ServiceError('Failed to start', { cause: grpc(14, 'No connection established') }))).toEqual(UNAVAILABLE);
+    expect(asAnswer(new ServiceError('Failed', { cause: grpc(3, 'invalid argument') }))).toEqual({ status: 500, code: 'internal_error', retryAfter: undefined });
   });
 
   it('but a database error of the request or the code stays a 500', () => {
