@@ -54,6 +54,11 @@ export async function checkInvariants(input: InvariantInput): Promise<InvariantR
       const denied = group.every((r) => r.status === 429 && DENIALS.has(r.errorCode ?? ''));
       if (ok.length > 0 && row?.status !== 'committed') v.push(`${id}: answered 200 but ledger ${row?.status ?? 'has no row'}`);
       if (denied && row?.status === 'committed') v.push(`${id}: denied (${group[0]!.errorCode}) but billed`);
+      // A failure the server stated, with nothing delivered: a 502 (every upstream attempt failed), or a
+      // 503 to a request without Idempotency-Key (its retry is another request, so it must not bill).
+      // A 503 to an idempotent request means "retry with the same key": its run may still bill.
+      const statedFailure = group.every((r) => r.text === '' && (r.status === 502 || (r.status >= 500 && !r.idempotencyKey)));
+      if (statedFailure && row?.status === 'committed') v.push(`${id}: answered ${group.map((r) => r.status).join('/')} with nothing delivered, but billed`);
       if (row?.status === 'pending') v.push(`${id}: still pending`);
     }
     add('every request denied (nothing billed), settled once, or voided', groups.size, v);
