@@ -94,7 +94,10 @@ export function createBilledRequestClient(client: Client, taskQueue: string) {
           if (!finished) throw original;
           return { kind: 'finished', result: (await handle.result()) as BilledRequestResult };
         }
-        if (attempt >= ATTACH_ATTEMPTS - 1) throw original;
+        // Waiting only helps a run the server is recovering; an unreachable Temporal gets one try,
+        // so an outage still answers 503 at once (and a client retrying its key attaches later).
+        const recovering = isWorkflowTaskFailing(err) || isWorkflowTaskFailing(original) || /StartDeduped/.test(String((original as Error).message));
+        if (!recovering || attempt >= ATTACH_ATTEMPTS - 1) throw original;
         await new Promise((r) => setTimeout(r, ATTACH_BACKOFF_MS * 2 ** attempt));
       }
     }
