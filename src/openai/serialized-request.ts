@@ -57,7 +57,7 @@ export function splicedUpstreamRequest(stored: Buffer, dropped: ReadonlySet<stri
   if (!members) return undefined;
   const names = new Set(members.map((m) => m.name));
   if (names.size !== members.length) return undefined;
-  const kept = members.filter((m) => !dropped.has(m.name) && !(m.name in added)).map((m) => stored.subarray(m.start, m.end));
+  const kept = members.filter((m) => !dropped.has(m.name) && !Object.hasOwn(added, m.name)).map((m) => stored.subarray(m.start, m.end));
   for (const [name, value] of Object.entries(added)) kept.push(Buffer.from(`${JSON.stringify(name)}:${JSON.stringify(value)}`, 'utf8'));
   return new SerializedChatRequest(kept);
 }
