@@ -32,12 +32,15 @@ let log: Logger | undefined;
 /** What this process started, stopped in reverse order on a signal or a failed start (given the logger once there is one). */
 let stops = new ShutdownList(undefined);
 let stopping = false;
+/** Set once the embedded stack runs: a signal ends its restarts before anything else stops. */
+let expectStackExit: (() => void) | undefined;
 
 async function main(config: Readonly<Config>, log: Logger): Promise<void> {
   const role = parseRole(process.argv[2]);
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    expectStackExit?.();
     log.info({ signal }, 'shutting down');
     await stops.stopAll();
     log.info('stopped');
@@ -71,6 +74,7 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
       },
     }, log);
     stops.push(stack.stop);
+    expectStackExit = stack.expectExit;
     endpoints = stack;
   } else {
     endpoints = endpointsFromEnv(config, role);

@@ -26,6 +26,8 @@ export type EmbeddedServiceName = 'postgres' | 'redis' | 'temporal';
 export interface RunningStack extends StackEndpoints {
   /** The supervised children (a fault-injection run kills them; a test waits for their return). */
   services: Partial<Record<EmbeddedServiceName, SupervisedService>>;
+  /** Restarts end now: called first on SIGINT/SIGTERM, whose Ctrl-C also reaches the children. */
+  expectExit(): void;
   /** Stops every service this stack started, in reverse order. */
   stop(): Promise<void>;
 }
@@ -108,7 +110,8 @@ export async function startStack(config: Readonly<Config>, opts: StackOptions, l
       temporalUiUrl = temporal.uiUrl;
       log.info({ address: temporal.address }, 'embedded Temporal dev server started');
     }
-    return { temporalAddress, redisUrl, databaseUrl, temporalUiUrl, services, stop: stopAll };
+    const expectExit = (): void => Object.values(services).forEach((s) => s.expectExit());
+    return { temporalAddress, redisUrl, databaseUrl, temporalUiUrl, services, expectExit, stop: () => { expectExit(); return stopAll(); } };
   } catch (err) {
     await stopAll();
     throw err;

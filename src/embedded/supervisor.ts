@@ -25,6 +25,9 @@ export interface SupervisionPolicy {
   maxBackoffMs: number;
 }
 
+/** How long after a child's exit the supervisor decides it was unexpected. */
+const EXIT_GRACE_MS = 100;
+
 export const DEFAULT_SUPERVISION_POLICY: Readonly<SupervisionPolicy> = Object.freeze({
   maxRestarts: 5,
   windowMs: 60_000,
@@ -48,6 +51,8 @@ export interface SupervisedService {
   crashes(): number;
   /** Resolves once the service serves again after the latest crash (at once when it never crashed). */
   whenRunning(): Promise<void>;
+  /** From now on an exit is expected (the stack is shutting down; a terminal's Ctrl-C reaches the children too). */
+  expectExit(): void;
   /** Stops the child on purpose: no restart follows. */
   stop(): Promise<void>;
 }
@@ -126,13 +131,17 @@ export function superviseService(
   };
 
   function watch(proc: ServiceProcess): void {
-    proc.child.once('exit', () => {
+    proc.child.once('exit', () => void decide());
+    // A terminal's Ctrl-C reaches the children and the launcher at once; the child's exit may be
+    // seen before the launcher's SIGINT handler ran expectExit(). A short grace tells them apart.
+    const decide = async (): Promise<void> => {
+      await new Promise((r) => setTimeout(r, EXIT_GRACE_MS));
       if (stopping || gaveUp) return;
       crashCount += 1;
       exits.push(exitLabel(proc.child));
       opts.log.error({ service: name, exit: exitLabel(proc.child), output: proc.recentOutput().split('\n').slice(-5) }, `embedded ${name} exited unexpectedly`);
       recovered = restart(proc.recentOutput());
-    });
+    };
   }
   watch(running.process);
 
@@ -141,6 +150,7 @@ export function superviseService(
     current: () => running.process,
     crashes: () => crashCount,
     whenRunning: () => recovered,
+    expectExit: () => { stopping = true; },
     async stop() {
       stopping = true;
       await recovered.catch(() => undefined);

@@ -120,6 +120,36 @@ describe('embedded stack supervision', () => {
     });
   });
 
+  it('a Ctrl-C that reaches the whole process group stops npm start without restarting anything', async () => {
+    const dir = tempDir();
+    try {
+      const redisPort = await freePort();
+      const child = spawn(path.join(root, 'node_modules/.bin/tsx'), ['src/main.ts'], {
+        cwd: root,
+        env: {
+          PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', LOG_LEVEL: 'warn', DATA_DIR: dir,
+          // Only Redis is embedded: PostgreSQL and Temporal are the test stack's.
+          DATABASE_URL: testConfig().DATABASE_URL!, TEMPORAL_ADDRESS: temporalAddress(), TEMPORAL_TASK_QUEUE: uniqueId('ctrl-c'),
+          EMBEDDED_REDIS_PORT: String(redisPort), API_PORT: String(await freePort()), MOCK_UPSTREAM_PORT: String(await freePort()), MAINTENANCE_SCHEDULES: 'false',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true, // its own process group, as a terminal's foreground job
+      });
+      let out = '';
+      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+      await eventually('npm start ready', () => Promise.resolve(out.includes('Durable billing is ready') ? true : undefined), 90_000);
+      process.kill(-child.pid!, 'SIGINT'); // what Ctrl-C does: every process of the group, redis-server too
+      expect(await exited).toBe(0);
+      expect(out).not.toContain('restarting embedded');
+      expect(out).not.toContain('exited unexpectedly');
+      expect(await canConnect(redisPort)).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   describe('a binary that always crashes', () => {
     it('gives up with a CrashLoopError after the allowed restarts, leaving nothing running', async () => {
       const dir = tempDir();
