@@ -54,7 +54,7 @@ function alwaysCrashingRedis(dir: string): string {
 
 describe('embedded stack supervision', () => {
   describe('a killed child comes back and serves', () => {
-    const dataDir = tempDir();
+    let dataDir = '';
     let stack: RunningStack;
     let roles: RunningRoles;
     let mock: MockUpstream;
@@ -62,6 +62,7 @@ describe('embedded stack supervision', () => {
     const fatal: CrashLoopError[] = [];
 
     beforeAll(async () => {
+      dataDir = tempDir();
       const ports = { temporal: await freePort(), temporalUi: await freePort(), redis: await freePort(), postgres: await freePort() };
       const config = loadConfig({ PATH: process.env.PATH, API_PORT: String(await freePort()), LOG_LEVEL: 'silent' });
       // Durable mode, as npm start runs it: Redis AOF, Temporal's SQLite file, PostgreSQL with fsync.
@@ -80,7 +81,7 @@ describe('embedded stack supervision', () => {
       await roles?.stop();
       await mock?.close();
       await stack?.stop();
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
     }, 60_000);
 
     const billedChat = async (): Promise<number | undefined> => {
