@@ -55,6 +55,9 @@ const envSchema = z.object({
    * the Redis Cluster at +10..+15, the Temporal server processes at +20..+39 (below 32768: see there).
    */
   CLUSTER_BASE_PORT: port.max(32_727).default(7300),
+  /** An embedded child that exits more than this often within the window is a crash loop: the stack stops (src/embedded/supervisor.ts). */
+  EMBEDDED_CRASH_LOOP_RESTARTS: nonNegativeInt.default(5),
+  EMBEDDED_CRASH_LOOP_WINDOW_SECONDS: positiveInt.default(60),
 
   /**
    * Keys of the payload codec that encrypts Temporal history: comma-separated `<key id>:<base64 of 32 bytes>`.

@@ -32,12 +32,15 @@ let log: Logger | undefined;
 /** What this process started, stopped in reverse order on a signal or a failed start (given the logger once there is one). */
 let stops = new ShutdownList(undefined);
 let stopping = false;
+/** Set once the embedded stack runs: a signal ends its restarts before anything else stops. */
+let expectStackExit: (() => void) | undefined;
 
 async function main(config: Readonly<Config>, log: Logger): Promise<void> {
   const role = parseRole(process.argv[2]);
   const shutdown = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    expectStackExit?.();
     log.info({ signal }, 'shutting down');
     await stops.stopAll();
     log.info('stopped');
@@ -60,8 +63,18 @@ async function main(config: Readonly<Config>, log: Logger): Promise<void> {
         redis: config.EMBEDDED_REDIS_PORT,
         postgres: config.EMBEDDED_POSTGRES_PORT,
       },
+      supervision: { maxRestarts: config.EMBEDDED_CRASH_LOOP_RESTARTS, windowMs: config.EMBEDDED_CRASH_LOOP_WINDOW_SECONDS * 1000 },
+      // A child in a crash loop: the stack has stopped; stop the roles too and exit non-zero,
+      // so a process manager (or the operator) sees a failed service instead of a hollow one.
+      onFatal: (err) => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`${err.message}\n`);
+        void stops.stopAll().finally(() => process.exit(1));
+      },
     }, log);
     stops.push(stack.stop);
+    expectStackExit = stack.expectExit;
     endpoints = stack;
   } else {
     endpoints = endpointsFromEnv(config, role);

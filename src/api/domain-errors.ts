@@ -20,6 +20,7 @@ import {
 } from '../services/request-errors';
 import { TopUpReferenceConflictError } from '../services/tenant-service';
 import { BudgetTimezoneWithoutWindowError } from '../services/budget-windows';
+import { isDependencyUnavailable } from './unavailable-dependency';
 import {
   type AppError,
   BudgetExceededError,
@@ -89,5 +90,6 @@ export function fromDomainError(err: unknown): AppError | undefined {
   if (err instanceof RevocationNotCachedError) {
     return new ServiceUnavailableError('The key is revoked, but the key cache could not be updated yet; retry to make revocation immediate.', 1, err);
   }
+  if (isDependencyUnavailable(err)) return new ServiceUnavailableError('A billing dependency is restarting; retry with the same Idempotency-Key.', 1, err);
   return undefined;
 }

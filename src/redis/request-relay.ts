@@ -47,7 +47,12 @@ export class RelayWriter {
   /** Queues an entry; rejects later (on flush) if Redis refused an earlier write. */
   push(entry: RelayEntry): void {
     this.queue.push(entry);
-    this.flushing ??= this.drain();
+    // Cleared in a `finally` callback, which always runs after this assignment. Clearing it inside
+    // drain() went wrong when drain() returned without awaiting (a write had already failed): the
+    // clear ran first, the assignment then kept a settled promise forever, and flush() spun on it
+    // in microtasks, starving the worker's event loop (no Redis reconnect, no workflow task, no
+    // metrics). Found by the fault-injection soak after a Redis SIGKILL (issue 14).
+    if (!this.flushing) this.flushing = this.drain().finally(() => { this.flushing = undefined; });
   }
 
   /** Resolves when everything pushed so far is in Redis. */
@@ -70,8 +75,6 @@ export class RelayWriter {
       }
     } catch (err) {
       this.failure = err instanceof Error ? err : new Error(String(err));
-    } finally {
-      this.flushing = undefined;
     }
   }
 }

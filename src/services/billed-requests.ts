@@ -47,6 +47,11 @@ export function requestIdFor(tenantId: string, idempotencyKey: string | undefine
   return `idem_${createHash('sha256').update(`${tenantId}\n${idempotencyKey}`).digest('hex').slice(0, 40)}`;
 }
 
+/** True for a request id derived from an Idempotency-Key: a retry of the client reaches the same workflow. */
+export function isIdempotentRequestId(requestId: string): boolean {
+  return requestId.startsWith('idem_');
+}
+
 /** Who the request is billed to, and the headers that shape it. */
 export interface BilledRequestOrigin {
   tenantId: string;
@@ -230,6 +235,10 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         admitted = await deps.workflows.admit(input);
       } catch (err) {
         deps.log.error({ requestId: input.requestId, tenantId: input.tenantId, err: (err as Error).message }, 'admission failed');
+        // The run may exist even so (Temporal answered too late to attach): it would admit and bill on
+        // its own. A client with an Idempotency-Key retries into it; one without cannot, since its
+        // retry is another request, so the run is asked to stop before its upstream call and is voided.
+        if (!isIdempotentRequestId(requestId)) cancel(input);
         throw new AdmissionUnavailableError();
       }
       if (admitted.kind === 'finished') {

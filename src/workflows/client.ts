@@ -68,21 +68,51 @@ export type AdmitResult =
   /** The request id already ran to completion: the first run's result. */
   | { kind: 'finished'; result: BilledRequestResult };
 
+/**
+ * Attaching after a failed update-with-start: 5 tries over about 15 s (0.5, 1, 2, 4, 8 s apart),
+ * long enough for the server to retry a workflow task that failed when its worker was killed.
+ */
+const ATTACH_ATTEMPTS = 5;
+const ATTACH_BACKOFF_MS = 500;
+
+/** The server refuses updates while the run's last workflow task failed (its worker died): transient. */
+export function isWorkflowTaskFailing(err: unknown): boolean {
+  return err instanceof Error && /Workflow Task in failed state/.test(`${err.message} ${String((err as { cause?: unknown }).cause)}`);
+}
+
 export function createBilledRequestClient(client: Client, taskQueue: string) {
   /** A workflow's status name (RUNNING, COMPLETED, FAILED, ...), as ops see it in the Web UI. */
   const status = async (workflowId: string): Promise<string> => (await client.workflow.getHandle(workflowId).describe()).status.name;
 
-  /** The admission decision of a run this very request started: the same update id returns the decision it stored. */
-  async function attach(workflowId: string): Promise<AdmitResult> {
+  /**
+   * After update-with-start failed with something else than "already started", the workflow
+   * may still have been started: the server deduplicated a retried start ("StartDeduped"), the
+   * update met a failing workflow task while a worker restarted, or Temporal restarted between
+   * the start and the answer. A started workflow admits and bills on its own, so answering 503
+   * then would bill a request its client was told had failed (found by the fault-injection soak,
+   * issue 14). Attach to it with the same update id instead, a few times while it recovers; only
+   * a workflow that does not exist makes the original failure stand.
+   */
+  const attach = async (workflowId: string, original: unknown): Promise<AdmitResult> => {
     const handle = client.workflow.getHandle(workflowId);
-    try {
-      return { kind: 'decided', decision: await handle.executeUpdate(admissionUpdate, { updateId: ADMISSION_UPDATE_ID }) };
-    } catch (err) {
-      // It closed meanwhile: its result holds the decision.
-      if (!(err instanceof WorkflowNotFoundError)) throw err;
-      return { kind: 'finished', result: (await handle.result()) as BilledRequestResult };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return { kind: 'decided', decision: await handle.executeUpdate(admissionUpdate, { updateId: ADMISSION_UPDATE_ID }) };
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) {
+          // Not running: never started (the failure stands), or already finished (its result holds the decision).
+          const finished = await handle.describe().then((d) => d.status.name !== 'RUNNING', () => false);
+          if (!finished) throw original;
+          return { kind: 'finished', result: (await handle.result()) as BilledRequestResult };
+        }
+        // Waiting only helps a run the server is recovering; an unreachable Temporal gets one try,
+        // so an outage still answers 503 at once (and a client retrying its key attaches later).
+        const recovering = isWorkflowTaskFailing(err) || isWorkflowTaskFailing(original) || isStartOfLostAttempt(original);
+        if (!recovering || attempt >= ATTACH_ATTEMPTS - 1) throw original;
+        await new Promise((r) => setTimeout(r, ATTACH_BACKOFF_MS * 2 ** attempt));
+      }
     }
-  }
+  };
 
   return {
     async admit(input: BilledRequestInput): Promise<AdmitResult> {
@@ -95,8 +125,7 @@ export function createBilledRequestClient(client: Client, taskQueue: string) {
         });
         return { kind: 'decided', decision };
       } catch (err) {
-        if (isStartOfLostAttempt(err)) return attach(workflowId);
-        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) return attach(workflowId, err);
         const result = (await client.workflow.getHandle(workflowId).result()) as BilledRequestResult;
         // (Reached only with an update id the finished run never saw; the same id returns its stored decision.)
         return { kind: 'finished', result };
@@ -106,13 +135,20 @@ export function createBilledRequestClient(client: Client, taskQueue: string) {
     /** Relay mode 'result': the upstream outcome with its relayed entries, null when every attempt failed. */
     async awaitOutput(requestId: string): Promise<UpstreamOutcome | null> {
       const handle = client.workflow.getHandle(billedRequestWorkflowId(requestId));
-      try {
-        return await handle.executeUpdate(upstreamOutputUpdate, { updateId: 'output' });
-      } catch (err) {
-        // An update that arrives while the workflow closes is aborted: the result has the same outcome.
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-        const result = (await handle.result()) as BilledRequestResult;
-        return result.upstream ?? null;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await handle.executeUpdate(upstreamOutputUpdate, { updateId: 'output' });
+        } catch (err) {
+          // A worker killed under the run: the server retries its workflow task; so do we (issue 14).
+          if (isWorkflowTaskFailing(err) && attempt < ATTACH_ATTEMPTS - 1) {
+            await new Promise((r) => setTimeout(r, ATTACH_BACKOFF_MS * 2 ** attempt));
+            continue;
+          }
+          // An update that arrives while the workflow closes is aborted: the result has the same outcome.
+          if (!(err instanceof WorkflowNotFoundError)) throw err;
+          const result = (await handle.result()) as BilledRequestResult;
+          return result.upstream ?? null;
+        }
       }
     },
 
