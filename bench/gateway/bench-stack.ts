@@ -12,7 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, type Config } from '../../src/config';
-import { startStack, type RunningStack } from '../../src/embedded';
+import { startStack, type StackEndpoints } from '../../src/embedded';
+
+/** The embedded stack or the cluster stack: where the services are, and how to stop them. */
+type BenchServices = StackEndpoints & { stop(): Promise<void> };
 import { freePort } from '../../src/embedded/child';
 import { createLogger } from '../../src/log';
 import { startGateway, type GatewayProcess } from './gateway-process';
@@ -21,7 +24,7 @@ import { nameProcesses } from './cpu';
 
 export interface StartedBenchStack {
   config: Readonly<Config>;
-  stack: RunningStack;
+  stack: BenchServices;
   gateway: GatewayProcess;
   adminToken: string;
   /** "Temporal embedded, Redis from env, ..." for the report header. */
@@ -47,7 +50,7 @@ export function benchStack(opts: {
   const log = createLogger('warn', 'bench');
   const adminToken = `bench-admin-${randomBytes(16).toString('hex')}`;
   let dataDir: string | undefined;
-  let stack: RunningStack | undefined;
+  let stack: BenchServices | undefined;
   let gateway: GatewayProcess | undefined;
   let stopping: Promise<void> | undefined;
   const stopOnce = async (): Promise<void> => {

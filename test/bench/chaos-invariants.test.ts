@@ -4,7 +4,7 @@
  * pass. Against the suite's real PostgreSQL and Redis.
  */
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
+import type { Redis } from '../../src/redis/client';
 import { checkInvariants } from '../../bench/chaos/invariants';
 import type { ClientRecord, Subject, SubjectSpec } from '../../bench/chaos/load';
 import type { Receiver } from '../helpers/export-receivers';

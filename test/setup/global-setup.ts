@@ -15,7 +15,7 @@ import { freePort } from '../../src/embedded/child';
 import { startStack, type RunningStack } from '../../src/embedded';
 
 declare global {
-  var __BILLING_TEST_STACK__: { stack: RunningStack; dataDir: string } | undefined;
+  var __BILLING_TEST_STACK__: { stack: Pick<RunningStack, 'stop'>; dataDir: string } | undefined;
 }
 
 export default async function globalSetup(): Promise<void> {
