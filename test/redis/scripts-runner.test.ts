@@ -15,17 +15,30 @@ import {
   QuotaScriptRejectedError,
   UnexpectedScriptReplyError,
 } from '../../src/redis/scripts';
-import { testRedis } from '../helpers/services';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from '../../src/embedded/child';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/embedded/redis';
+import { createRedis } from '../../src/redis/client';
 import { luaSource, quotaFixture, TTL_SECONDS } from './quota-fixtures';
 
+// A Redis of this file's own: SCRIPT FLUSH empties a server's whole script cache, and on the
+// suite's shared Redis another test file's next call would put a script back before ours runs.
+let server: EmbeddedRedis;
+let dir: string;
 let redis: Redis;
 
 beforeAll(async () => {
-  redis = await testRedis();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'scripts-runner-'));
+  server = await startEmbeddedRedis({ port: await freePort(), dir, appendOnly: false });
+  redis = createRedis(server.url);
 });
 
 afterAll(async () => {
-  await redis.quit();
+  await redis?.quit();
+  await server?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 async function reloads(registry: Registry, script: QuotaScriptName): Promise<number> {
