@@ -87,6 +87,8 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
   async function* relayed(input: BilledRequestInput, signal: AbortSignal): AsyncGenerator<RelayEntry> {
     const onMissing = async (): Promise<void> => {
       // A repeated Idempotency-Key of a request that finished long ago: its relay has expired, nothing will come.
+      // (An admitted run writes its relay before it closes: one that closed while this describe() was on its
+      // way has a stream by now, and the relay's read goes on with it instead of ending with this error.)
       if (await deps.workflows.isFinished(input.requestId)) throw new IdempotencyConflictError('expired');
     };
     try {
