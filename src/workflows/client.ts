@@ -152,9 +152,14 @@ export function createBilledRequestClient(client: Client, taskQueue: string) {
       }
     },
 
-    /** True once the request's workflow has closed (its relay may have expired). */
+    /** True once the request's workflow has closed (its relay may have expired), or is gone past the namespace's retention. */
     async isFinished(requestId: string): Promise<boolean> {
-      return (await status(billedRequestWorkflowId(requestId))) !== 'RUNNING';
+      try {
+        return (await status(billedRequestWorkflowId(requestId))) !== 'RUNNING';
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) return true;
+        throw err;
+      }
     },
 
     status,
