@@ -32,7 +32,8 @@ let redis: Redis;
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'scripts-runner-'));
   server = await startEmbeddedRedis({ port: await freePort(), dir, appendOnly: false });
-  redis = createRedis(server.url);
+  redis = createRedis(server.url, { lazyConnect: true });
+  await redis.connect();
 });
 
 afterAll(async () => {
