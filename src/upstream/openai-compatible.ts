@@ -117,6 +117,17 @@ class CallControl {
   };
 }
 
+/** The body of an SSE answer; an HTTP error or any other content type is the upstream's failure. */
+async function eventStreamOf(res: Response): Promise<ReadableStream<Uint8Array>> {
+  if (!res.ok) throw await httpErrorFrom(res);
+  const contentType = res.headers.get('content-type') ?? '';
+  if (!contentType.includes('text/event-stream') || res.body === null) {
+    const preview = (await res.text()).slice(0, 200);
+    throw new UpstreamProtocolError(`expected an event stream, got '${contentType}': ${preview}`);
+  }
+  return res.body;
+}
+
 /**
  * undici reports "fetch failed" and hides the useful part (ECONNREFUSED, "other
  * side closed") in `cause`. Duck-typed: errors from Node internals may come from
@@ -222,14 +233,9 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
       const clientOptions = req instanceof SerializedChatRequest ? undefined : req.stream_options;
       const extra = { stream: true, stream_options: { ...clientOptions, include_usage: true } };
       const res = await post(req instanceof SerializedChatRequest ? req : withoutStreamOptions(req), extra, 'text/event-stream', call, opts.headers);
-      if (!res.ok) throw await httpErrorFrom(res);
-      const contentType = res.headers.get('content-type') ?? '';
-      if (!contentType.includes('text/event-stream') || res.body === null) {
-        const preview = (await res.text()).slice(0, 200);
-        throw new UpstreamProtocolError(`expected an event stream, got '${contentType}': ${preview}`);
-      }
+      const body = await eventStreamOf(res);
       call.switchToIdleTimeout(streamIdleTimeoutMs);
-      for await (const event of parseSseEvents(res.body)) {
+      for await (const event of parseSseEvents(body)) {
         if (event.data === SSE_DONE) return;
         const chunk = parseChatCompletionChunk(event.data);
         call.pauseTimer(); // the consumer's time is not upstream silence
@@ -262,14 +268,9 @@ export function createOpenAICompatibleProvider(options: OpenAICompatibleProvider
     const call = new CallControl(opts.signal, timeoutMs);
     try {
       const res = await post(req, { stream: true }, 'text/event-stream', call, opts.headers, `${base}/responses`);
-      if (!res.ok) throw await httpErrorFrom(res);
-      const contentType = res.headers.get('content-type') ?? '';
-      if (!contentType.includes('text/event-stream') || res.body === null) {
-        const preview = (await res.text()).slice(0, 200);
-        throw new UpstreamProtocolError(`expected an event stream, got '${contentType}': ${preview}`);
-      }
+      const body = await eventStreamOf(res);
       call.switchToIdleTimeout(streamIdleTimeoutMs);
-      for await (const sse of parseSseEvents(res.body)) {
+      for await (const sse of parseSseEvents(body)) {
         if (sse.data === SSE_DONE) break; // not sent by OpenAI's Responses API, but harmless from a compatible server
         const event = parseResponsesEvent(sse.data);
         if (event.type === 'error') {
