@@ -12,6 +12,7 @@ import { BilledOperation, operationOf, type BilledRequestInput } from '../workfl
 import { embeddingsUsageAsChatUsage } from '../openai/embeddings';
 import { UpstreamError } from './errors';
 import { writeRelayedResponses } from './relay-responses';
+import { eventStreamResponse } from './event-stream-response';
 
 /** Token usage of a relayed answer, as the gateway billed it. */
 interface RelayedUsage {
@@ -37,17 +38,8 @@ export async function writeRelayedResponse(
 ): Promise<{ totalTokens?: number }> {
   if (operationOf(input) === BilledOperation.responses) return writeRelayedResponses(res, entries);
   let usage: RelayedUsage | undefined;
-  let streaming = false;
   let last: { id?: unknown; created?: unknown; model?: unknown } = {};
-  const startStream = (): void => {
-    if (streaming) return;
-    streaming = true;
-    res.status(200);
-    res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-    res.setHeader('Cache-Control', 'no-cache');
-    res.setHeader('Connection', 'keep-alive');
-    res.flushHeaders();
-  };
+  const stream = eventStreamResponse(res);
   for await (const entry of entries) {
     if (res.destroyed) return { totalTokens: totalTokens(usage) };
     switch (entry.type) {
@@ -56,24 +48,24 @@ export async function writeRelayedResponse(
         // An embeddings answer has no completion side: its total is its input.
         return { totalTokens: totalTokens((entry.data as { usage?: RelayedUsage }).usage) ?? embeddingsUsageAsChatUsage((entry.data as { usage?: unknown }).usage)?.total_tokens };
       case 'chunk':
-        startStream();
+        stream.start();
         last = entry.data as typeof last;
         res.write(formatSseEvent(entry.data));
         break;
       case 'usage':
         usage = entry.data;
         if (input.includeUsage) {
-          startStream();
+          stream.start();
           res.write(formatSseEvent({ id: last.id, object: 'chat.completion.chunk', created: last.created, model: last.model ?? input.model, choices: [], usage: entry.data }));
         }
         break;
       case 'error':
-        if (!streaming) throw new UpstreamError(entry.data.message);
+        if (!stream.started) throw new UpstreamError(entry.data.message);
         res.write(formatSseEvent({ error: { message: entry.data.message, type: entry.data.type, code: entry.data.code } }));
         res.end(formatSseEvent(SSE_DONE));
         return { totalTokens: totalTokens(usage) };
       case 'done':
-        startStream();
+        stream.start();
         res.end(formatSseEvent(SSE_DONE));
         return { totalTokens: totalTokens(usage) };
     }

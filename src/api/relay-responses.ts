@@ -10,6 +10,7 @@ import type { Response } from 'express';
 import { responseUsage, RESPONSES_TERMINAL_EVENTS } from '../openai/responses';
 import type { RelayEntry } from '../redis/request-relay';
 import { UpstreamError } from './errors';
+import { eventStreamResponse } from './event-stream-response';
 
 /** One Responses SSE event: its name is its `type`, as OpenAI sends them. */
 function formatResponsesEvent(event: unknown): string {
@@ -21,17 +22,8 @@ function formatResponsesEvent(event: unknown): string {
 /** Relays a Responses answer; returns its billed token count when it carried one (the edge settles tokens per minute with it). */
 export async function writeRelayedResponses(res: Response, entries: AsyncIterable<RelayEntry> | Iterable<RelayEntry>): Promise<{ totalTokens?: number }> {
   let totalTokens: number | undefined;
-  let streaming = false;
   let sequence = 0;
-  const startStream = (): void => {
-    if (streaming) return;
-    streaming = true;
-    res.status(200);
-    res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-    res.setHeader('Cache-Control', 'no-cache');
-    res.setHeader('Connection', 'keep-alive');
-    res.flushHeaders();
-  };
+  const stream = eventStreamResponse(res);
   for await (const entry of entries) {
     if (res.destroyed) return { totalTokens };
     switch (entry.type) {
@@ -39,7 +31,7 @@ export async function writeRelayedResponses(res: Response, entries: AsyncIterabl
         res.status(200).json(entry.data);
         return { totalTokens: responseUsage(entry.data)?.total_tokens };
       case 'chunk': {
-        startStream();
+        stream.start();
         const event = entry.data as { type?: unknown; sequence_number?: unknown; response?: unknown };
         if (typeof event.sequence_number === 'number') sequence = event.sequence_number + 1;
         if (typeof event.type === 'string' && RESPONSES_TERMINAL_EVENTS.has(event.type)) totalTokens = responseUsage(event.response)?.total_tokens;
@@ -49,11 +41,11 @@ export async function writeRelayedResponses(res: Response, entries: AsyncIterabl
       case 'usage':
         break; // never relayed for this operation: the usage travels in response.completed
       case 'error':
-        if (!streaming) throw new UpstreamError(entry.data.message);
+        if (!stream.started) throw new UpstreamError(entry.data.message);
         res.end(formatResponsesEvent({ type: 'error', code: entry.data.code, message: entry.data.message, param: null, sequence_number: sequence }));
         return { totalTokens };
       case 'done':
-        startStream();
+        stream.start();
         res.end();
         return { totalTokens };
     }
