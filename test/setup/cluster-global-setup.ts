@@ -10,8 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/log';
-import { createDb } from '../../src/db/knex';
-import { migrateLatest } from '../../src/db/migrate';
+import { useTestStack } from './global-setup';
 import { startClusterStack } from '../../src/cluster/stack';
 
 export default async function clusterGlobalSetup(): Promise<void> {
@@ -22,23 +21,7 @@ export default async function clusterGlobalSetup(): Promise<void> {
   const stack = await startClusterStack({
     rootDir: config.rootDir, dataDir, namespace: config.TEMPORAL_NAMESPACE, ephemeral: true,
   }, createLogger('warn', 'cluster-test-stack'));
-  globalThis.__BILLING_TEST_STACK__ = { stack, dataDir };
-
-  process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
-  process.env.REDIS_URL = stack.redisUrl;
-  process.env.DATABASE_URL = stack.databaseUrl;
-  process.env.LOG_LEVEL = process.env.TEST_LOG_LEVEL ?? 'silent';
-  process.env.MAINTENANCE_SCHEDULES = 'false';
-
-  const db = createDb(stack.databaseUrl);
-  try {
-    await migrateLatest(db);
-  } catch (err) {
-    await stack.stop(); // jest skips global teardown when setup fails: leave nothing running
-    throw err;
-  } finally {
-    await db.destroy();
-  }
+  await useTestStack({ stack, dataDir });
   process.stdout.write(`\n[cluster test stack] ready in ${Date.now() - started} ms: temporal=${stack.temporalAddress} `
     + `(${stack.temporal.servers.length} servers, ${stack.temporal.historyShards} shards) redis=${stack.redisUrl} postgres=${stack.databaseUrl}\n`);
 }

@@ -12,7 +12,7 @@ import { createLogger } from '../../src/log';
 import { createDb } from '../../src/db/knex';
 import { migrateLatest } from '../../src/db/migrate';
 import { freePort } from '../../src/embedded/child';
-import { startStack, type RunningStack } from '../../src/embedded';
+import { startStack, type RunningStack, type StackEndpoints } from '../../src/embedded';
 
 declare global {
   var __BILLING_TEST_STACK__: { stack: Pick<RunningStack, 'stop'>; dataDir: string } | undefined;
@@ -29,7 +29,18 @@ export default async function globalSetup(): Promise<void> {
     ephemeral: true,
     ports: { temporal: await freePort(), temporalUi: await freePort(), redis: await freePort(), postgres: await freePort() },
   }, log);
-  globalThis.__BILLING_TEST_STACK__ = { stack, dataDir };
+  await useTestStack({ stack, dataDir });
+  process.stdout.write(`\n[test stack] ready in ${Date.now() - started} ms: temporal=${stack.temporalAddress} redis=${stack.redisUrl} postgres=${stack.databaseUrl}\n`);
+}
+
+/**
+ * Hands a started stack to the test workers (the dev-server stack here, the cluster stack in
+ * cluster-global-setup.ts): its URLs in the environment, logs silent, Schedules off, the
+ * database migrated; global-teardown.ts stops it.
+ */
+export async function useTestStack(running: { stack: StackEndpoints & Pick<RunningStack, 'stop'>; dataDir: string }): Promise<void> {
+  const { stack } = running;
+  globalThis.__BILLING_TEST_STACK__ = running;
 
   process.env.TEMPORAL_ADDRESS = stack.temporalAddress;
   process.env.REDIS_URL = stack.redisUrl;
@@ -49,5 +60,4 @@ export default async function globalSetup(): Promise<void> {
   } finally {
     await db.destroy();
   }
-  process.stdout.write(`\n[test stack] ready in ${Date.now() - started} ms: temporal=${stack.temporalAddress} redis=${stack.redisUrl} postgres=${stack.databaseUrl}\n`);
 }
