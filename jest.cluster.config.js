@@ -19,4 +19,7 @@ module.exports = {
   globalSetup: '<rootDir>/test/setup/cluster-global-setup.ts',
   testTimeout: 180000,
   maxWorkers: 1,
+  // One worker means in band: a client a test file left connecting (an ioredis Cluster retrying
+  // nodes the teardown stopped) would keep jest alive after the summary and global teardown.
+  forceExit: true,
 };
