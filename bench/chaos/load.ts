@@ -6,6 +6,7 @@
  */
 import { requestIdFor } from '../../src/services/billed-requests';
 import { CHAOS_MODEL } from './system';
+import { parseSseEvents } from '../../src/openai/sse';
 
 export interface Subject {
   tenantId: string;
@@ -167,34 +168,23 @@ interface StreamRead { text: string; usage?: ClientRecord['usage']; done: boolea
 /** Reads SSE until [DONE], an error event, the connection's end, or `stopAfter` content chunks (then aborts). */
 async function readStream(res: Response, stopAfter: number | undefined, abort: AbortController): Promise<StreamRead & { broken: boolean }> {
   const out: StreamRead = { text: '', done: false, chunks: 0 };
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
   try {
-    for (;;) {
-      const { value, done } = (await reader.read()) as { value?: Uint8Array; done: boolean };
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut: number;
-      while ((cut = buffer.indexOf('\n\n')) >= 0) {
-        const event = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const data = event.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-        if (data === '') continue;
-        if (data === '[DONE]') { out.done = true; continue; }
-        const parsed = JSON.parse(data) as StreamEvent;
-        if (parsed.error) out.errorCode = parsed.error.code ?? 'error';
-        // Chat chunks carry choices[].delta; the Responses API's events a type.
-        const content = parsed.type === 'response.output_text.delta' ? parsed.delta : parsed.choices?.[0]?.delta?.content;
-        if (content) { out.text += content; out.chunks += 1; }
-        if (parsed.usage) out.usage = { prompt_tokens: parsed.usage.prompt_tokens, completion_tokens: parsed.usage.completion_tokens };
-        if (parsed.type === 'response.completed') {
-          out.done = true;
-          const u = parsed.response?.usage;
-          if (u) out.usage = { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens };
-        }
-        if (parsed.type === 'response.failed' || parsed.type === 'error') out.errorCode ??= parsed.type;
+    // The project's own SSE parser (src/openai/sse.ts), the one the upstream provider reads with.
+    for await (const { data } of parseSseEvents(res.body!)) {
+      if (data === '') continue;
+      if (data === '[DONE]') { out.done = true; continue; }
+      const parsed = JSON.parse(data) as StreamEvent;
+      if (parsed.error) out.errorCode = parsed.error.code ?? 'error';
+      // Chat chunks carry choices[].delta; the Responses API's events a type.
+      const content = parsed.type === 'response.output_text.delta' ? parsed.delta : parsed.choices?.[0]?.delta?.content;
+      if (content) { out.text += content; out.chunks += 1; }
+      if (parsed.usage) out.usage = { prompt_tokens: parsed.usage.prompt_tokens, completion_tokens: parsed.usage.completion_tokens };
+      if (parsed.type === 'response.completed') {
+        out.done = true;
+        const u = parsed.response?.usage;
+        if (u) out.usage = { prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens };
       }
+      if (parsed.type === 'response.failed' || parsed.type === 'error') out.errorCode ??= parsed.type;
       if (stopAfter !== undefined && out.chunks >= stopAfter) {
         abort.abort();
         return { ...out, broken: false };
