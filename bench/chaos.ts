@@ -5,6 +5,9 @@
  * seeded moments, then checks the invariants. Exit 1 on any violation.
  *
  *   npm run chaos -- --requests 5000 --seed 42 [--duration 600] [--concurrency 12] [--faults-per-kind 2] [--faults redis,api]
+ *
+ * On the production topology instead (`npm run chaos:cluster -- ...`, or `--cluster` once the
+ * Temporal server is built): a fault kills one Temporal server process or one Redis master.
  */
 import { parseChaosArgs } from './chaos/options';
 import { printChaosReport } from './chaos/report';

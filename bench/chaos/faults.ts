@@ -1,8 +1,10 @@
 /**
  * Fault injection: SIGKILL of one component, its return, and the time until the system
- * serves again. The embedded services come back through their supervisor (the stack's own
- * restart, src/embedded/supervisor.ts); the soak's processes (an API, a worker, the good
- * upstream channel) are started again by the soak after `downMs`, as a process manager would.
+ * serves again. A dependency (Redis, PostgreSQL, Temporal) is killed and brought back as its
+ * topology does it (system.ts: the embedded stack's supervisor, or on the cluster a Temporal
+ * server process started again and a Redis master's replica promoted); the soak's processes
+ * (an API, a worker, the good upstream channel) are started again by the soak after `downMs`,
+ * as a process manager would.
  * Recovery ends when the component is back and a probe request is billed (200) end to end.
  */
 import type { FaultKind } from './options';
@@ -49,14 +51,9 @@ export async function injectFault(kind: FaultKind, deps: FaultDeps, atMs: number
   const record = (error?: string): FaultRecord => ({ kind, target, atMs, atRequest, recoveryMs: Date.now() - started, failedProbes, error });
   try {
     if (kind === 'redis' || kind === 'postgres' || kind === 'temporal') {
-      const service = system.stack.services[kind]!;
-      const pid = service.current().child.pid!;
-      target = `${kind} pid ${pid}`;
-      process.kill(pid, 'SIGKILL');
-      // The supervisor sees the exit and restarts it; wait for the new child to serve.
-      const deadline = Date.now() + 120_000;
-      while (service.current().child.pid === pid && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      await service.whenRunning();
+      const service = system.services[kind];
+      if (!service) return record(`no ${kind} fault on the ${system.topology} topology`);
+      target = await service.killAndRecover(rng, deps.downMs);
     } else {
       const group = kind === 'api' ? system.apis : kind === 'worker' ? system.workers : [system.upstreams[0]!];
       const victim = group[Math.floor(rng() * group.length)]!;

@@ -168,6 +168,7 @@ interface StreamRead { text: string; usage?: ClientRecord['usage']; done: boolea
 /** Reads SSE until [DONE], an error event, the connection's end, or `stopAfter` content chunks (then aborts). */
 async function readStream(res: Response, stopAfter: number | undefined, abort: AbortController): Promise<StreamRead & { broken: boolean }> {
   const out: StreamRead = { text: '', done: false, chunks: 0 };
+  let stopped = false;
   try {
     // The project's own SSE parser (src/openai/sse.ts), the one the upstream provider reads with.
     for await (const { data } of parseSseEvents(res.body!)) {
@@ -186,13 +187,16 @@ async function readStream(res: Response, stopAfter: number | undefined, abort: A
       }
       if (parsed.type === 'response.failed' || parsed.type === 'error') out.errorCode ??= parsed.type;
       if (stopAfter !== undefined && out.chunks >= stopAfter) {
-        abort.abort();
-        return { ...out, broken: false };
+        stopped = true;
+        break;
       }
     }
     return { ...out, broken: false };
   } catch {
-    return { ...out, broken: true };
+    // Leaving the loop cancels the body; a cancel that rejects is still our own disconnect.
+    return { ...out, broken: !stopped };
+  } finally {
+    if (stopped) abort.abort();
   }
 }
 

@@ -5,8 +5,12 @@
  */
 export const FAULT_KINDS = ['worker', 'api', 'redis', 'postgres', 'temporal', 'upstream'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
+/** On the cluster topology PostgreSQL is one unsupervised process under Temporal and the ledger: it is not killed there. */
+export const CLUSTER_FAULT_KINDS: readonly FaultKind[] = FAULT_KINDS.filter((k) => k !== 'postgres');
 
 export interface ChaosOptions {
+  /** `embedded` (npm start's stack) or `cluster` (npm run cluster's: a Temporal cluster and a Redis Cluster). @default 'embedded' */
+  topology: 'embedded' | 'cluster';
   /** Logical client requests to send (a duplicate pair counts as two). @default 5000 */
   requests: number;
   /** @default a random 32-bit seed, printed */
@@ -17,7 +21,7 @@ export interface ChaosOptions {
   concurrency: number;
   /** How many times each fault kind strikes. @default 2 */
   faultsPerKind: number;
-  /** Fault kinds to inject. @default all */
+  /** Fault kinds to inject. @default all (on the cluster, all but postgres) */
   faults: readonly FaultKind[];
   /** How long a killed API, worker or upstream stays down before it is started again. @default 1500 */
   downMs: number;
@@ -31,6 +35,7 @@ export interface ChaosOptions {
 
 export function defaultChaosOptions(): ChaosOptions {
   return {
+    topology: 'embedded',
     requests: 5000,
     seed: Math.floor(Math.random() * 2 ** 32),
     durationS: 0,
@@ -44,9 +49,10 @@ export function defaultChaosOptions(): ChaosOptions {
   };
 }
 
-/** Parses `--requests 300 --seed 42 --duration 60 --concurrency 8 --faults-per-kind 1 --faults redis,api --quiet`. */
+/** Parses `--requests 300 --seed 42 --duration 60 --concurrency 8 --faults-per-kind 1 --faults redis,api --cluster --quiet`. */
 export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
   const opts = defaultChaosOptions();
+  let faultsGiven = false;
   const int = (flag: string, value: string | undefined, min: number): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min}, got ${value ?? 'nothing'}`);
@@ -68,12 +74,18 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
         const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
         if (unknown.length > 0) throw new Error(`--faults: unknown kind(s) ${unknown.join(', ')}; known: ${FAULT_KINDS.join(', ')}`);
         opts.faults = kinds as FaultKind[];
+        faultsGiven = true;
         i++;
         break;
       }
+      case '--cluster': opts.topology = 'cluster'; break;
       case '--quiet': opts.verbose = false; break;
-      default: throw new Error(`unknown flag ${flag}: use --requests, --seed, --duration, --concurrency, --faults-per-kind, --faults, --down-ms, --fault-lanes, --quiet`);
+      default: throw new Error(`unknown flag ${flag}: use --requests, --seed, --duration, --concurrency, --faults-per-kind, --faults, --down-ms, --fault-lanes, --cluster, --quiet`);
     }
+  }
+  if (opts.topology === 'cluster') {
+    if (!faultsGiven) opts.faults = CLUSTER_FAULT_KINDS;
+    if (opts.faults.includes('postgres')) throw new Error('--faults postgres is not available with --cluster: its PostgreSQL is not supervised (docs/chaos.md)');
   }
   return opts;
 }

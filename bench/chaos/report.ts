@@ -5,7 +5,7 @@ import type { ChaosResult } from './run';
 
 export function printChaosReport(result: ChaosResult): void {
   const { options, records, faults } = result;
-  console.log(`\nchaos soak: seed ${options.seed}, ${records.length} requests (${records.filter((r) => r.kind === 'probe').length} probes), concurrency ${options.concurrency}, load ${result.loadSeconds.toFixed(1)} s, quiescence + maintenance ${result.quiesceSeconds.toFixed(1)} s\n`);
+  console.log(`\nchaos soak (${options.topology} topology): seed ${options.seed}, ${records.length} requests (${records.filter((r) => r.kind === 'probe').length} probes), concurrency ${options.concurrency}, load ${result.loadSeconds.toFixed(1)} s, quiescence + maintenance ${result.quiesceSeconds.toFixed(1)} s\n`);
   const outcomes = new Map<string, number>();
   for (const r of records) outcomes.set(outcomeOf(r), (outcomes.get(outcomeOf(r)) ?? 0) + 1);
   printTable(['requests by outcome', 'count'], [...outcomes].sort((a, b) => b[1] - a[1]).map(([o, n]) => [o, String(n)]));

@@ -59,8 +59,8 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
   const rng = seededRandom(options.seed);
   const faultRng = seededRandom(options.seed ^ 0x5eed);
   const runId = options.seed.toString(36);
-  const system = await startSoakSystem(log, options.stackLogLevel);
-  const redis = createRedis(system.stack.redisUrl);
+  const system = await startSoakSystem(log, options.stackLogLevel, options.topology);
+  const redis = createRedis(system.endpoints.redisUrl);
   redis.on('error', () => undefined); // Redis is killed on purpose; the checks run after it is back
   try {
     const specs = subjectSpecs(options.requests, runId);

@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   stops.push(stack.stop);
 
   // Once, before any replica starts, as compose's migrate one-shot: replicas never race on the schema.
-  const db = createDb(stack.databaseUrl);
+  const db = createDb(stack.databaseUrl, {}, log);
   try {
     await migrateLatest(db);
   } finally {

@@ -56,7 +56,9 @@ export interface TemporalServerProcess {
   readonly pid: number | undefined;
   /** SIGKILL, as a crash; resolves once the process is gone. */
   kill(): Promise<void>;
-  process: ServiceProcess;
+  /** Starts a killed process again on its ports, as a process manager would; resolves once it serves the namespace. */
+  restart(): Promise<void>;
+  readonly process: ServiceProcess;
 }
 
 export interface TemporalCluster {
@@ -221,44 +223,55 @@ async function startServer(
   index: number, bin: string, opts: TemporalClusterOptions, clusterAddress: string, dynamicConfig: string,
 ): Promise<TemporalServerProcess> {
   const ports = await serverPorts(opts.basePort, index);
-  for (const [name, port] of Object.entries(ports)) await assertPortFree(port, `Temporal server ${index} ${name}`);
   const { METRICS_PORT, ...servicePorts } = ports;
-  const env = {
-    PATH: process.env.PATH ?? '',
-    ...databaseEnv(opts),
-    ...Object.fromEntries(Object.entries(servicePorts).map(([name, port]) => [name, String(port)])),
-    NUM_HISTORY_SHARDS: String(opts.historyShards ?? DEFAULT_HISTORY_SHARDS),
-    BIND_ON_IP: '127.0.0.1',
-    CLUSTER_RPC_ADDRESS: clusterAddress,
-    PROMETHEUS_ENDPOINT: `127.0.0.1:${METRICS_PORT}`,
-    DYNAMIC_CONFIG_FILE_PATH: dynamicConfig,
-    LOG_LEVEL: 'error',
-  };
-  const log = fs.openSync(path.join(opts.dir, `server-${index}.log`), 'a');
-  const proc = spawnService(`temporal-server-${index}`, bin,
-    ['--config-file', path.join(opts.rootDir, 'deploy/temporal/server.yaml'), 'start'],
-    { env, cwd: opts.dir, stdio: ['ignore', log, log] });
-  fs.closeSync(log);
   const frontend = `127.0.0.1:${ports.FRONTEND_GRPC_PORT}`;
-  await waitUntilReady(proc, async () => {
-    const conn = await connect(frontend);
-    try {
-      await conn.workflowService.getSystemInfo({});
-      return true;
-    } finally {
-      await conn.close();
-    }
-  }, 90_000).catch((err: unknown) => {
-    const tail = fs.readFileSync(path.join(opts.dir, `server-${index}.log`), 'utf8').split('\n').slice(-8).map((l) => l.slice(0, 400)).join('\n');
-    throw new ServiceStartError(`${(err as Error).message}\n${tail}`);
-  });
+  const logFile = path.join(opts.dir, `server-${index}.log`);
+  // Each launch on the same ports: a restarted process takes its place in the ring and behind the balancer.
+  const launch = async (): Promise<ServiceProcess> => {
+    for (const [name, port] of Object.entries(ports)) await assertPortFree(port, `Temporal server ${index} ${name}`);
+    const env = {
+      PATH: process.env.PATH ?? '',
+      ...databaseEnv(opts),
+      ...Object.fromEntries(Object.entries(servicePorts).map(([name, port]) => [name, String(port)])),
+      NUM_HISTORY_SHARDS: String(opts.historyShards ?? DEFAULT_HISTORY_SHARDS),
+      BIND_ON_IP: '127.0.0.1',
+      CLUSTER_RPC_ADDRESS: clusterAddress,
+      PROMETHEUS_ENDPOINT: `127.0.0.1:${METRICS_PORT}`,
+      DYNAMIC_CONFIG_FILE_PATH: dynamicConfig,
+      LOG_LEVEL: 'error',
+    };
+    const log = fs.openSync(logFile, 'a');
+    const proc = spawnService(`temporal-server-${index}`, bin,
+      ['--config-file', path.join(opts.rootDir, 'deploy/temporal/server.yaml'), 'start'],
+      { env, cwd: opts.dir, stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    await waitUntilReady(proc, async () => {
+      const conn = await connect(frontend);
+      try {
+        await conn.workflowService.getSystemInfo({});
+        return true;
+      } finally {
+        await conn.close();
+      }
+    }, 90_000).catch((err: unknown) => {
+      const tail = fs.readFileSync(logFile, 'utf8').split('\n').slice(-8).map((l) => l.slice(0, 400)).join('\n');
+      throw new ServiceStartError(`${(err as Error).message}\n${tail}`);
+    });
+    return proc;
+  };
+  let proc = await launch();
   return {
     index,
     frontend,
     metricsUrl: `http://127.0.0.1:${METRICS_PORT}/metrics`,
     get pid() { return proc.child.pid; },
+    get process() { return proc; },
     kill: () => proc.stop('SIGKILL'),
-    process: proc,
+    restart: async () => {
+      await proc.stop('SIGKILL');
+      proc = await launch();
+      await waitUntilReady(proc, () => probeFrontend(frontend, opts.namespace), 60_000);
+    },
   };
 }
 

@@ -80,7 +80,7 @@ export async function startRoles(
   const urls: string[] = [];
   const running: RunningRoles = { urls, stop };
   try {
-    const db = createDb(endpoints.databaseUrl, { max: 20 });
+    const db = createDb(endpoints.databaseUrl, { max: 20 }, log);
     stops.push(() => db.destroy());
     const applied = await migrateLatest(db);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
