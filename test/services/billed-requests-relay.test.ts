@@ -9,66 +9,32 @@
  * that fails outright leaves the read going (bounded by its idle timeout), never a 5xx while the run bills.
  */
 import { createHash } from 'node:crypto';
-import type { Knex } from 'knex';
 import { ServiceError } from '@temporalio/client';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Redis } from '../../src/redis/client';
-import { createRepositories } from '../../src/db/repositories';
-import { createLogger } from '../../src/log';
 import type { ChatCompletionRequest } from '../../src/openai/chat-request';
-import { createRequestRelay, type RelayEntry, type RequestRelay } from '../../src/redis/request-relay';
-import { createBilledRequests, type BilledRequests } from '../../src/services/billed-requests';
-import { createBilledRequestClient, type BilledRequestClient } from '../../src/workflows/client';
+import type { RelayEntry } from '../../src/redis/request-relay';
+import type { BilledRequests } from '../../src/services/billed-requests';
+import type { BilledRequestClient } from '../../src/workflows/client';
 import { billedRequestWorkflowId } from '../../src/workflows/definitions';
-import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { TEST_MODEL } from '../helpers/app';
+import { useBilledRequestsHarness } from '../helpers/billed-requests-harness';
 import { settled } from '../helpers/ledger';
-import { devServerEnv } from '../helpers/temporal';
-import { testConfig, testDb, testRedis, uniqueId } from '../helpers/services';
+import { uniqueId } from '../helpers/services';
 
 describe('billed request relay with a late describe (issue 13 item 4)', () => {
-  const taskQueue = uniqueId('late-describe');
-  let app: TestApp;
-  let env: TestWorkflowEnvironment;
-  let db: Knex;
-  let redis: Redis;
-  let relay: RequestRelay;
-  beforeAll(async () => {
-    // The app's worker runs the workflows; the requests below go through a BilledRequests of the test's own.
-    app = await startTestApp({ taskQueue });
-    env = await devServerEnv();
-    db = testDb();
-    redis = await testRedis();
-    relay = createRequestRelay(redis, { ttlSeconds: 3600 });
-  }, 60_000);
-  afterAll(async () => {
-    await app?.stop();
-    await env?.teardown();
-    await relay?.close();
-    await db?.destroy();
-    redis?.disconnect();
-  });
+  const harness = useBilledRequestsHarness('late-describe');
 
   /** A BilledRequests on the real client, relay and stores, with `isFinished` as given; every check is recorded. */
   function billedRequests(isFinished: (requestId: string, real: BilledRequestClient) => Promise<boolean>) {
-    const workflows = createBilledRequestClient(env.client, taskQueue);
     const checks: string[] = [];
-    const repositories = createRepositories(db, { bodyKeys: testConfig().payloadCodecKeys });
-    const requests = createBilledRequests({
-      prices: repositories.modelPrices,
-      workflows: {
-        admit: (input) => workflows.admit(input),
-        awaitOutput: (requestId) => workflows.awaitOutput(requestId),
-        isFinished: (requestId) => {
-          checks.push(requestId);
-          return isFinished(requestId, workflows);
-        },
+    const requests = harness().billedRequests((real) => ({
+      admit: (input) => real.admit(input),
+      awaitOutput: (requestId) => real.awaitOutput(requestId),
+      isFinished: (requestId) => {
+        checks.push(requestId);
+        return isFinished(requestId, real);
       },
-      bodies: repositories.requestBodies,
-      relay,
-      redis,
-      log: createLogger('silent', 'late-describe-test'),
-    });
-    return { requests, workflows, checks };
+    }));
+    return { requests, workflows: harness().workflows(), checks };
   }
 
   /** One JSON request of 20 tokens 100 ms apart: its relay stays empty for 2 s, past the reader's first 1-s block. */
@@ -90,6 +56,7 @@ describe('billed request relay with a late describe (issue 13 item 4)', () => {
     expect(entries.map((e) => e.type)).toEqual(['response', 'done']);
     const usage = (entries[0] as { data: { usage: { prompt_tokens: number; completion_tokens: number } } }).data.usage;
     expect(usage.completion_tokens).toBe(20);
+    const { db } = harness();
     await settled(db, tenantId);
     const rows: Array<{ request_id: string; status: string; prompt_tokens: number; completion_tokens: number; amount_micros: string }> =
       await db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' });
@@ -103,10 +70,10 @@ describe('billed request relay with a late describe (issue 13 item 4)', () => {
     // The real describe, answered only once the run has closed (as when the SDK retries it on the
     // surviving frontend until the dead process's shard has moved, and the run finished meanwhile).
     const { requests, workflows, checks } = billedRequests(async (requestId, real) => {
-      await env.client.workflow.getHandle(billedRequestWorkflowId(requestId)).result();
+      await harness().env.client.workflow.getHandle(billedRequestWorkflowId(requestId)).result();
       return real.isFinished(requestId);
     });
-    const t = await app.tenant();
+    const t = await harness().app.tenant();
     const { requestId, entries } = await jsonRequest(requests, t);
     // The path under test ran: the reader asked while the relay did not exist, and heard "closed".
     expect(checks[0]).toBe(requestId);
@@ -120,7 +87,7 @@ describe('billed request relay with a late describe (issue 13 item 4)', () => {
       if (checks.length === 1) throw new ServiceError('Failed to describe workflow: 14 UNAVAILABLE: connection refused');
       return real.isFinished(requestId);
     });
-    const t = await app.tenant();
+    const t = await harness().app.tenant();
     const { requestId, entries } = await jsonRequest(requests, t);
     expect(checks[0]).toBe(requestId);
     await expectDeliveredAndBilledOnce(t.tenantId, requestId, entries);

@@ -7,71 +7,36 @@
  * On the real dev server, Redis and PostgreSQL, with the app's worker running the workflow.
  */
 import { createHash } from 'node:crypto';
-import type { Knex } from 'knex';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Redis } from '../../src/redis/client';
-import { createRepositories } from '../../src/db/repositories';
-import { createLogger } from '../../src/log';
 import type { ChatCompletionRequest } from '../../src/openai/chat-request';
-import { createRequestRelay, type RelayEntry, type RequestRelay } from '../../src/redis/request-relay';
-import { createBilledRequests, type BilledRequestOrigin } from '../../src/services/billed-requests';
+import type { RelayEntry } from '../../src/redis/request-relay';
+import type { BilledRequestOrigin, BilledRequests } from '../../src/services/billed-requests';
 import { AdmissionUnavailableError } from '../../src/services/request-errors';
-import { createBilledRequestClient } from '../../src/workflows/client';
 import { billedRequestWorkflowId } from '../../src/workflows/definitions';
-import { startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { TEST_MODEL } from '../helpers/app';
+import { useBilledRequestsHarness } from '../helpers/billed-requests-harness';
 import { settled } from '../helpers/ledger';
-import { devServerEnv } from '../helpers/temporal';
-import { testConfig, testDb, testRedis, uniqueId } from '../helpers/services';
+import { uniqueId } from '../helpers/services';
 
 describe('a run whose admission answer was lost (issue 14)', () => {
-  const taskQueue = uniqueId('lost-answer');
-  let app: TestApp;
-  let env: TestWorkflowEnvironment;
-  let db: Knex;
-  let redis: Redis;
-  let relay: RequestRelay;
-  beforeAll(async () => {
-    app = await startTestApp({ taskQueue });
-    env = await devServerEnv();
-    db = testDb();
-    redis = await testRedis();
-    relay = createRequestRelay(redis, { ttlSeconds: 3600 });
-  }, 60_000);
-  afterAll(async () => {
-    await app?.stop();
-    await env?.teardown();
-    await relay?.close();
-    await db?.destroy();
-    redis?.disconnect();
-  });
+  const harness = useBilledRequestsHarness('lost-answer');
 
   /** BilledRequests whose first admit starts the run for real but reports the answer lost, as a timed-out update-with-start does. */
-  function withLostFirstAnswer() {
-    const workflows = createBilledRequestClient(env.client, taskQueue);
+  function withLostFirstAnswer(): BilledRequests {
     let lost = 0;
-    const repositories = createRepositories(db, { bodyKeys: testConfig().payloadCodecKeys });
-    const requests = createBilledRequests({
-      prices: repositories.modelPrices,
-      workflows: {
-        admit: (input) => {
-          if (lost > 0) return workflows.admit(input);
-          lost += 1;
-          void workflows.admit(input).catch(() => undefined);
-          return Promise.reject(new Error('deadline exceeded waiting for the admission update'));
-        },
-        awaitOutput: (requestId) => workflows.awaitOutput(requestId),
-        isFinished: (requestId) => workflows.isFinished(requestId),
+    return harness().billedRequests((real) => ({
+      admit: (input) => {
+        if (lost > 0) return real.admit(input);
+        lost += 1;
+        void real.admit(input).catch(() => undefined);
+        return Promise.reject(new Error('deadline exceeded waiting for the admission update'));
       },
-      bodies: repositories.requestBodies,
-      relay,
-      redis,
-      log: createLogger('silent', 'lost-answer-test'),
-    });
-    return { requests };
+      awaitOutput: (requestId) => real.awaitOutput(requestId),
+      isFinished: (requestId) => real.isFinished(requestId),
+    }));
   }
 
-  async function send(requests: ReturnType<typeof withLostFirstAnswer>['requests'], origin: BilledRequestOrigin): Promise<{ requestId: string; entries?: RelayEntry[]; error?: unknown }> {
+  async function send(requests: BilledRequests, origin: BilledRequestOrigin): Promise<{ requestId: string; entries?: RelayEntry[]; error?: unknown }> {
     const body: ChatCompletionRequest = { model: TEST_MODEL, stream: true, messages: [{ role: 'user', content: 'lost answer [mock:tokens=10] [mock:latency=50]' }] };
     const raw = Buffer.from(JSON.stringify(body), 'utf8');
     const requestId = requests.requestId(origin);
@@ -90,7 +55,7 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   async function runResult(requestId: string): Promise<unknown> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await env.client.workflow.getHandle(billedRequestWorkflowId(requestId)).result();
+        return await harness().env.client.workflow.getHandle(billedRequestWorkflowId(requestId)).result();
       } catch (err) {
         if (!(err instanceof WorkflowNotFoundError) || attempt === 100) throw err;
         await new Promise((r) => setTimeout(r, 100));
@@ -99,10 +64,11 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   }
 
   const rows = (tenantId: string): Promise<Array<{ request_id: string; status: string; amount_micros: string | null; completion_tokens: number | null }>> =>
-    db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' }).select('request_id', 'status', 'amount_micros', 'completion_tokens');
+    harness().db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' }).select('request_id', 'status', 'amount_micros', 'completion_tokens');
 
   it('without an Idempotency-Key: 503, and the run it started is stopped before its upstream call and voided', async () => {
-    const { requests } = withLostFirstAnswer();
+    const requests = withLostFirstAnswer();
+    const { app, db } = harness();
     const t = await app.tenant();
     const { requestId, error } = await send(requests, { tenantId: t.tenantId, apiKeyId: t.apiKeyId });
     expect(error).toBeInstanceOf(AdmissionUnavailableError);
@@ -113,7 +79,8 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   }, 60_000);
 
   it('with an Idempotency-Key: 503, the run bills once, and the retry with the same key gets its whole output', async () => {
-    const { requests } = withLostFirstAnswer();
+    const requests = withLostFirstAnswer();
+    const { app, db } = harness();
     const t = await app.tenant();
     const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-key') };
     const first = await send(requests, origin);
