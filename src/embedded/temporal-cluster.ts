@@ -9,7 +9,6 @@
  * the files docker-compose.yml mounts, and the schema is applied by deploy/temporal/setup-schema.sh,
  * the script compose's temporal-schema one-shot runs: one description of the server for both.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -18,10 +17,8 @@ import { msToTs } from '@temporalio/common/lib/time';
 import { assertPortFree, freePort, spawnService, waitUntilReady, ServiceStartError, type ServiceProcess } from './child';
 import { startFrontendBalancer } from './frontend-balancer';
 import { SEARCH_ATTRIBUTES } from '../workflows/search-attributes';
-import { TEMPORAL_DYNAMIC_CONFIG } from './temporal';
+import { applyTemporalSchema, databaseEnv, dynamicConfigFile, temporalServerBinaries } from './temporal-server-files';
 
-/** Where cluster-setup.sh caches the server, the schema tool and the schemas (relative to the project root). */
-export const TEMPORAL_SERVER_CACHE = '.cache/temporal-server';
 /** The shard count of a new cluster; it can never change afterwards (docs/cluster.md). */
 export const DEFAULT_HISTORY_SHARDS = 16;
 
@@ -114,58 +111,6 @@ async function serverPorts(basePort: number | undefined, index: number): Promise
     throw new ServiceStartError(`Temporal server ports must be below ${MAX_SERVER_PORT + 1} (PostgreSQL stores them as SMALLINT): choose a lower base port`);
   }
   return ports as ServerPorts;
-}
-
-export function temporalServerBinaries(rootDir: string): { server: string; sqlTool: string; schemaDir: string } {
-  const cache = path.join(rootDir, TEMPORAL_SERVER_CACHE);
-  const found = {
-    server: path.join(cache, 'temporal-server'),
-    sqlTool: path.join(cache, 'temporal-sql-tool'),
-    schemaDir: path.join(cache, 'schema'),
-  };
-  for (const file of Object.values(found)) {
-    if (!fs.existsSync(file)) throw new ServiceStartError(`${file} not found: run \`bash scripts/cluster-setup.sh\` (builds the Temporal server once)`);
-  }
-  return found;
-}
-
-/** The environment deploy/temporal/server.yaml and setup-schema.sh read for this database. */
-function databaseEnv(opts: TemporalClusterOptions): Record<string, string> {
-  return {
-    POSTGRES_SEEDS: opts.postgres.host,
-    DB_PORT: String(opts.postgres.port),
-    POSTGRES_USER: opts.postgres.user,
-    POSTGRES_PWD: opts.postgres.password ?? '',
-    DBNAME: opts.databases?.persistence ?? 'temporal',
-    VISIBILITY_DBNAME: opts.databases?.visibility ?? 'temporal_visibility',
-  };
-}
-
-/** Runs deploy/temporal/setup-schema.sh: creates or upgrades both databases. */
-export function applyTemporalSchema(opts: TemporalClusterOptions): Promise<void> {
-  const bin = temporalServerBinaries(opts.rootDir);
-  return new Promise((resolve, reject) => {
-    execFile('sh', [path.join(opts.rootDir, 'deploy/temporal/setup-schema.sh')], {
-      env: { PATH: process.env.PATH ?? '', ...databaseEnv(opts), SCHEMA_DIR: bin.schemaDir, TEMPORAL_SQL_TOOL: bin.sqlTool },
-      timeout: 120_000,
-    }, (err, _stdout, stderr) => {
-      if (err) reject(new ServiceStartError(`Temporal schema setup failed: ${stderr.trim() || err.message}`));
-      else resolve();
-    });
-  });
-}
-
-/**
- * The dynamic config every process reads: deploy/temporal/dynamicconfig/billing.yaml, or, with
- * fairness off, a copy saying so (the file is the only way to give a full server dynamic config).
- */
-function dynamicConfigFile(opts: TemporalClusterOptions): string {
-  const shared = path.join(opts.rootDir, 'deploy/temporal/dynamicconfig/billing.yaml');
-  if (opts.fairness !== false) return shared;
-  const values = { ...TEMPORAL_DYNAMIC_CONFIG, 'matching.enableFairness': false };
-  const file = path.join(opts.dir, 'dynamicconfig-no-fairness.yaml');
-  fs.writeFileSync(file, Object.entries(values).map(([key, value]) => `${key}:\n  - value: ${JSON.stringify(value)}\n`).join(''));
-  return file;
 }
 
 async function connect(address: string): Promise<Connection> {
