@@ -11,31 +11,18 @@ import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { startRole, type RoleProcess } from '../helpers/role-process';
 import { readTenantQuota } from '../../src/redis/quota-cache';
 import { CacheKeys } from '../../src/redis/cache-keys';
+import { parseSseEvents } from '../../src/openai/sse';
 
 interface Row { status: string; amount_micros: string; reserved_micros: string; completion_tokens: number; token_source: string }
 
-/** Reads SSE data events from a streaming response until `stopAfter` chunks or the end. */
+/** Reads the SSE events' data from a streaming response (the project's parser) until `stopAfter` chunks or the end. */
 async function readChunks(res: Response, stopAfter = Infinity): Promise<{ chunks: number; events: string[] }> {
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
   const events: string[] = [];
   let chunks = 0;
-  for (;;) {
-    const { value, done } = (await reader.read()) as { value?: Uint8Array; done: boolean };
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut: number;
-    while ((cut = buffer.indexOf('\n\n')) >= 0) {
-      const event = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      events.push(event);
-      if (event.includes('"delta"')) chunks++;
-    }
-    if (chunks >= stopAfter) {
-      await reader.cancel();
-      break;
-    }
+  for await (const { data } of parseSseEvents(res.body!)) {
+    events.push(data);
+    if (data.includes('"delta"')) chunks++;
+    if (chunks >= stopAfter) break;
   }
   return { chunks, events };
 }
@@ -166,7 +153,7 @@ describe('fault recovery (M10.2)', () => {
       // The client got what was relayed, then an error (the stream was cut), then [DONE]: no retry of the upstream.
       expect(chunks).toBe(deliveredBeforeCrash);
       expect(events.some((e) => e.includes('"upstream_error"'))).toBe(true);
-      expect(events.at(-1)).toBe('data: [DONE]');
+      expect(events.at(-1)).toBe('[DONE]');
 
       const row = await onlyRow(t.tenantId);
       expect(row).toMatchObject({ status: 'committed', completion_tokens: deliveredBeforeCrash, token_source: 'tiktoken' });
