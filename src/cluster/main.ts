@@ -66,21 +66,24 @@ async function main(): Promise<void> {
     WORKER_METRICS_PORT: String(base + CLUSTER_PORT_OFFSETS.workerMetrics[index]!),
   });
   const host = config.API_HOST === '0.0.0.0' ? '127.0.0.1' : config.API_HOST;
+  const logDir = path.join(dataDir, 'logs');
+  const logFile = (name: string): string => path.join(logDir, `${name}.log`);
   const lines: string[] = [];
   // Workers first: an API that starts a workflow before any worker polls only waits, but why wait.
   for (const index of [0, 1]) {
-    const worker = await startRoleProcess(config.rootDir, `worker-${index + 1}`, 'worker', roleEnv(index));
+    const worker = await startRoleProcess(config.rootDir, `worker-${index + 1}`, 'worker', roleEnv(index), logFile(`worker-${index + 1}`));
     stops.push(() => worker.stop(60_000));
     lines.push(`worker ${index + 1} metrics    http://${host}:${base + CLUSTER_PORT_OFFSETS.workerMetrics[index]!}/metrics (pid ${worker.pid})`);
   }
   for (const index of [0, 1]) {
-    const api = await startRoleProcess(config.rootDir, `api-${index + 1}`, 'api', roleEnv(index));
+    const api = await startRoleProcess(config.rootDir, `api-${index + 1}`, 'api', roleEnv(index), logFile(`api-${index + 1}`));
     stops.push(() => api.stop(30_000));
     lines.push(`API ${index + 1}               http://${host}:${base + CLUSTER_PORT_OFFSETS.api[index]!} (pid ${api.pid})`);
   }
 
   const all = [
     `data directory      ${path.relative(process.cwd(), dataDir) || '.'}`,
+    `API and worker logs ${path.relative(process.cwd(), logDir)}/{api,worker}-{1,2}.log`,
     ...lines.filter((l) => l.startsWith('API')),
     `Temporal (balanced) ${stack.temporalAddress}  <- TEMPORAL_ADDRESS of the app`,
     ...stack.temporal.servers.map((s) => `Temporal server ${s.index + 1}   frontend ${s.frontend}, metrics ${s.metricsUrl} (pid ${s.pid})`),

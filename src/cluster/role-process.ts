@@ -3,6 +3,7 @@
  * container of docker-compose.yml runs it: `npm run cluster` starts two of each.
  */
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { ServiceStartError } from '../embedded/child';
 
@@ -13,19 +14,26 @@ export interface RoleProcess {
   stop(graceMs?: number): Promise<void>;
 }
 
+/**
+ * `logFile`: where the process's JSON log (stdout and stderr) is appended, as a container's log
+ * would be kept; the launcher's terminal shows it only when the start fails.
+ */
 export async function startRoleProcess(
-  rootDir: string, name: string, role: 'api' | 'worker', env: NodeJS.ProcessEnv, readyTimeoutMs = 120_000,
+  rootDir: string, name: string, role: 'api' | 'worker', env: NodeJS.ProcessEnv, logFile: string, readyTimeoutMs = 120_000,
 ): Promise<RoleProcess> {
+  fs.mkdirSync(path.dirname(logFile), { recursive: true });
+  const log = fs.createWriteStream(logFile, { flags: 'a' });
   const child = spawn(path.join(rootDir, 'node_modules/.bin/tsx'), ['src/main.ts', role], {
     cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
   });
   let output = '';
   const keep = (b: Buffer): void => {
-    output = (output + b.toString()).slice(-8_000);
+    log.write(b);
+    if (!output.includes('Durable billing is ready')) output = (output + b.toString()).slice(-8_000);
   };
   child.stdout.on('data', keep);
-  // Its log lines (stderr and stdout) stay in the launcher's terminal only when they matter: at a failed start.
   child.stderr.on('data', keep);
+  child.once('exit', () => log.end());
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const signal = (sig: NodeJS.Signals): void => {
     try {
