@@ -89,6 +89,16 @@ const SCENARIOS: readonly Scenario[] = [
       billingStep: () => Promise.resolve({ status: 'committed', costMicros: 18, deltaMicros: -192 }),
     },
   },
+  // Issue 11's operations: the same workflow, another upstream call; their histories must keep replaying too.
+  {
+    name: 'settled-embeddings',
+    input: { operation: 'embeddings', stream: false, includeUsage: false, maxOutputTokens: 0, reservedMicros: 10 },
+    activities: {
+      upstreamCallStep: () => Promise.resolve({ status: 'completed', promptTokens: 10, completionTokens: 0, tokenSource: 'upstream', channel: 'mock' }),
+      billingStep: () => Promise.resolve({ status: 'committed', costMicros: 10, deltaMicros: 0 }),
+    },
+  },
+  { name: 'settled-responses-stream', input: { operation: 'responses', stream: true, relayMode: 'redis' }, activities: {} },
 ];
 
 function inputFor(scenario: Scenario): BilledRequestInput {
