@@ -89,6 +89,15 @@ const SCENARIOS: readonly Scenario[] = [
       billingStep: () => Promise.resolve({ status: 'committed', costMicros: 18, deltaMicros: -192 }),
     },
   },
+  // Recorded with the workflow code of commit 5c8d8d0, from before relay mode 'result' appended to
+  // conversations: such a committed request appended nothing then; its history must still replay
+  // (it never reached patched('conversation-append-step'), so it has no marker).
+  {
+    name: 'settled-conversation-result-mode-before-patch',
+    input: { stream: false, includeUsage: false, relayMode: 'result', conversationId: 'conv-replay' },
+    activities: { upstreamCallStep: () => Promise.resolve({ ...COMPLETED, outputRef: { requestId: 'replay-output' } }) },
+    awaitsOutput: true,
+  },
   // Issue 11's operations: the same workflow, another upstream call; their histories must keep replaying too.
   {
     name: 'settled-embeddings',

@@ -49,6 +49,8 @@ export interface ClientRecord {
   /** HTTP status, or 0 when no answer arrived at all. */
   status: number;
   errorCode?: string;
+  /** The error's message (its first 200 characters), for a look at an unexpected answer. */
+  errorMessage?: string;
   stream: boolean;
   /** The completion text the client received. */
   text: string;
@@ -160,7 +162,7 @@ interface JsonAnswer {
   choices?: Array<{ message?: { content?: string } }>;
   output?: Array<{ content?: Array<{ text?: string }> }>;
   usage?: { prompt_tokens?: number; completion_tokens?: number; input_tokens?: number; output_tokens?: number };
-  error?: { code?: string };
+  error?: { code?: string; message?: string };
 }
 
 interface StreamRead { text: string; usage?: ClientRecord['usage']; done: boolean; chunks: number; errorCode?: string }
@@ -253,6 +255,7 @@ export function createSender(apiUrl: (i: number) => string): Sender {
               record.complete = true;
             } else {
               record.errorCode = parsed.error?.code ?? 'unknown';
+              record.errorMessage = parsed.error?.message?.slice(0, 200);
               // A dependency restarting: retry after Retry-After, twice, as an OpenAI SDK would.
               if ((res.status === 503 || res.status === 502) && record.retries < 2) {
                 record.retries += 1;

@@ -12,7 +12,8 @@
  *   with a larger token.
  * - Idempotent per request id: a retried step finds the exchange appended and writes nothing.
  * - The user messages come from the body store (BillingStep keeps the body of such a request
- *   for this step, which deletes it afterwards); the reply text from the request's relay stream.
+ *   for this step, which deletes it afterwards); the reply text from the request's relay stream,
+ *   or in relay mode 'result' (Redis was down at admission) from the output the API delivered.
  * - Prompts and replies never reach logs: only ids, counts and sequence numbers do.
  */
 import { ApplicationFailure } from '@temporalio/activity';
@@ -39,7 +40,7 @@ export interface ConversationAppendDeps {
 
 export type ConversationAppendResult =
   | { appended: true; firstSeq: number; count: number; fence: number }
-  | { appended: false; reason: 'already_appended' | 'body_missing' };
+  | { appended: false; reason: 'already_appended' | 'body_missing' | 'output_missing' };
 
 interface WireMessage {
   role?: unknown;
@@ -78,6 +79,17 @@ export function replyText(model: string, entries: readonly RelayEntry[]): string
 export function createConversationAppendStep(deps: ConversationAppendDeps) {
   const waitMs = deps.conversationLockWaitMs ?? 10_000;
 
+  /**
+   * What the client was sent: the relay stream, or in relay mode 'result' the output in the body
+   * store. That one is left for the body store's expiry, not deleted here: the API may still be
+   * reading it, and a missing output would fail a request that was billed.
+   */
+  async function deliveredEntries(input: BilledRequestInput): Promise<readonly RelayEntry[] | undefined> {
+    if (input.relayMode === 'redis') return deps.relay.entries(input.tenantId, input.requestId);
+    const stored = await deps.bodies.get(input.requestId, 'output');
+    return stored ? (JSON.parse(stored.toString('utf8')) as RelayEntry[]) : undefined;
+  }
+
   return async function conversationAppendStep(input: BilledRequestInput): Promise<ConversationAppendResult> {
     const { requestId, tenantId, conversationId } = input;
     if (conversationId === undefined) throw ApplicationFailure.nonRetryable('request has no conversation', FailureType.conversationRefused);
@@ -90,8 +102,13 @@ export function createConversationAppendStep(deps: ConversationAppendDeps) {
       deps.log.warn({ requestId, conversationId }, 'conversation append skipped: the request body is gone');
       return { appended: false, reason: 'body_missing' };
     }
+    const delivered = await deliveredEntries(input);
+    if (!delivered) {
+      deps.log.warn({ requestId, conversationId }, 'conversation append skipped: the delivered output is gone');
+      return { appended: false, reason: 'output_missing' };
+    }
     const messages = newUserMessages(JSON.parse(body.toString('utf8')) as { messages?: WireMessage[] });
-    messages.push({ role: 'assistant', content: replyText(input.model, await deps.relay.entries(tenantId, requestId)) });
+    messages.push({ role: 'assistant', content: replyText(input.model, delivered) });
 
     try {
       const result = await deps.locks.withLock(conversationId, async (lock) => {

@@ -253,13 +253,22 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         throw new AdmissionUnavailableError();
       }
       if (admitted.kind === 'finished') {
-        // A finished request id: replay its output if the relay still has it, never run it again.
+        // A finished request id: replay its output, never run it again.
         await drop('request');
         const { result } = admitted;
         if (!result.admission.admitted) throw denial(result.admission);
         const entries = input.relayMode === 'redis' ? await deps.relay.entries(input.tenantId, input.requestId) : [];
-        if (entries.length === 0) throw new IdempotencyConflictError('expired');
-        return entries;
+        if (entries.length > 0) return entries;
+        // Relay mode 'result': an output no attempt read (the first was told 503) is still in the body store.
+        const stored = result.upstream?.outputRef ? await deps.bodies.get(requestId, 'output') : undefined;
+        if (stored) {
+          if (input.conversationId === undefined) await drop('output');
+          return JSON.parse(stored.toString('utf8')) as RelayEntry[];
+        }
+        // Voided (every upstream attempt failed, nothing billed): the same answer as the first attempt's.
+        if (result.settlement?.status === 'voided') throw new UpstreamFailedError();
+        deps.log.warn({ requestId, relayMode: input.relayMode }, 'finished request: its output has expired');
+        throw new IdempotencyConflictError('expired');
       }
       const { decision } = admitted;
       // The same Idempotency-Key must mean the same request: another body is refused, nothing billed.
@@ -271,10 +280,11 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
       if (input.relayMode === 'redis') return relayed(input, signal);
       const outcome = await deps.workflows.awaitOutput(input.requestId);
       if (outcome?.outputRef) {
-        // The output is in the body store, not in history: read it, then drop it (delivered).
+        // The output is in the body store, not in history: read it, then drop it (delivered). A
+        // conversation's exchange is appended from it too, later: that one is left to expire.
         const stored = await deps.bodies.get(requestId, 'output');
         if (!stored) throw new UpstreamFailedError();
-        await drop('output');
+        if (input.conversationId === undefined) await drop('output');
         return JSON.parse(stored.toString('utf8')) as RelayEntry[];
       }
       if (!outcome?.relayed) throw new UpstreamFailedError();

@@ -72,12 +72,14 @@ const UPSTREAM_OPTIONS = {
 
 /**
  * ConversationAppendStep waits for the conversation lock (bounded, CONVERSATION_LOCK_WAIT_MS) and
- * writes one transaction: a regular activity, so a long wait never holds the workflow task. A few
- * attempts: each takes the lock anew (a larger fence); the request is billed already either way.
+ * writes one transaction: a regular activity, so a long wait never holds the workflow task. Each
+ * attempt takes the lock anew (a larger fence); the request is billed already either way. The
+ * lock lives in Redis, so the attempts outlast a Redis outage (about 13 minutes of them): an
+ * exchange admitted while Redis was down is appended once it is back, not lost.
  */
 const CONVERSATION_OPTIONS = {
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [FailureType.conversationRefused] },
+  retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 30, nonRetryableErrorTypes: [FailureType.conversationRefused] },
 } as const satisfies ActivityOptions;
 
 /** The patch that added ConversationAppendStep: histories recorded before it replay without the step. */
@@ -158,6 +160,8 @@ export async function billedRequest(input: BilledRequestInput): Promise<BilledRe
 
   // The exchange goes to its conversation only after a committed settlement; a failed append never
   // changes what was billed (the client has its answer already).
+  // patched(): a history recorded before the step, or before relay mode 'result' appended (such a
+  // run never reached this call), has no marker here and replays without the step.
   if (appendsToConversation(input, ctx.get(F.outcome), settlement) && patched(CONVERSATION_APPEND_PATCH)) {
     try {
       await conversation.conversationAppendStep(input);

@@ -136,12 +136,14 @@ export const upstreamOutputUpdate = defineUpdate<UpstreamOutcome | null>('upstre
 
 /**
  * Whether a settled request's exchange goes to its conversation (ConversationAppendStep): it named
- * one, its upstream call completed and the settlement committed. In relay mode 'result' (Redis was
- * down at admission) the reply is not in a relay stream and the conversation lock lives in Redis:
- * such an exchange is not appended. BillingStep keeps the request body for the step exactly then.
+ * one, its upstream call completed and the settlement committed, in either relay mode. In relay
+ * mode 'result' (Redis was down at admission) the reply is read from the body store (the output
+ * the API delivered) and the step waits out the outage for the lock, which lives in Redis (a run
+ * recorded when only relay mode 'redis' appended replays as it was: the step is behind patched()).
+ * BillingStep keeps the request body for the step exactly then.
  */
 export function appendsToConversation(input: BilledRequestInput, outcome: Pick<UpstreamOutcome, 'status'> | null | undefined, settlement: Pick<SettlementResult, 'status'>): boolean {
-  return input.conversationId !== undefined && input.relayMode === 'redis' && outcome?.status === 'completed' && settlement.status === 'committed';
+  return input.conversationId !== undefined && outcome?.status === 'completed' && settlement.status === 'committed';
 }
 
 /** The most completion tokens a request may be billed for: every choice at the cap. */

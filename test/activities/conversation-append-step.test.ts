@@ -114,6 +114,29 @@ describe('ConversationAppendStep (M7)', () => {
     expect(await h.conversations.messages(conversationId, t)).toEqual([]);
   });
 
+  it('relay mode result (Redis was down at admission): the reply comes from the delivered output in the body store, which is left to expire', async () => {
+    const h = harness();
+    const t = await tenant();
+    const conversationId = uniqueId('conv');
+    const input = { ...(await request(h, t, conversationId, [{ role: 'user', content: 'asked while Redis was down' }], [])), relayMode: 'result' as const, stream: false };
+    const completion = { id: 'c', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'the delivered reply' }, finish_reason: 'stop' }] };
+    await h.bodies.put({ requestId: input.requestId, tenantId: t, kind: 'output', body: Buffer.from(JSON.stringify([{ type: 'response', data: completion }, { type: 'done' }]), 'utf8') });
+    expect(await h.step(input)).toMatchObject({ appended: true, firstSeq: 0, count: 2 });
+    expect((await h.conversations.messages(conversationId, t)).map((m) => [m.role, m.content])).toEqual([['user', 'asked while Redis was down'], ['assistant', 'the delivered reply']]);
+    expect(await h.bodies.get(input.requestId, 'request')).toBeUndefined();
+    // The API may still be reading it: not deleted here.
+    expect(await h.bodies.get(input.requestId, 'output')).toBeDefined();
+  });
+
+  it('relay mode result with the output gone writes nothing and does not fail', async () => {
+    const h = harness();
+    const t = await tenant();
+    const conversationId = uniqueId('conv');
+    const input = { ...(await request(h, t, conversationId, [{ role: 'user', content: 'q' }], [])), relayMode: 'result' as const };
+    expect(await h.step(input)).toEqual({ appended: false, reason: 'output_missing' });
+    expect(await h.conversations.messages(conversationId, t)).toEqual([]);
+  });
+
   it('another tenant\'s conversation fails for good (ConversationRefused) and writes nothing', async () => {
     const h = harness();
     const [owner, other] = [await tenant(), await tenant()];

@@ -8,7 +8,7 @@
  */
 import type { Knex } from 'knex';
 import type { Redis } from '../../src/redis/client';
-import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { chat, replyOf, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { settled } from '../helpers/ledger';
 import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { CacheKeys } from '../../src/redis/cache-keys';
@@ -16,18 +16,6 @@ import { createConversationRepository } from '../../src/db/conversation-reposito
 import { testConfig } from '../helpers/services';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** The reply text the client got: a JSON completion, or the content of an SSE stream's chunks. */
-function replyOf(res: { text: string; headers: Headers }): string {
-  if (!(res.headers.get('content-type') ?? '').includes('event-stream')) {
-    return (JSON.parse(res.text) as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content;
-  }
-  return res.text.split('\n')
-    .filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')
-    .map((l) => JSON.parse(l.slice(6)) as { choices?: Array<{ delta?: { content?: string } }> })
-    .map((c) => c.choices?.[0]?.delta?.content ?? '')
-    .join('');
-}
 
 describe('conversations (M7: ConversationAppendStep)', () => {
   const lines: string[] = [];

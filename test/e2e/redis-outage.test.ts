@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Knex } from 'knex';
-import { chat, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { chat, replyOf, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
+import { createConversationRepository } from '../../src/db/conversation-repository';
 import { ledgerUsage, settled } from '../helpers/ledger';
 import { Client, Connection } from '@temporalio/client';
 import { AesGcmPayloadCodec } from '../../src/codec/payload-codec';
@@ -121,5 +122,28 @@ describe('Redis outage (M2.3, M12)', () => {
     } finally {
       probe.disconnect();
     }
+  }, 180_000);
+
+  it('appends a conversation exchange admitted while Redis was down once Redis is back (M7, issue 14)', async () => {
+    const t = await app.tenant();
+    const conversationId = `conv-outage-${Date.now().toString(36)}`;
+    const ask = (content: string, stream: boolean) => chat(app, t.key, { model: TEST_MODEL, stream, messages: [{ role: 'user', content }] }, { 'x-conversation-id': conversationId });
+
+    await redisServer.stop();
+    // Relay mode result: the reply comes from the delivered output, the lock waits for Redis.
+    const during = [await ask('during the outage, JSON [mock:tokens=4]', false), await ask('during the outage, streamed [mock:tokens=5]', true)];
+    expect(during.map((r) => r.status)).toEqual([200, 200]);
+    redisServer = await startEmbeddedRedis({ port, dir });
+
+    const conversations = createConversationRepository(db, testConfig().payloadCodecKeys);
+    await eventually(async () => (await conversations.messages(conversationId, t.tenantId)).length >= 4, 90_000, 'both exchanges appended');
+    const messages = await conversations.messages(conversationId, t.tenantId);
+    expect(messages.map((m) => [m.seq, m.role, m.content])).toEqual([
+      [0, 'user', 'during the outage, JSON [mock:tokens=4]'], [1, 'assistant', replyOf(during[0]!)],
+      [2, 'user', 'during the outage, streamed [mock:tokens=5]'], [3, 'assistant', replyOf(during[1]!)],
+    ]);
+    await settled(db, t.tenantId, 60_000);
+    const rows: Array<{ status: string }> = await db('billing_transaction').where({ tenant_id: t.tenantId, kind: 'usage' });
+    expect(rows.map((r) => r.status)).toEqual(['committed', 'committed']);
   }, 180_000);
 });

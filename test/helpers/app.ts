@@ -91,6 +91,18 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
 }
 
 /** POST /v1/chat/completions with a key; returns status, headers and the raw text. */
+/** The reply text a client got from `chat`: a JSON completion's choice 0, or the content of an SSE stream's chunks. */
+export function replyOf(res: { text: string; headers: Headers }): string {
+  if (!(res.headers.get('content-type') ?? '').includes('event-stream')) {
+    return (JSON.parse(res.text) as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content;
+  }
+  return res.text.split('\n')
+    .filter((l) => l.startsWith('data: ') && l !== 'data: [DONE]')
+    .map((l) => JSON.parse(l.slice(6)) as { choices?: Array<{ delta?: { content?: string } }> })
+    .map((c) => c.choices?.[0]?.delta?.content ?? '')
+    .join('');
+}
+
 export async function chat(app: TestApp, key: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: () => unknown }> {
   const res = await fetch(`${app.url}/v1/chat/completions`, {
     method: 'POST',

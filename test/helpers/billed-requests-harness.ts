@@ -21,17 +21,22 @@ export interface BilledRequestsHarness {
   db: Knex;
   redis: Redis;
   relay: RequestRelay;
+  /** The task queue the app's worker polls. */
+  taskQueue: string;
   /** The real client of the app's task queue. */
   workflows(): BilledRequestClient;
-  /** A BilledRequests whose workflow calls are `wrap`'s (given the real client). */
-  billedRequests(wrap: (real: BilledRequestClient) => BilledRequestsDeps['workflows']): BilledRequests;
+  /**
+   * A BilledRequests whose workflow calls are `wrap`'s (given the real client). `redisStatus`
+   * other than 'ready' makes it admit in relay mode 'result', as while Redis is down.
+   */
+  billedRequests(wrap: (real: BilledRequestClient) => BilledRequestsDeps['workflows'], redisStatus?: string): BilledRequests;
 }
 
 /** Starts the harness in beforeAll and stops it in afterAll; the getter is valid inside tests. */
 export function useBilledRequestsHarness(name: string): () => BilledRequestsHarness {
   const taskQueue = uniqueId(name);
   let harness: BilledRequestsHarness | undefined;
-  const parts: Partial<Omit<BilledRequestsHarness, 'workflows' | 'billedRequests'>> = {};
+  const parts: Partial<Omit<BilledRequestsHarness, 'taskQueue' | 'workflows' | 'billedRequests'>> = {};
   beforeAll(async () => {
     parts.app = await startTestApp({ taskQueue });
     parts.env = await devServerEnv();
@@ -42,13 +47,13 @@ export function useBilledRequestsHarness(name: string): () => BilledRequestsHarn
     const workflows = (): BilledRequestClient => createBilledRequestClient(env.client, taskQueue);
     const repositories = createRepositories(db, { bodyKeys: testConfig().payloadCodecKeys });
     harness = {
-      app, env, db, redis, relay, workflows,
-      billedRequests: (wrap) => createBilledRequests({
+      app, env, db, redis, relay, taskQueue, workflows,
+      billedRequests: (wrap, redisStatus) => createBilledRequests({
         prices: repositories.modelPrices,
         workflows: wrap(workflows()),
         bodies: repositories.requestBodies,
         relay,
-        redis,
+        redis: redisStatus === undefined ? redis : { status: redisStatus } as Pick<Redis, 'status'>,
         log: createLogger('silent', `${name}-test`),
       }),
     };

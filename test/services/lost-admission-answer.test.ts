@@ -13,6 +13,8 @@ import type { RelayEntry } from '../../src/redis/request-relay';
 import type { BilledRequestOrigin, BilledRequests } from '../../src/services/billed-requests';
 import { AdmissionUnavailableError } from '../../src/services/request-errors';
 import { billedRequestWorkflowId } from '../../src/workflows/definitions';
+import { billedRequest } from '../../src/workflows/billed-request';
+import { billedRequestStartOptions } from '../../src/workflows/client';
 import { TEST_MODEL } from '../helpers/app';
 import { useBilledRequestsHarness } from '../helpers/billed-requests-harness';
 import { settled } from '../helpers/ledger';
@@ -21,23 +23,30 @@ import { uniqueId } from '../helpers/services';
 describe('a run whose admission answer was lost (issue 14)', () => {
   const harness = useBilledRequestsHarness('lost-answer');
 
-  /** BilledRequests whose first admit starts the run for real but reports the answer lost, as a timed-out update-with-start does. */
-  function withLostFirstAnswer(): BilledRequests {
-    let lost = 0;
+  /**
+   * BilledRequests whose first admit starts the run for real but reports the answer lost: its
+   * update-with-start still on its way (`update`, as a timed-out call), or only the start landed
+   * and the admission update never did (`start`, as when the frontend died in between).
+   */
+  function withLostFirstAnswer(lost: 'update' | 'start', redisStatus?: string): BilledRequests {
+    let first = true;
     return harness().billedRequests((real) => ({
       admit: (input) => {
-        if (lost > 0) return real.admit(input);
-        lost += 1;
-        void real.admit(input).catch(() => undefined);
+        if (!first) return real.admit(input);
+        first = false;
+        const started = lost === 'update'
+          ? real.admit(input)
+          : harness().env.client.workflow.start(billedRequest, { ...billedRequestStartOptions(input, harness().taskQueue), args: [input] });
+        void started.catch(() => undefined);
         return Promise.reject(new Error('deadline exceeded waiting for the admission update'));
       },
       awaitOutput: (requestId) => real.awaitOutput(requestId),
       isFinished: (requestId) => real.isFinished(requestId),
-    }));
+    }), redisStatus);
   }
 
-  async function send(requests: BilledRequests, origin: BilledRequestOrigin): Promise<{ requestId: string; entries?: RelayEntry[]; error?: unknown }> {
-    const body: ChatCompletionRequest = { model: TEST_MODEL, stream: true, messages: [{ role: 'user', content: 'lost answer [mock:tokens=10] [mock:latency=50]' }] };
+  async function send(requests: BilledRequests, origin: BilledRequestOrigin, content = 'lost answer [mock:tokens=10] [mock:latency=50]'): Promise<{ requestId: string; entries?: RelayEntry[]; error?: unknown }> {
+    const body: ChatCompletionRequest = { model: TEST_MODEL, stream: true, messages: [{ role: 'user', content }] };
     const raw = Buffer.from(JSON.stringify(body), 'utf8');
     const requestId = requests.requestId(origin);
     const input = await requests.prepare(origin, requestId, body, createHash('sha256').update(raw).digest('hex'));
@@ -67,7 +76,7 @@ describe('a run whose admission answer was lost (issue 14)', () => {
     harness().db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' }).select('request_id', 'status', 'amount_micros', 'completion_tokens');
 
   it('without an Idempotency-Key: 503, and the run it started is stopped before its upstream call and voided', async () => {
-    const requests = withLostFirstAnswer();
+    const requests = withLostFirstAnswer('update');
     const { app, db } = harness();
     const t = await app.tenant();
     const { requestId, error } = await send(requests, { tenantId: t.tenantId, apiKeyId: t.apiKeyId });
@@ -79,7 +88,7 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   }, 60_000);
 
   it('with an Idempotency-Key: 503, the run bills once, and the retry with the same key gets its whole output', async () => {
-    const requests = withLostFirstAnswer();
+    const requests = withLostFirstAnswer('update');
     const { app, db } = harness();
     const t = await app.tenant();
     const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-key') };
@@ -92,5 +101,39 @@ describe('a run whose admission answer was lost (issue 14)', () => {
     await settled(db, t.tenantId);
     const billed = await rows(t.tenantId);
     expect(billed.map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[first.requestId, 'committed', 10]]);
+  }, 60_000);
+
+  // Relay mode 'result' (Redis down at admission): the output is in the body store, not a relay
+  // stream; the retry finds the run closed and never having answered its admission update.
+  it('relay mode result: the retry of a run that finished meanwhile gets the output no one read, billed once', async () => {
+    const requests = withLostFirstAnswer('start', 'reconnecting');
+    const { app, db } = harness();
+    const t = await app.tenant();
+    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-result') };
+    const first = await send(requests, origin);
+    expect(first.error).toBeInstanceOf(AdmissionUnavailableError);
+    await runResult(first.requestId);
+    const retry = await send(requests, origin);
+    const deltas = (retry.entries ?? []).filter((e) => e.type === 'chunk' && JSON.stringify(e.data).includes('"content"')).length;
+    expect([retry.error, deltas, retry.entries?.at(-1)?.type]).toEqual([undefined, 10, 'done']);
+    await settled(db, t.tenantId);
+    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[first.requestId, 'committed', 10]]);
+    // Delivered once: the stored output is gone.
+    expect(await db('request_body').where({ request_id: first.requestId, kind: 'output' })).toHaveLength(0);
+  }, 60_000);
+
+  it('relay mode result: the retry of a run that was voided gets the upstream\'s refusal, nothing billed', async () => {
+    const requests = withLostFirstAnswer('start', 'reconnecting');
+    const { app, db } = harness();
+    const t = await app.tenant();
+    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-voided') };
+    const first = await send(requests, origin, 'refused upstream [mock:status=400]');
+    expect(first.error).toBeInstanceOf(AdmissionUnavailableError);
+    await runResult(first.requestId);
+    const retry = await send(requests, origin, 'refused upstream [mock:status=400]');
+    // What a client reading it live would have got: the upstream's error, no output.
+    expect([retry.error, retry.entries?.map((e) => e.type)]).toEqual([undefined, ['error']]);
+    await settled(db, t.tenantId);
+    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, Number(r.amount_micros ?? 0)])).toEqual([[first.requestId, 'voided', 0]]);
   }, 60_000);
 });

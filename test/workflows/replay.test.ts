@@ -22,7 +22,7 @@ const reorderedWorkflowsPath = require.resolve('../fixtures/reordered-workflows'
 const unpatchedWorkflowsPath = require.resolve('../fixtures/unpatched-workflows');
 
 /** The paths scripts/record-histories.ts records; a lost fixture must fail the suite too. */
-const EXPECTED_FIXTURES = ['client-cancelled', 'denied', 'settled-conversation-before-append', 'settled-embeddings', 'settled-responses-stream', 'settled-result-relay', 'settled-stream', 'upstream-failed-voided'];
+const EXPECTED_FIXTURES = ['client-cancelled', 'denied', 'settled-conversation-before-append', 'settled-conversation-result-mode-before-patch', 'settled-embeddings', 'settled-responses-stream', 'settled-result-relay', 'settled-stream', 'upstream-failed-voided'];
 
 function loadFixtures(): HistoryAndWorkflowId[] {
   return fs
