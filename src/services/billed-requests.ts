@@ -19,7 +19,7 @@ import type { Logger } from '../log';
 import { requestedChoices, requestedMaxTokens, type ChatCompletionRequest } from '../openai/chat-request';
 import { RelayTimeoutError, RelayUnavailableError, type RelayEntry, type RequestRelay } from '../redis/request-relay';
 import type { BilledRequestClient } from '../workflows/client';
-import { BilledOperation, type AdmissionDecision, type BilledRequestInput } from '../workflows/definitions';
+import { BilledOperation, type AdmissionDecision, type BilledRequestInput, type BilledRequestResult } from '../workflows/definitions';
 import { ConversationOwnedError, type ConversationRepository } from '../db/conversation-repository';
 import {
   AdmissionDeniedError,
@@ -62,7 +62,7 @@ export interface BilledRequestOrigin {
 
 export interface BilledRequestsDeps {
   prices: Pick<ModelPriceRepository, 'find'>;
-  workflows: Pick<BilledRequestClient, 'admit' | 'awaitOutput' | 'isFinished'>;
+  workflows: Pick<BilledRequestClient, 'admit' | 'awaitOutput' | 'isFinished' | 'closedResult'>;
   /** The body store: the request body goes there, not into the workflow input. */
   bodies: Pick<RequestBodyRepository, 'put' | 'get' | 'delete'>;
   /** Conversations (X-Conversation-Id): a request claims its conversation for its tenant before it runs. */
@@ -77,6 +77,9 @@ export interface BilledRequestsDeps {
   imageWorstCaseTokens?: number;
 }
 
+/** Internal: the relay read found no stream and the run has closed. */
+class RunClosedWithoutRelayError extends Error {}
+
 function denial(decision: Extract<AdmissionDecision, { admitted: false }>): Error {
   return decision.reason === 'unavailable' ? new AdmissionUnavailableError() : new AdmissionDeniedError(decision.reason);
 }
@@ -86,6 +89,28 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
   function cancel(input: BilledRequestInput): void {
     if (input.relayMode !== 'redis') return;
     deps.relay.requestCancel(input.tenantId, input.requestId).catch((err: unknown) => deps.log.warn({ requestId: input.requestId, err }, 'could not relay the client cancel'));
+  }
+
+  /**
+   * What a client arriving after the run closed gets: the relay stream, or in relay mode 'result'
+   * the output no attempt read yet (the body store; its first attempt was told 503), or a voided
+   * run's failure again (nothing was billed). Otherwise the output has expired: 409.
+   */
+  async function closedRunOutput(input: BilledRequestInput, result: BilledRequestResult): Promise<RelayEntry[]> {
+    const { requestId, tenantId } = input;
+    const entries = input.relayMode === 'redis' ? await deps.relay.entries(tenantId, requestId) : [];
+    if (entries.length > 0) return entries;
+    const stored = result.upstream?.outputRef ? await deps.bodies.get(requestId, 'output') : undefined;
+    if (stored) {
+      // Delivered now; a conversation's exchange is appended from it too, so that one is left to expire.
+      if (input.conversationId === undefined) {
+        await deps.bodies.delete(requestId, 'output').catch((err: unknown) => deps.log.warn({ requestId, kind: 'output', err }, 'could not delete a stored body'));
+      }
+      return JSON.parse(stored.toString('utf8')) as RelayEntry[];
+    }
+    if (result.settlement?.status === 'voided') throw new UpstreamFailedError();
+    deps.log.warn({ requestId, relayMode: input.relayMode }, 'finished request: its output has expired');
+    throw new IdempotencyConflictError('expired');
   }
 
   /** The live relay of an admitted request; silence past the idle timeout, or Redis failing under the read, cancels the call and fails with a 502. */
@@ -103,11 +128,19 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         deps.log.warn({ requestId: input.requestId, err: (err as Error).message }, 'could not learn whether the run closed: still waiting for its relay');
         return;
       }
-      if (finished) throw new IdempotencyConflictError('expired');
+      if (finished) throw new RunClosedWithoutRelayError();
     };
     try {
       yield* deps.relay.read(input.tenantId, input.requestId, { signal, idleTimeoutMs: deps.relayIdleTimeoutMs, onMissing });
     } catch (err) {
+      // The run closed with no relay stream: expired, or the run was admitted in relay mode 'result'
+      // (Redis was down then) and this attempt, made once Redis was back, looked for a stream.
+      if (err instanceof RunClosedWithoutRelayError) {
+        const result = await deps.workflows.closedResult(input.requestId);
+        if (!result) throw new IdempotencyConflictError('expired');
+        yield* await closedRunOutput(input, result);
+        return;
+      }
       if (!(err instanceof RelayTimeoutError) && !(err instanceof RelayUnavailableError)) throw err;
       // Billed for what the upstream call delivered, like a client that went away.
       await deps.relay.requestCancel(input.tenantId, input.requestId).catch(() => undefined);
@@ -257,18 +290,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
         await drop('request');
         const { result } = admitted;
         if (!result.admission.admitted) throw denial(result.admission);
-        const entries = input.relayMode === 'redis' ? await deps.relay.entries(input.tenantId, input.requestId) : [];
-        if (entries.length > 0) return entries;
-        // Relay mode 'result': an output no attempt read (the first was told 503) is still in the body store.
-        const stored = result.upstream?.outputRef ? await deps.bodies.get(requestId, 'output') : undefined;
-        if (stored) {
-          if (input.conversationId === undefined) await drop('output');
-          return JSON.parse(stored.toString('utf8')) as RelayEntry[];
-        }
-        // Voided (every upstream attempt failed, nothing billed): the same answer as the first attempt's.
-        if (result.settlement?.status === 'voided') throw new UpstreamFailedError();
-        deps.log.warn({ requestId, relayMode: input.relayMode }, 'finished request: its output has expired');
-        throw new IdempotencyConflictError('expired');
+        return closedRunOutput(input, result);
       }
       const { decision } = admitted;
       // The same Idempotency-Key must mean the same request: another body is refused, nothing billed.

@@ -162,6 +162,16 @@ export function createBilledRequestClient(client: Client, taskQueue: string) {
       }
     },
 
+    /** The result of a closed run; undefined when it is gone past the namespace's retention. */
+    async closedResult(requestId: string): Promise<BilledRequestResult | undefined> {
+      try {
+        return (await client.workflow.getHandle(billedRequestWorkflowId(requestId)).result()) as BilledRequestResult;
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) return undefined;
+        throw err;
+      }
+    },
+
     status,
   };
 }

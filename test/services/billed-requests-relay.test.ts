@@ -27,8 +27,7 @@ describe('billed request relay with a late describe (issue 13 item 4)', () => {
   function billedRequests(isFinished: (requestId: string, real: BilledRequestClient) => Promise<boolean>) {
     const checks: string[] = [];
     const requests = harness().billedRequests((real) => ({
-      admit: (input) => real.admit(input),
-      awaitOutput: (requestId) => real.awaitOutput(requestId),
+      ...real,
       isFinished: (requestId) => {
         checks.push(requestId);
         return isFinished(requestId, real);

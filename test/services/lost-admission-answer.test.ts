@@ -31,6 +31,7 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   function withLostFirstAnswer(lost: 'update' | 'start', redisStatus?: string): BilledRequests {
     let first = true;
     return harness().billedRequests((real) => ({
+      ...real,
       admit: (input) => {
         if (!first) return real.admit(input);
         first = false;
@@ -40,8 +41,6 @@ describe('a run whose admission answer was lost (issue 14)', () => {
         void started.catch(() => undefined);
         return Promise.reject(new Error('deadline exceeded waiting for the admission update'));
       },
-      awaitOutput: (requestId) => real.awaitOutput(requestId),
-      isFinished: (requestId) => real.isFinished(requestId),
     }), redisStatus);
   }
 
@@ -135,5 +134,21 @@ describe('a run whose admission answer was lost (issue 14)', () => {
     expect([retry.error, retry.entries?.map((e) => e.type)]).toEqual([undefined, ['error']]);
     await settled(db, t.tenantId);
     expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, Number(r.amount_micros ?? 0)])).toEqual([[first.requestId, 'voided', 0]]);
+  }, 60_000);
+
+  it('a retry made once Redis is back, of a run admitted while it was down, gets the output that run stored (not 409 expired)', async () => {
+    const { app, db } = harness();
+    const t = await app.tenant();
+    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-mixed') };
+    // The run answers its admission update (the retry attaches to that decision) and relays nothing: relay mode result.
+    const first = await send(withLostFirstAnswer('update', 'reconnecting'), origin);
+    expect(first.error).toBeInstanceOf(AdmissionUnavailableError);
+    await runResult(first.requestId);
+    // The retry's API sees Redis ready, so it looks for a relay stream that relay mode result never wrote.
+    const retry = await send(harness().billedRequests((real) => real), origin);
+    const deltas = (retry.entries ?? []).filter((e) => e.type === 'chunk' && JSON.stringify(e.data).includes('"content"')).length;
+    expect([retry.error, deltas, retry.entries?.at(-1)?.type]).toEqual([undefined, 10, 'done']);
+    await settled(db, t.tenantId);
+    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[first.requestId, 'committed', 10]]);
   }, 60_000);
 });
