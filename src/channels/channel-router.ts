@@ -11,9 +11,12 @@
  *
  * The channel list is cached for `cacheMs` (an admin change takes effect within it), so a
  * route costs one MGET (health) plus one GET (affinity) when the request has a conversation.
+ * Both live in Redis: while it is down a route knows no cool-down and no affinity and goes on
+ * by weight (admission goes on through PostgreSQL then; refusing to route would fail it anyway).
  * Providers are cached by base URL and key, so a channel keeps its HTTP connections.
  */
 import { createHash } from 'node:crypto';
+import type { Logger } from '../log';
 import type { BillingMetrics } from '../metrics';
 import type { ChannelRepository, RoutableChannel } from './channel-repository';
 import type { ChannelHealth } from './channel-health';
@@ -40,6 +43,8 @@ export interface ChannelRouterDeps {
   defaultProvider: UpstreamProvider;
   /** Failures and cool-downs per channel; without it nothing is counted. */
   metrics?: Pick<BillingMetrics, 'channelFailures' | 'channelCooldowns'>;
+  /** Where a route that could not read cool-downs or affinity (Redis down) says so. */
+  log?: Pick<Logger, 'warn'>;
   /** @default Math.random */
   random?: () => number;
   /** @default Date.now */
@@ -89,9 +94,13 @@ export function createChannelRouter(deps: ChannelRouterDeps) {
         if (all.some((c) => c.id === DEFAULT_CHANNEL_ID)) throw new NoChannelError(`no upstream channel serves model ${req.model}`);
         return { channel: DEFAULT_CHANNEL_ID, fallbacks: [], affinity: false };
       }
+      const unknown = <T,>(what: string, fallback: T) => (err: unknown): T => {
+        deps.log?.warn({ model: req.model, err: (err as Error).message }, `routing without channel ${what}: Redis unavailable`);
+        return fallback;
+      };
       const [cooling, state] = await Promise.all([
-        deps.health.cooling(serving.map((c) => c.id)),
-        req.conversationId ? deps.affinity.get(req.conversationId) : undefined,
+        deps.health.cooling(serving.map((c) => c.id)).catch(unknown('cool-downs', new Set<string>())),
+        req.conversationId ? deps.affinity.get(req.conversationId).catch(unknown('affinity', undefined)) : undefined,
       ]);
       const healthy = serving.filter((c) => !cooling.has(c.id));
       // Every channel cooling: trying one is better than refusing the request.

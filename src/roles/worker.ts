@@ -69,6 +69,7 @@ export function buildActivities(opts: Omit<BillingWorkerOptions, 'temporalAddres
     affinity: createAffinityStore(opts.redis),
     defaultProvider,
     metrics: opts.metrics,
+    log: opts.log,
   });
   const { dispatcher, budgetAlerts } = createFollowUps({ ...opts, taskQueue: opts.taskQueue ?? opts.config.TEMPORAL_TASK_QUEUE });
   const billedRequest = createActivities({

@@ -26,6 +26,8 @@ import { testDb, testRedis, uniqueId } from '../helpers/services';
 import { billedInput, metricValue, stepDeps, type StepDeps } from '../helpers/activity-deps';
 import { Registry } from 'prom-client';
 import { createBillingMetrics } from '../../src/metrics';
+import { createRedis } from '../../src/redis/client';
+import { freePort } from '../../src/embedded/child';
 
 let redis: Redis;
 let db: Knex;
@@ -146,6 +148,29 @@ describe('ChannelRouter.route', () => {
     await createAffinityStore(redis).apply(conversationId, [{ type: 'success', channel: a, at: Date.now() }]);
     const r = router({ random: seededRandom(5) });
     for (let i = 0; i < 20; i++) expect(await r.route({ model, conversationId })).toMatchObject({ channel: a, affinity: true });
+  });
+
+  it('Redis down: a route knows no cool-down and no affinity, goes on by weight, and says so in the log (issue 14)', async () => {
+    const { model, a, b } = await twoChannels();
+    const dead = createRedis(`redis://127.0.0.1:${await freePort()}`, { lazyConnect: true });
+    dead.on('error', () => undefined);
+    const warnings: string[] = [];
+    try {
+      const r = createChannelRouter({
+        channels: repo(),
+        health: createChannelHealth(dead),
+        affinity: createAffinityStore(dead),
+        defaultProvider: createOpenAICompatibleProvider({ baseUrl: 'http://127.0.0.1:1/v1' }),
+        log: { warn: (_obj: unknown, msg?: string) => void warnings.push(msg ?? '') },
+        cacheMs: 0,
+      });
+      const decision = await r.route({ model, conversationId: uniqueId('conv') });
+      expect([decision.channel, ...decision.fallbacks].sort()).toEqual([a, b].sort());
+      expect(decision.affinity).toBe(false);
+      expect(warnings.sort()).toEqual(['routing without channel affinity: Redis unavailable', 'routing without channel cool-downs: Redis unavailable']);
+    } finally {
+      dead.disconnect();
+    }
   });
 
   it('RoutingStep returns the router decision (recorded in history as the step result)', async () => {
