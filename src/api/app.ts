@@ -112,6 +112,7 @@ export function createApiApp(deps: ApiDeps): Express {
     metrics,
     log: deps.log,
     leaseMs: deps.config.PARALLEL_LEASE_SECONDS * 1000,
+    ledgerKnows: async (requestId) => (await repositories.billing.findByRequestId(requestId)) !== undefined,
   });
   const parseBody = chatBodyParser({ limit: deps.config.MAX_REQUEST_BODY_BYTES });
   app.use(chatCompletionsRouter({ authenticate, requests, edge, parseBody }));

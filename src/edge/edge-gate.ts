@@ -11,6 +11,10 @@
  * - Redis unreachable: the edge lets the request through (fail open); the workflow
  *   admits through the PostgreSQL fallback, and rate limits are not enforced meanwhile.
  * - The process's in-flight bound (InflightBound) sheds overload with a 503.
+ * - A refused request with an Idempotency-Key whose id the ledger already knows is let through
+ *   untouched, as the script's 'duplicate' is: a retry of a request admitted through the
+ *   PostgreSQL fallback (Redis had no record of it) gets its first outcome, never a 429 for a
+ *   request that was billed. Only refusals of such requests pay that one indexed read.
  * A passed request holds in-flight leases, renewed while its response runs and given
  * back (with its tokens-per-minute share settled to the real count) when it ends.
  */
@@ -19,6 +23,7 @@ import type { BillingMetrics } from '../metrics';
 import { EdgeStatus, type EdgeDecision, type EdgeScripts } from '../redis/edge-scripts';
 import type { QuotaWarmup } from '../redis/quota-warmup';
 import { AdmissionDeniedError } from '../services/request-errors';
+import { isIdempotentRequestId } from '../services/billed-requests';
 import type { InflightBound } from './inflight-bound';
 import { worstCaseCompletionTokens } from '../workflows/definitions';
 import type { RequestLimits } from './limits';
@@ -71,6 +76,8 @@ export interface EdgeGateDeps {
   log: Pick<Logger, 'warn'>;
   /** How long an in-flight lease lives unless renewed. */
   leaseMs: number;
+  /** Whether the ledger has a row for this request id (asked only for a refused idempotent request). */
+  ledgerKnows?: (requestId: string) => Promise<boolean>;
 }
 
 const REFUSALS: Partial<Record<EdgeStatus, (d: EdgeDecision, limits: RequestLimits) => Error>> = {
@@ -96,6 +103,12 @@ export function createEdgeGate(deps: EdgeGateDeps) {
     }
   }
 
+  /** A retry of a request the ledger has (its workflow answers with the first outcome); false when it cannot tell. */
+  async function alreadyAdmitted(requestId: string): Promise<boolean> {
+    if (!deps.ledgerKnows || !isIdempotentRequestId(requestId)) return false;
+    return deps.ledgerKnows(requestId).catch(() => false);
+  }
+
   return {
     /**
      * Lets the request through or throws why not (AdmissionDeniedError, RateLimitedError,
@@ -112,12 +125,12 @@ export function createEdgeGate(deps: EdgeGateDeps) {
       }
       if (decision) onDecision(decision);
       const refuse = decision ? REFUSALS[decision.status] : undefined;
-      if (decision && refuse) {
+      if (decision && refuse && !(await alreadyAdmitted(input.requestId))) {
         deps.inflight.release();
         deps.metrics.edgeRefusals.inc({ reason: decision.status });
         throw refuse(decision, limits);
       }
-      // Only an admitted decision took leases and units; a duplicate or a cold, unknown counter took nothing.
+      // Only an admitted decision took leases and units; a duplicate, a known retry or a cold, unknown counter took nothing.
       const holdsLeases = decision?.status === EdgeStatus.admitted;
       const renew = holdsLeases
         ? setInterval(() => {

@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Knex } from 'knex';
 import { chat, replyOf, startTestApp, TEST_MODEL, type TestApp } from '../helpers/app';
 import { createConversationRepository } from '../../src/db/conversation-repository';
+import { CacheKeys } from '../../src/redis/cache-keys';
 import { ledgerUsage, settled } from '../helpers/ledger';
 import { Client, Connection } from '@temporalio/client';
 import { AesGcmPayloadCodec } from '../../src/codec/payload-codec';
@@ -146,4 +147,36 @@ describe('Redis outage (M2.3, M12)', () => {
     const rows: Array<{ status: string }> = await db('billing_transaction').where({ tenant_id: t.tenantId, kind: 'usage' });
     expect(rows.map((r) => r.status)).toEqual(['committed', 'committed']);
   }, 180_000);
+
+  it('a retry of a request admitted while Redis was down is answered as the duplicate it is, never a 429 for a billed request (issue 14)', async () => {
+    const t = await app.tenant();
+    const idempotencyKey = `outage-retry-${Date.now().toString(36)}`;
+    const body = { model: TEST_MODEL, messages: [{ role: 'user', content: 'admitted through PostgreSQL [mock:tokens=6]' }] };
+    await redisServer.stop();
+    // Admitted through the PostgreSQL fallback: Redis never gets this request's record.
+    const first = await chat(app, t.key, body, { 'idempotency-key': idempotencyKey });
+    expect(first.status).toBe(200);
+    redisServer = await startEmbeddedRedis({ port, dir });
+    // The key is now rate limited (1 per minute, the unit taken by another request) when the client retries.
+    expect((await app.admin('PATCH', `/admin/api-keys/${t.apiKeyId}`, { rpm_limit: 1 })).status).toBe(200);
+    await eventually(async () => (await chat(app, t.key, { model: TEST_MODEL, messages: [{ role: 'user', content: 'takes the unit' }] })).status === 429, 30_000, 'the key rate limited');
+    // Redis knows nothing of the request: its settlement's adjustment, which writes the record, has not
+    // reached Redis yet, or Redis lost it with its last second of writes. The ledger does know it.
+    await settled(db, t.tenantId, 60_000);
+    const probe = createRedis(redisServer.url, { lazyConnect: true });
+    try {
+      await probe.connect();
+      await probe.del(CacheKeys.request(t.tenantId, first.headers.get('x-request-id')!));
+    } finally {
+      probe.disconnect();
+    }
+    // Past the edge (the ledger knows the id) to its run: relay mode result delivers an output once,
+    // so the duplicate is told it has expired, as a replay past the relay's TTL is; nothing runs again.
+    const retry = await chat(app, t.key, body, { 'idempotency-key': idempotencyKey });
+    expect([retry.status, retry.headers.get('x-request-id')]).toEqual([409, first.headers.get('x-request-id')]);
+    expect(retry.text).toContain('completed request whose output has expired');
+    await settled(db, t.tenantId, 60_000);
+    const rows: Array<{ request_id: string }> = await db('billing_transaction').where({ tenant_id: t.tenantId, kind: 'usage', status: 'committed' });
+    expect(rows.filter((r) => r.request_id === first.headers.get('x-request-id'))).toHaveLength(1);
+  }, 120_000);
 });

@@ -90,7 +90,6 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   };
 }
 
-/** POST /v1/chat/completions with a key; returns status, headers and the raw text. */
 /** The reply text a client got from `chat`: a JSON completion's choice 0, or the content of an SSE stream's chunks. */
 export function replyOf(res: { text: string; headers: Headers }): string {
   if (!(res.headers.get('content-type') ?? '').includes('event-stream')) {
@@ -103,6 +102,7 @@ export function replyOf(res: { text: string; headers: Headers }): string {
     .join('');
 }
 
+/** POST /v1/chat/completions with a key; returns status, headers and the raw text. */
 export async function chat(app: TestApp, key: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string; json: () => unknown }> {
   const res = await fetch(`${app.url}/v1/chat/completions`, {
     method: 'POST',
