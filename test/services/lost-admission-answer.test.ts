@@ -74,6 +74,17 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   const rows = (tenantId: string): Promise<Array<{ request_id: string; status: string; amount_micros: string | null; completion_tokens: number | null }>> =>
     harness().db('billing_transaction').where({ tenant_id: tenantId, kind: 'usage' }).select('request_id', 'status', 'amount_micros', 'completion_tokens');
 
+  /** A keyed request whose first attempt is told 503 (`first`), its run left to close, then retried with `retry`. */
+  async function answeredAfterClose(first: BilledRequests, retry: BilledRequests, content?: string) {
+    const t = await harness().app.tenant();
+    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost') };
+    const lost = await send(first, origin, content);
+    expect(lost.error).toBeInstanceOf(AdmissionUnavailableError);
+    await runResult(lost.requestId);
+    return { t, requestId: lost.requestId, retry: await send(retry, origin, content) };
+  }
+  const contentChunks = (entries: RelayEntry[] | undefined): number => (entries ?? []).filter((e) => e.type === 'chunk' && JSON.stringify(e.data).includes('"content"')).length;
+
   it('without an Idempotency-Key: 503, and the run it started is stopped before its upstream call and voided', async () => {
     const requests = withLostFirstAnswer('update');
     const { app, db } = harness();
@@ -106,49 +117,29 @@ describe('a run whose admission answer was lost (issue 14)', () => {
   // stream; the retry finds the run closed and never having answered its admission update.
   it('relay mode result: the retry of a run that finished meanwhile gets the output no one read, billed once', async () => {
     const requests = withLostFirstAnswer('start', 'reconnecting');
-    const { app, db } = harness();
-    const t = await app.tenant();
-    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-result') };
-    const first = await send(requests, origin);
-    expect(first.error).toBeInstanceOf(AdmissionUnavailableError);
-    await runResult(first.requestId);
-    const retry = await send(requests, origin);
-    const deltas = (retry.entries ?? []).filter((e) => e.type === 'chunk' && JSON.stringify(e.data).includes('"content"')).length;
-    expect([retry.error, deltas, retry.entries?.at(-1)?.type]).toEqual([undefined, 10, 'done']);
-    await settled(db, t.tenantId);
-    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[first.requestId, 'committed', 10]]);
+    const { t, requestId, retry } = await answeredAfterClose(requests, requests);
+    expect([retry.error, contentChunks(retry.entries), retry.entries?.at(-1)?.type]).toEqual([undefined, 10, 'done']);
+    await settled(harness().db, t.tenantId);
+    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[requestId, 'committed', 10]]);
     // Delivered once: the stored output is gone.
-    expect(await db('request_body').where({ request_id: first.requestId, kind: 'output' })).toHaveLength(0);
+    expect(await harness().db('request_body').where({ request_id: requestId, kind: 'output' })).toHaveLength(0);
   }, 60_000);
 
   it('relay mode result: the retry of a run that was voided gets the upstream\'s refusal, nothing billed', async () => {
     const requests = withLostFirstAnswer('start', 'reconnecting');
-    const { app, db } = harness();
-    const t = await app.tenant();
-    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-voided') };
-    const first = await send(requests, origin, 'refused upstream [mock:status=400]');
-    expect(first.error).toBeInstanceOf(AdmissionUnavailableError);
-    await runResult(first.requestId);
-    const retry = await send(requests, origin, 'refused upstream [mock:status=400]');
+    const { t, requestId, retry } = await answeredAfterClose(requests, requests, 'refused upstream [mock:status=400]');
     // What a client reading it live would have got: the upstream's error, no output.
     expect([retry.error, retry.entries?.map((e) => e.type)]).toEqual([undefined, ['error']]);
-    await settled(db, t.tenantId);
-    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, Number(r.amount_micros ?? 0)])).toEqual([[first.requestId, 'voided', 0]]);
+    await settled(harness().db, t.tenantId);
+    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, Number(r.amount_micros ?? 0)])).toEqual([[requestId, 'voided', 0]]);
   }, 60_000);
 
   it('a retry made once Redis is back, of a run admitted while it was down, gets the output that run stored (not 409 expired)', async () => {
-    const { app, db } = harness();
-    const t = await app.tenant();
-    const origin = { tenantId: t.tenantId, apiKeyId: t.apiKeyId, idempotencyKey: uniqueId('lost-mixed') };
-    // The run answers its admission update (the retry attaches to that decision) and relays nothing: relay mode result.
-    const first = await send(withLostFirstAnswer('update', 'reconnecting'), origin);
-    expect(first.error).toBeInstanceOf(AdmissionUnavailableError);
-    await runResult(first.requestId);
-    // The retry's API sees Redis ready, so it looks for a relay stream that relay mode result never wrote.
-    const retry = await send(harness().billedRequests((real) => real), origin);
-    const deltas = (retry.entries ?? []).filter((e) => e.type === 'chunk' && JSON.stringify(e.data).includes('"content"')).length;
-    expect([retry.error, deltas, retry.entries?.at(-1)?.type]).toEqual([undefined, 10, 'done']);
-    await settled(db, t.tenantId);
-    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[first.requestId, 'committed', 10]]);
+    // The run answers its admission update (the retry attaches to that decision) and relays nothing: relay
+    // mode result. The retry's API sees Redis ready, so it looks for a relay stream that was never written.
+    const { t, requestId, retry } = await answeredAfterClose(withLostFirstAnswer('update', 'reconnecting'), harness().billedRequests((real) => real));
+    expect([retry.error, contentChunks(retry.entries), retry.entries?.at(-1)?.type]).toEqual([undefined, 10, 'done']);
+    await settled(harness().db, t.tenantId);
+    expect((await rows(t.tenantId)).map((r) => [r.request_id, r.status, r.completion_tokens])).toEqual([[requestId, 'committed', 10]]);
   }, 60_000);
 });
