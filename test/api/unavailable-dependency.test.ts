@@ -8,6 +8,7 @@ import { Client } from 'pg';
 import { DatabaseError } from 'pg-protocol';
 import { toAppError } from '../../src/api/errors';
 import { createDb } from '../../src/db/knex';
+import { createLogger } from '../../src/log';
 import { createRedis } from '../../src/redis/client';
 import { freePort } from '../../src/embedded/child';
 import { testDb } from '../helpers/services';
@@ -32,7 +33,7 @@ describe('an unreachable dependency answers 503', () => {
     const port = await freePort();
     const client = new Client({ connectionString: `postgres://x@127.0.0.1:${port}/db` });
     expect(asAnswer(await thrownBy(() => client.connect()))).toEqual(UNAVAILABLE);
-    const db = createDb(`postgres://x@127.0.0.1:${port}/db`, { max: 1 });
+    const db = createDb(`postgres://x@127.0.0.1:${port}/db`, { max: 1 }, createLogger('silent', 'unavailable-dependency-test'));
     try {
       expect(asAnswer(await thrownBy(() => db.raw('SELECT 1')))).toEqual(UNAVAILABLE);
     } finally {
