@@ -96,6 +96,11 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
    * the output no attempt read yet (the body store; its first attempt was told 503), or a voided
    * run's failure again (nothing was billed). Otherwise the output has expired: 409.
    */
+  /** Deletes a stored body; a failure is logged (the body store's expiry removes it later). */
+  function dropBody(requestId: string, kind: 'request' | 'output'): Promise<void> {
+    return deps.bodies.delete(requestId, kind).catch((err: unknown) => deps.log.warn({ requestId, kind, err }, 'could not delete a stored body'));
+  }
+
   async function closedRunOutput(input: BilledRequestInput, result: BilledRequestResult): Promise<RelayEntry[]> {
     const { requestId, tenantId } = input;
     const entries = input.relayMode === 'redis' ? await deps.relay.entries(tenantId, requestId) : [];
@@ -103,9 +108,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
     const stored = result.upstream?.outputRef ? await deps.bodies.get(requestId, 'output') : undefined;
     if (stored) {
       // Delivered now; a conversation's exchange is appended from it too, so that one is left to expire.
-      if (input.conversationId === undefined) {
-        await deps.bodies.delete(requestId, 'output').catch((err: unknown) => deps.log.warn({ requestId, kind: 'output', err }, 'could not delete a stored body'));
-      }
+      if (input.conversationId === undefined) await dropBody(requestId, 'output');
       return JSON.parse(stored.toString('utf8')) as RelayEntry[];
     }
     if (result.settlement?.status === 'voided') throw new UpstreamFailedError();
@@ -271,8 +274,7 @@ export function createBilledRequests(deps: BilledRequestsDeps) {
      */
     async admit(input: BilledRequestInput, rawBody: { take(): Buffer | FramedPlaintext }, signal: AbortSignal): Promise<AsyncIterable<RelayEntry> | RelayEntry[]> {
       const { requestId, tenantId } = input;
-      const drop = (kind: 'request' | 'output'): Promise<void> =>
-        deps.bodies.delete(requestId, kind).catch((err: unknown) => deps.log.warn({ requestId, kind, err }, 'could not delete a stored body'));
+      const drop = (kind: 'request' | 'output'): Promise<void> => dropBody(requestId, kind);
       let admitted;
       try {
         await deps.bodies.put({ requestId, tenantId, kind: 'request', body: () => rawBody.take() });
