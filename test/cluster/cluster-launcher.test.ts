@@ -4,15 +4,12 @@
  * API's and worker's log, and on SIGTERM stops every process it started. Ports from a
  * CLUSTER_BASE_PORT of the test's own, checked free first.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { canConnect } from '../../src/embedded/child';
 import { TEST_MODEL } from '../helpers/app';
-import { testConfig } from '../helpers/services';
+import { launch, tempDataDir, waitForOutput } from '../helpers/launch';
 
-const root = testConfig().rootDir;
 const BASE = 7500;
 const ADMIN = 'cluster-launcher-admin-token-0123456789';
 /** Every fixed port of the plan (src/cluster/stack.ts CLUSTER_PORT_OFFSETS): balancer, APIs, metrics, mock, PostgreSQL, 6 Redis nodes, 2 x 10 Temporal. */
@@ -30,21 +27,12 @@ const pidAlive = (pid: number): boolean => {
 describe('npm run cluster (issue 13 item 1)', () => {
   it('starts everything, prints every URL, bills through both APIs, keeps their logs and stops it all on SIGTERM', async () => {
     for (const port of PORTS) expect([port, await canConnect(port)]).toEqual([port, false]);
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cluster-launcher-'));
-    fs.chmodSync(dataDir, 0o755);
-    const child = spawn(path.join(root, 'node_modules/.bin/tsx'), ['src/cluster/main.ts'], {
-      cwd: root,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', DATA_DIR: dataDir, CLUSTER_BASE_PORT: String(BASE), ADMIN_TOKEN: ADMIN, LOG_LEVEL: 'warn', MAINTENANCE_SCHEDULES: 'false' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const dataDir = tempDataDir('cluster-launcher-');
+    const launched = launch('src/cluster/main.ts', { DATA_DIR: dataDir, CLUSTER_BASE_PORT: String(BASE), ADMIN_TOKEN: ADMIN, MAINTENANCE_SCHEDULES: 'false' });
+    const { child, exited } = launched;
     try {
-      const deadline = Date.now() + 150_000;
-      while (!out.includes('Durable billing cluster is ready') && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
-      expect(out).toContain('Durable billing cluster is ready');
+      await waitForOutput(launched, /Durable billing cluster is ready/, 150_000);
+      const out = launched.output();
       const banner = out.slice(out.indexOf('Durable billing cluster is ready'));
       for (const line of [`API 1               http://127.0.0.1:${BASE + 1}`, `API 2               http://127.0.0.1:${BASE + 2}`, `Temporal (balanced) 127.0.0.1:${BASE}`,
         `Temporal server 1   frontend 127.0.0.1:${BASE + 20}`, `Temporal server 2   frontend 127.0.0.1:${BASE + 30}`, 'Temporal shards     16',

@@ -3,57 +3,19 @@
  * own, stops every child on SIGINT, keeps data across a restart, names a port in
  * use, and starts nothing for services given by URL.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { Client } from 'pg';
 import { loadConfig } from '../../src/config';
 import { createLogger } from '../../src/log';
 import { startStack } from '../../src/embedded';
 import { canConnect, freePort } from '../../src/embedded/child';
 import { startEmbeddedRedis } from '../../src/embedded/redis';
-import { testConfig } from '../helpers/services';
-
-const root = testConfig().rootDir;
-
-function tempDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'billing-stack-'));
-  fs.chmodSync(dir, 0o755);
-  return dir;
-}
-
-interface Launched {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-function launch(env: Record<string, string>): Launched {
-  const child = spawn(path.join(root, 'node_modules/.bin/tsx'), ['src/main.ts'], {
-    cwd: root,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, output: () => out, exited };
-}
-
-async function waitForOutput(l: Launched, pattern: RegExp, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pattern.test(l.output())) {
-    if (Date.now() > deadline || l.child.exitCode !== null) throw new Error(`no ${pattern} in output:\n${l.output()}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+import { launch, tempDataDir, waitForOutput } from '../helpers/launch';
 
 describe('embedded stack (npm start)', () => {
   it('starts everything, stops every child on SIGINT, and keeps data across a restart', async () => {
-    const dataDir = tempDir();
+    const dataDir = tempDataDir('billing-stack-');
     const ports = { temporal: await freePort(), ui: await freePort(), redis: await freePort(), pg: await freePort(), api: await freePort() };
     const env = {
       DATA_DIR: dataDir,
@@ -66,7 +28,7 @@ describe('embedded stack (npm start)', () => {
     };
     const dbUrl = `postgres://postgres@127.0.0.1:${ports.pg}/billing`;
     try {
-      const first = launch(env);
+      const first = launch('src/main.ts', env);
       await waitForOutput(first, /Durable billing is ready/, 90_000);
       const ready = await fetch(`http://127.0.0.1:${ports.api}/readyz`);
       expect(ready.status).toBe(200);
@@ -84,7 +46,7 @@ describe('embedded stack (npm start)', () => {
         expect([port, await canConnect(port)]).toEqual([port, false]);
       }
 
-      const second = launch(env);
+      const second = launch('src/main.ts', env);
       await waitForOutput(second, /Durable billing is ready/, 90_000);
       const pg2 = new Client({ connectionString: dbUrl });
       await pg2.connect();
@@ -103,10 +65,10 @@ describe('embedded stack (npm start)', () => {
     const busy = net.createServer();
     const port = await freePort();
     await new Promise<void>((resolve) => busy.listen(port, '127.0.0.1', resolve));
-    const dataDir = tempDir();
+    const dataDir = tempDataDir('billing-stack-');
     try {
       await expect(startEmbeddedRedis({ port, dir: dataDir })).rejects.toThrow(`port ${port} (Redis) is already in use`);
-      const launched = launch({ DATA_DIR: dataDir, EMBEDDED_REDIS_PORT: String(port), EMBEDDED_POSTGRES_PORT: String(await freePort()) });
+      const launched = launch('src/main.ts', { DATA_DIR: dataDir, EMBEDDED_REDIS_PORT: String(port), EMBEDDED_POSTGRES_PORT: String(await freePort()) });
       expect(await launched.exited).toBe(1);
       expect(launched.output()).toContain(`port ${port} (Redis) is already in use`);
     } finally {

@@ -4,9 +4,8 @@
  * and the application serves again through it, without a restart of the roles; a binary
  * that always crashes ends in a clear crash-loop stop, and `npm start` exits non-zero.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { loadConfig } from '../../src/config';
@@ -18,15 +17,9 @@ import { startRoles, type RunningRoles } from '../../src/roles';
 import { startMockUpstream, type MockUpstream } from '../../src/upstream/mock/server';
 import { ADMIN_TOKEN, TEST_MODEL, TEST_PRICE } from '../helpers/app';
 import { temporalAddress, testConfig, uniqueId } from '../helpers/services';
+import { launch, tempDataDir, waitForOutput } from '../helpers/launch';
 
-const root = testConfig().rootDir;
 const FAST_RESTARTS = { initialBackoffMs: 100, maxBackoffMs: 1_000, maxRestarts: 3, windowMs: 60_000 };
-
-function tempDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'billing-supervised-'));
-  fs.chmodSync(dir, 0o755); // the postgres user must reach its cluster directory
-  return dir;
-}
 
 async function eventually<T>(what: string, attempt: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -62,7 +55,7 @@ describe('embedded stack supervision', () => {
     const fatal: CrashLoopError[] = [];
 
     beforeAll(async () => {
-      dataDir = tempDir();
+      dataDir = tempDataDir('billing-supervised-');
       const ports = { temporal: await freePort(), temporalUi: await freePort(), redis: await freePort(), postgres: await freePort() };
       const config = loadConfig({ PATH: process.env.PATH, API_PORT: String(await freePort()), LOG_LEVEL: 'silent' });
       // Durable mode, as npm start runs it: Redis AOF, Temporal's SQLite file, PostgreSQL with fsync.
@@ -122,29 +115,21 @@ describe('embedded stack supervision', () => {
   });
 
   it('a Ctrl-C that reaches the whole process group stops npm start without restarting anything', async () => {
-    const dir = tempDir();
+    const dir = tempDataDir('billing-supervised-');
     try {
       const redisPort = await freePort();
-      const child = spawn(path.join(root, 'node_modules/.bin/tsx'), ['src/main.ts'], {
-        cwd: root,
-        env: {
-          PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', LOG_LEVEL: 'warn', DATA_DIR: dir,
-          // Only Redis is embedded: PostgreSQL and Temporal are the test stack's.
-          DATABASE_URL: testConfig().DATABASE_URL!, TEMPORAL_ADDRESS: temporalAddress(), TEMPORAL_TASK_QUEUE: uniqueId('ctrl-c'),
-          EMBEDDED_REDIS_PORT: String(redisPort), API_PORT: String(await freePort()), MOCK_UPSTREAM_PORT: String(await freePort()), MAINTENANCE_SCHEDULES: 'false',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true, // its own process group, as a terminal's foreground job
-      });
-      let out = '';
-      child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-      child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-      const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-      await eventually('npm start ready', () => Promise.resolve(out.includes('Durable billing is ready') ? true : undefined), 90_000);
+      const launched = launch('src/main.ts', {
+        DATA_DIR: dir,
+        // Only Redis is embedded: PostgreSQL and Temporal are the test stack's.
+        DATABASE_URL: testConfig().DATABASE_URL!, TEMPORAL_ADDRESS: temporalAddress(), TEMPORAL_TASK_QUEUE: uniqueId('ctrl-c'),
+        EMBEDDED_REDIS_PORT: String(redisPort), API_PORT: String(await freePort()), MOCK_UPSTREAM_PORT: String(await freePort()), MAINTENANCE_SCHEDULES: 'false',
+      }, { detached: true }); // its own process group, as a terminal's foreground job
+      const child = launched.child;
+      await waitForOutput(launched, /Durable billing is ready/, 90_000);
       process.kill(-child.pid!, 'SIGINT'); // what Ctrl-C does: every process of the group, redis-server too
-      expect(await exited).toBe(0);
-      expect(out).not.toContain('restarting embedded');
-      expect(out).not.toContain('exited unexpectedly');
+      expect(await launched.exited).toBe(0);
+      expect(launched.output()).not.toContain('restarting embedded');
+      expect(launched.output()).not.toContain('exited unexpectedly');
       expect(await canConnect(redisPort)).toBe(false);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
@@ -153,7 +138,7 @@ describe('embedded stack supervision', () => {
 
   describe('a binary that always crashes', () => {
     it('gives up with a CrashLoopError after the allowed restarts, leaving nothing running', async () => {
-      const dir = tempDir();
+      const dir = tempDataDir('billing-supervised-');
       try {
         const port = await freePort();
         const fatal: CrashLoopError[] = [];
@@ -182,31 +167,23 @@ describe('embedded stack supervision', () => {
     }, 90_000);
 
     it('npm start reports the crash loop and exits 1', async () => {
-      const dir = tempDir();
+      const dir = tempDataDir('billing-supervised-');
       try {
         const redisPort = await freePort();
-        const child = spawn(path.join(root, 'node_modules/.bin/tsx'), ['src/main.ts'], {
-          cwd: root,
-          env: {
-            PATH: `${alwaysCrashingRedis(dir)}:${process.env.PATH ?? ''}`,
-            HOME: process.env.HOME ?? '/root',
-            LOG_LEVEL: 'warn',
-            DATA_DIR: dir,
-            DATABASE_URL: testConfig().DATABASE_URL,
-            TEMPORAL_ADDRESS: temporalAddress(),
-            TEMPORAL_TASK_QUEUE: uniqueId('crash-loop'),
-            EMBEDDED_REDIS_PORT: String(redisPort),
-            API_PORT: String(await freePort()),
-            MOCK_UPSTREAM_PORT: String(await freePort()),
-            MAINTENANCE_SCHEDULES: 'false',
-            EMBEDDED_CRASH_LOOP_RESTARTS: '1',
-          },
-          stdio: ['ignore', 'pipe', 'pipe'],
+        const launched = launch('src/main.ts', {
+          PATH: `${alwaysCrashingRedis(dir)}:${process.env.PATH ?? ''}`,
+          DATA_DIR: dir,
+          DATABASE_URL: testConfig().DATABASE_URL!,
+          TEMPORAL_ADDRESS: temporalAddress(),
+          TEMPORAL_TASK_QUEUE: uniqueId('crash-loop'),
+          EMBEDDED_REDIS_PORT: String(redisPort),
+          API_PORT: String(await freePort()),
+          MOCK_UPSTREAM_PORT: String(await freePort()),
+          MAINTENANCE_SCHEDULES: 'false',
+          EMBEDDED_CRASH_LOOP_RESTARTS: '1',
         });
-        let out = '';
-        child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-        child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-        const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+        const code = await launched.exited;
+        const out = launched.output();
         expect(code).toBe(1);
         expect(out).toContain('embedded redis is in a crash loop (2 unexpected exits: code 3, code 3)');
         expect(out).toContain('restarting embedded redis');
